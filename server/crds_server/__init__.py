@@ -1,0 +1,1 @@
+"""The CRDS server: catalog, JSON-RPC API and file delivery for one observatory."""

@@ -1,0 +1,79 @@
+"""HTTP endpoints: JSON-RPC, unchecked file delivery, status page and health check."""
+import os
+
+from django.conf import settings
+from django.db import connection
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from . import jsonrpc as rpc
+from . import queries
+from .filenames import MAPPING_EXTENSIONS, is_safe_name
+
+
+@csrf_exempt
+def jsonrpc(request, method=None, request_id=None):
+    if request.method != "POST":
+        response = JsonResponse(rpc.error_response(None, "InvalidRequest", "JSON-RPC calls must be POSTed"))
+        response.status_code = 405
+        return response
+    # Always 200: the client reads the error object, urllib would hide it behind HTTPError.
+    return JsonResponse(rpc.handle(request, request.body))
+
+
+def cache_file_path(section, observatory, filename):
+    """Path of a deliverable file in the cache, or None when the request is not acceptable."""
+    if observatory != settings.CRDS_OBSERVATORY or not is_safe_name(filename):
+        return None
+    if (section == "mappings") != filename.endswith(MAPPING_EXTENSIONS):
+        return None
+    path = os.path.join(settings.CRDS_PATH, section, observatory, filename)
+    return path if os.path.isfile(path) else None
+
+
+@require_GET
+def unchecked_get(request, section, observatory, filename):
+    path = cache_file_path(section, observatory, filename)
+    if path is None:
+        raise Http404(f"no such CRDS file: {section}/{observatory}/{filename}")
+    return FileResponse(open(path, "rb"), as_attachment=False, filename=filename)
+
+
+@require_GET
+def status_page(request):
+    counts = queries.catalog_counts()
+    rows = [
+        ("observatory", settings.CRDS_OBSERVATORY),
+        ("kind", settings.CRDS_KIND),
+        ("public URL", settings.CRDS_SERVER_URL),
+        ("operational context", counts["operational_context"] or "(none)"),
+        ("references", counts["references"]),
+        ("mappings", counts["mappings"]),
+        ("contexts", counts["contexts"]),
+        ("database engine", f"{settings.CRDS_DB_ENGINE} ({connection.vendor})"),
+    ]
+    title = f"CRDS server {settings.CRDS_OBSERVATORY} {settings.CRDS_KIND}"
+    body = format_html(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{}</title></head>"
+        "<body><h1>{}</h1><table>{}</table></body></html>",
+        title,
+        title,
+        format_html_join("", "<tr><th align='left'>{}</th><td>{}</td></tr>", rows),
+    )
+    return HttpResponse(body)
+
+
+@require_GET
+def health(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any DB failure means unhealthy
+        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+    return JsonResponse(
+        {"status": "ok", "observatory": settings.CRDS_OBSERVATORY, "kind": settings.CRDS_KIND,
+         "database": settings.CRDS_DB_ENGINE}
+    )

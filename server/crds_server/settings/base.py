@@ -1,0 +1,120 @@
+"""Settings common to every kind of CRDS server.
+
+Only the variables a server cannot run without are required here; production.py
+requires the rest, local.py keeps convenient defaults for a laptop.
+"""
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import as_list, observatory, optional, require
+
+# ---------------------------------------------------------------- identity
+
+CRDS_OBSERVATORY = observatory(require("CRDS_OBSERVATORY"))
+CRDS_KIND = optional("CRDS_KIND", "django")
+CRDS_SERVER_URL = optional("CRDS_SERVER_URL", "http://127.0.0.1:8000").rstrip("/")
+CRDS_SERVER_ROOT = optional("CRDS_SERVER_ROOT", os.getcwd())
+
+# ---------------------------------------------------------------- storage
+
+CRDS_PATH = os.path.abspath(require("CRDS_PATH"))
+CRDS_SERVER_FILES = os.path.abspath(require("CRDS_SERVER_FILES"))
+CRDS_DBBACKUP_DIR = optional("CRDS_DBBACKUP_DIR", os.path.join(CRDS_SERVER_FILES, "dbbackup"))
+
+# ---------------------------------------------------------------- database
+
+CRDS_DB_ENGINE = require("CRDS_DB_ENGINE").lower()
+CRDS_DB_NAME = require("CRDS_DB_NAME")
+
+if CRDS_DB_ENGINE == "sqlite":
+    _default_db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.abspath(CRDS_DB_NAME),
+    }
+elif CRDS_DB_ENGINE == "mysql":
+    CRDS_DB_OPTION_FILE = require("CRDS_DB_OPTION_FILE")
+    _default_db = {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": CRDS_DB_NAME,
+        # Host and port may also come from the option file; credentials only do.
+        "HOST": optional("CRDS_DB_HOST", ""),
+        "PORT": optional("CRDS_DB_PORT", ""),
+        "OPTIONS": {"read_default_file": CRDS_DB_OPTION_FILE, "charset": "utf8mb4"},
+        # Spelled out so `manage.py test` can never run against the live schema.
+        "TEST": {"NAME": "test_" + CRDS_DB_NAME, "CHARSET": "utf8mb4"},
+    }
+else:
+    raise ImproperlyConfigured(f"CRDS_DB_ENGINE={CRDS_DB_ENGINE!r} must be 'sqlite' or 'mysql'")
+
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ---------------------------------------------------------------- django
+
+ALLOWED_HOSTS = as_list(optional("CRDS_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
+STATIC_URL = "/static/"
+STATIC_ROOT = optional("CRDS_STATIC_ROOT", os.path.join(CRDS_SERVER_ROOT, "static"))
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.staticfiles",
+    "dbbackup",
+    "crds_server.catalog",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "crds_server.urls"
+WSGI_APPLICATION = "crds_server.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# Catalog listings can be large; the JSON-RPC body limit stays Django's default.
+TEST_RUNNER = "crds_server.test_runner.IsolatedCacheRunner"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"crds_server": {"handlers": ["console"], "level": "INFO"}},
+}
+
+# ---------------------------------------------------------------- backups
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "dbbackup": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": CRDS_DBBACKUP_DIR},
+    },
+}
+
+# The stock mysqldump connector would put USER/PASSWORD on the command line; ours
+# passes the option file instead.  SQLite keeps dbbackup's default connector.
+DBBACKUP_CONNECTORS = (
+    {"default": {"CONNECTOR": "crds_server.dbbackup_connectors.MysqlOptionFileConnector"}}
+    if CRDS_DB_ENGINE == "mysql"
+    else {}
+)
+DBBACKUP_FILENAME_TEMPLATE = "crds-{databasename}-{datetime}.{extension}"
+DBBACKUP_HOSTNAME = f"{CRDS_OBSERVATORY}.{CRDS_KIND}"

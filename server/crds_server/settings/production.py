@@ -1,0 +1,20 @@
+"""Settings for mod_wsgi kinds (dev, test, ops, I&T): DEBUG off, nothing defaulted."""
+from .base import *  # noqa: F401,F403
+from .env import as_list, require, read_secret_key
+
+DEBUG = False
+
+# base.py defaults these for laptops; a VM must say them explicitly.
+CRDS_KIND = require("CRDS_KIND")
+CRDS_SERVER_URL = require("CRDS_SERVER_URL").rstrip("/")
+CRDS_SERVER_ROOT = require("CRDS_SERVER_ROOT")
+STATIC_ROOT = require("CRDS_STATIC_ROOT")
+ALLOWED_HOSTS = as_list(require("CRDS_ALLOWED_HOSTS"))
+CRDS_DBBACKUP_DIR = require("CRDS_DBBACKUP_DIR")
+STORAGES["dbbackup"]["OPTIONS"]["location"] = CRDS_DBBACKUP_DIR  # noqa: F405
+DBBACKUP_HOSTNAME = f"{CRDS_OBSERVATORY}.{CRDS_KIND}"  # noqa: F405
+
+SECRET_KEY = read_secret_key(require("CRDS_SECRET_KEY_FILE"))
+
+SESSION_COOKIE_SECURE = CRDS_SERVER_URL.startswith("https://")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
