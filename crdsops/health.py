@@ -1,0 +1,57 @@
+"""Ask a CRDS server whether it answers, over its own JSON-RPC interface (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from crdsops.errors import CrdsOpsError
+
+
+class RpcError(CrdsOpsError):
+    """The server answered, with a JSON-RPC error."""
+
+
+def rpc(url: str, method: str, *params, timeout: float = 10.0):
+    """Call ``method`` at ``url``/json/ and return its result; raise on any failure."""
+    body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/json/", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise CrdsOpsError(f"{url} answered HTTP {err.code} to {method}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise CrdsOpsError(f"{url} does not answer ({reason})") from None
+    except ValueError:
+        raise CrdsOpsError(f"{url} answered {method} with something that is not JSON") from None
+    if answer.get("error"):
+        error = answer["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise RpcError(f"{url}: {method} failed: {message}")
+    return answer.get("result")
+
+
+def answers(url: str, timeout: float = 3.0) -> bool:
+    try:
+        rpc(url, "get_server_info", timeout=timeout)
+        return True
+    except CrdsOpsError:
+        return False
+
+
+def wait_until_answers(url: str, timeout: float, still_starting=lambda: True, interval: float = 0.2) -> bool:
+    """Poll ``get_server_info`` until it answers, ``timeout`` passes, or ``still_starting()`` is false."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers(url, timeout=min(3.0, max(0.5, deadline - time.monotonic()))):
+            return True
+        if not still_starting():
+            return False
+        time.sleep(interval)
+    return answers(url)

@@ -1,0 +1,14 @@
+"""crdsops: operations tasks for CRDS servers. `inv --list` shows them; see README.md.
+
+Composition only: every task lives in a module of crdsops.tasks next to the concern it
+drives; here they are gathered at the top level, where the historical names expect them.
+"""
+
+from invoke import Collection
+
+from crdsops.tasks import server
+
+ns = Collection()
+for each in (server.config, server.install, server.run, server.stop, server.rerun,
+             server.status, server.manage, server.runtests):
+    ns.add_task(each)
