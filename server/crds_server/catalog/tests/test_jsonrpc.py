@@ -1,0 +1,135 @@
+import json
+from unittest import mock
+
+from django.test import Client
+
+from crds_server.catalog import queries
+from crds_server.catalog.demo import demo_set
+from crds_server.catalog.ingest import sha1_of
+
+from .base import SeededTestCase
+
+
+def crds_decode(message):
+    """The real client's decoder: the server's encoding must round-trip through it."""
+    from crds.client.proxy import crds_decode as decode
+
+    return decode(message)
+
+
+class ServerInfoTests(SeededTestCase):
+    def test_fields_the_client_reads(self):
+        info = self.rpc_result("get_server_info")
+        demo = demo_set(self.obs)
+        self.assertEqual(info["observatory"], self.obs)
+        self.assertEqual(info["operational_context"], demo.context)
+        self.assertEqual(info["edit_context"], demo.context)
+        self.assertEqual(info["bad_files_list"], [])
+        self.assertEqual(info["bad_files"], "")
+        self.assertIs(info["force_remote_mode"], False)
+        self.assertIn("str", info["crds_version"])
+        self.assertEqual(sorted(info["mappings"]), sorted(n for n in demo.files if n.endswith("map")))
+        self.assertEqual(info["context_history"][0][1], demo.context)
+        self.assertRegex(info["last_synced"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+
+    def test_download_urls_come_from_the_request(self):
+        info = self.rpc_result("get_server_info")
+        base = "http://testserver/unchecked_get"
+        self.assertEqual(info["reference_url"]["unchecked"], {self.obs: f"{base}/references/{self.obs}/"})
+        self.assertEqual(info["mapping_url"]["unchecked"], {self.obs: f"{base}/mappings/{self.obs}/"})
+        self.assertIn(self.obs, info["reference_url"]["checked"])
+
+    def test_download_metadata_matches_the_cache(self):
+        metadata = crds_decode(self.rpc_result("get_server_info")["download_metadata"])
+        self.assertEqual(set(metadata), set(demo_set(self.obs).files))
+        for name, meta in metadata.items():
+            section = "mappings" if name.endswith("map") else "references"
+            self.assertEqual(meta["sha1sum"], sha1_of(self.cache_path(section, name)))
+            self.assertIsInstance(meta["size"], str)
+
+    def test_client_style_url_with_method_and_id(self):
+        answer = self.rpc("get_default_context", [self.obs, None], url="/json/get_default_context/x-00000001/")
+        self.assertEqual(answer["result"], demo_set(self.obs).context)
+        self.assertEqual(answer["id"], "t-1")
+
+
+class QueryMethodTests(SeededTestCase):
+    def test_default_context_states(self):
+        context = demo_set(self.obs).context
+        self.assertEqual(self.rpc_result("get_default_context"), context)
+        self.assertEqual(self.rpc_result("get_default_context", self.obs, "latest"), context)
+        self.assertEqual(self.rpc_result("get_default_context", self.obs, "edit"), context)
+
+    def test_named_params(self):
+        answer = self.rpc("get_default_context", {"observatory": self.obs, "state": "latest"})
+        self.assertEqual(answer["result"], demo_set(self.obs).context)
+
+    def test_file_info(self):
+        context = demo_set(self.obs).context
+        info = self.rpc_result("get_file_info", context, context)
+        self.assertEqual(info["name"], context)
+        self.assertEqual(info["filekind"], "mapping")
+        self.assertEqual(info["size"], str(len(demo_set(self.obs).files[context])))
+        self.assertEqual(info["rejected"], "false")
+        self.assertEqual(info["state"], "operational")
+
+    def test_file_info_map_with_unknown_and_fields(self):
+        context = demo_set(self.obs).context
+        infos = self.rpc_result("get_file_info_map", self.obs, [context, "nope.fits"], ["size", "sha1sum"])
+        self.assertEqual(infos["nope.fits"], "NOT FOUND")
+        self.assertEqual(set(infos[context]), {"size", "sha1sum"})
+
+    def test_file_info_map_all(self):
+        infos = self.rpc_result("get_file_info_map", self.obs, None, None)
+        self.assertEqual(set(infos), set(demo_set(self.obs).files))
+
+    def test_lists(self):
+        demo = demo_set(self.obs)
+        self.assertEqual(self.rpc_result("list_mappings", self.obs, "*.pmap"), [demo.context])
+        refs = sorted(n for n in demo.files if n.endswith(".fits"))
+        self.assertEqual(self.rpc_result("list_references", self.obs, "*"), refs)
+        self.assertEqual(self.rpc_result("list_references", self.obs, "*.nothing"), [])
+
+    def test_catalog_counts(self):
+        counts = self.rpc_result("get_catalog_counts")
+        self.assertEqual(counts["references"], 3)
+        self.assertEqual(counts["mappings"], 4)
+        self.assertEqual(counts["contexts"], 1)
+        self.assertEqual(counts["operational_context"], demo_set(self.obs).context)
+        self.assertEqual(counts["observatory"], self.obs)
+
+    def test_context_history(self):
+        history = self.rpc_result("get_context_history", self.obs)
+        self.assertEqual([row[1] for row in history], [demo_set(self.obs).context])
+
+
+class ErrorTests(SeededTestCase):
+    def test_unknown_method(self):
+        self.assertIn("unknown method", self.rpc_error("no_such_method"))
+
+    def test_bad_params(self):
+        self.assertIn("bad parameters", self.rpc_error("get_file_info", ["a", "b", "c", "d"]))
+        self.assertIn("bad parameters", self.rpc_error("get_file_info", {"bogus": 1}))
+
+    def test_unknown_file(self):
+        self.assertIn("not known", self.rpc_error("get_file_info", ["x.pmap", "missing.fits"]))
+
+    def test_wrong_observatory(self):
+        self.assertIn("serves observatory", self.rpc_error("list_mappings", ["nosuchobs", "*"]))
+
+    def test_internal_exception_is_a_jsonrpc_error(self):
+        with self.assertLogs("crds_server.jsonrpc", "ERROR"), \
+                mock.patch.object(queries, "catalog_counts", side_effect=RuntimeError("boom")):
+            message = self.rpc_error("get_catalog_counts")
+        self.assertIn("boom", message)
+
+    def test_malformed_bodies(self):
+        for body in ("{not json", "[1, 2]", json.dumps({"params": []})):
+            response = self.client.post("/json/", body, content_type="application/json")
+            self.assertEqual(response.status_code, 200)
+            self.assertTrue(response.json()["error"]["message"])
+
+    def test_get_is_refused_as_json(self):
+        response = Client().get("/json/")
+        self.assertEqual(response.status_code, 405)
+        self.assertIn("POST", response.json()["error"]["message"])
