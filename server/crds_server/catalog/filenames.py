@@ -5,8 +5,8 @@ from .models import MAPPING, REFERENCE
 
 MAPPING_EXTENSIONS = (".pmap", ".imap", ".rmap")
 
-# Plain basenames only: no separators, no leading dot, nothing a shell or URL mangles.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+# Plain basenames only (a subset of crds.core.config.FILE_RE): no separators, no leading dot.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 # HST reference names carry their type as a suffix: 4bb1536oj_drk.fits
 _HST_SUFFIX_TYPES = {

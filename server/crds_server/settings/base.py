@@ -116,5 +116,5 @@ DBBACKUP_CONNECTORS = (
     if CRDS_DB_ENGINE == "mysql"
     else {}
 )
-DBBACKUP_FILENAME_TEMPLATE = "crds-{databasename}-{datetime}.{extension}"
+DBBACKUP_FILENAME_TEMPLATE = "crds-{servername}-{databasename}-{datetime}.{extension}"
 DBBACKUP_HOSTNAME = f"{CRDS_OBSERVATORY}.{CRDS_KIND}"
