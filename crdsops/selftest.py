@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -48,8 +49,13 @@ def run(config: ServerConfig, say=print, django_tests: bool = True, live: bool =
     checks = Checks(say)
     if django_tests:
         say("running the server's Django test suite ...")
-        result = manage(config, "test", "crds_server", "--noinput", check=False)
-        checks.record("django test suite", result.returncode == 0, f"exit {result.returncode}")
+        result = manage(config, "test", "crds_server", "--noinput", check=False, capture=True)
+        output = result.stdout + result.stderr
+        say(output.rstrip())
+        ran = re.search(r"^Ran (\d+) tests?", output, re.MULTILINE)
+        count = int(ran.group(1)) if ran else 0
+        checks.record("django test suite", result.returncode == 0 and count > 0,
+                      f"{count} tests, exit {result.returncode}")
     if live:
         _live_checks(config, checks)
     return checks

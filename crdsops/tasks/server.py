@@ -144,10 +144,11 @@ def manage(c, args=""):
 
     from crdsops.serverenv import manage as run_manage
 
+    cfg = installed_config()
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(args)
     if not argv:
         raise Exit("error: say which manage.py command to run, e.g. `inv manage -- shell`")
-    result = run_manage(installed_config(), *argv, check=False)
+    result = run_manage(cfg, *argv, check=False)
     if result.returncode:
         raise Exit(code=result.returncode)
 

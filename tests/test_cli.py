@@ -1,0 +1,71 @@
+"""The command line as a user meets it: listing, help, and refusals that change nothing."""
+
+import pytest
+
+from support import CHECKOUT
+
+TASKS = ["config", "install", "run", "stop", "rerun", "status", "manage", "runtests"]
+
+
+def test_list_shows_every_task_with_a_summary(ops):
+    out = ops.inv("--list").stdout
+    for name in TASKS:
+        line = next((l for l in out.splitlines() if l.strip().startswith(name + " ")), None)
+        assert line is not None, f"{name} missing from inv --list"
+        assert len(line.split(None, 1)) == 2, f"{name} has no summary"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_help_explains_every_flag(ops, name):
+    out = ops.inv("--help", name).stdout
+    options = out.split("Options:", 1)[1] if "Options:" in out else ""
+    for line in options.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-") and "  " in stripped:
+            assert stripped.split("  ", 1)[1].strip(), f"flag without help: {stripped}"
+        elif stripped.startswith("-"):
+            pytest.fail(f"flag without help in inv --help {name}: {stripped}")
+
+
+@pytest.mark.parametrize("task", ["run", "stop", "rerun", "status", "runtests", "manage"])
+def test_server_tasks_before_any_install(ops, task):
+    result = ops.inv(task, check=False)
+    assert result.returncode != 0
+    assert "no server is installed here" in result.stderr
+    assert "inv install --obs OBS --kind KIND" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not ops.state.exists()
+
+
+@pytest.mark.parametrize("obs,kind,expected", [
+    ("roman", "dev", "unknown observatory 'roman'"),
+    ("../x", "django", "unknown observatory '../x'"),
+    ("hst", "nope", "unknown kind 'nope'"),
+])
+def test_install_refuses_bad_identity_and_changes_nothing(ops, obs, kind, expected):
+    before = sorted(p.relative_to(ops.where) for p in ops.where.rglob("*"))
+    result = ops.inv("install", "--obs", obs, "--kind", kind, check=False)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.relative_to(ops.where) for p in ops.where.rglob("*")) == before
+
+
+def test_bad_config_file_is_one_line_and_nothing_is_created(ops):
+    path = ops.configs / "hst" / "django.yaml"
+    path.write_text(path.read_text() + "colour: blue\n")
+    result = ops.inv("install", "--obs", "hst", "--kind", "django", check=False)
+    assert result.returncode == 1
+    assert "unknown key colour" in result.stderr and "django.yaml" in result.stderr
+    assert not (ops.where / "hst-django").exists() and not ops.state.exists()
+
+
+def test_config_task_prints_the_resolved_config(ops):
+    out = ops.inv("config", "--obs", "hst", "--kind", "dev").stdout
+    assert "url: https://hst-crds-dev.stsci.edu" in out
+    assert "name: crds_hst_dev" in out
+
+
+def test_tasks_py_is_composition_only():
+    text = (CHECKOUT / "tasks.py").read_text()
+    assert "def " not in text and "@task" not in text

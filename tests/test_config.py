@@ -1,0 +1,89 @@
+"""Config loading: every shipped server loads; every bad input names file, key and problem."""
+
+import pytest
+import yaml
+
+from crdsops.config import kinds, load_config, observatories
+from crdsops.errors import CrdsOpsError
+from support import make_configs
+
+SHIPPED = [("hst", k) for k in ("django", "dev", "test", "ops")] + [
+    ("jwst", k) for k in ("django", "dev", "test", "ops", "dit", "bit", "cit", "ait")
+]
+
+
+def test_every_server_the_seed_names_is_configured():
+    assert observatories() == ["hst", "jwst"]
+    assert {("hst", k) for k in kinds("hst")} | {("jwst", k) for k in kinds("jwst")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("obs,kind", SHIPPED)
+def test_shipped_configs_load(obs, kind):
+    cfg = load_config(obs, kind)
+    assert (cfg.observatory, cfg.kind) == (obs, kind)
+    if kind == "django":
+        assert cfg.url == "http://127.0.0.1:8000"
+        assert cfg.database.engine == "sqlite" and cfg.web.server == "runserver"
+        assert "var" in cfg.root.parts  # inside the checkout, ignored by git
+    else:
+        assert cfg.database.engine == "mysql" and cfg.web.server == "mod_wsgi"
+        assert cfg.database.name == f"crds_{obs}_{kind}"
+        expected = f"https://{obs}-crds.stsci.edu" if kind == "ops" else f"https://{obs}-crds-{kind}.stsci.edu"
+        assert cfg.url == expected
+
+
+def test_placeholders_and_relative_paths(tmp_path):
+    configs = make_configs(tmp_path, {("hst", "dev"): {"root": str(tmp_path / "{observatory}/{kind}")}})
+    cfg = load_config("hst", "dev", configs)
+    assert cfg.root == tmp_path / "hst" / "dev"
+    assert cfg.cache == cfg.root / "cache"
+    assert cfg.backups.private_dir == cfg.root / "backups"
+
+
+def _error(tmp_path, obs, kind, overrides) -> str:
+    configs = make_configs(tmp_path, {(obs, kind): overrides})
+    with pytest.raises(CrdsOpsError) as err:
+        load_config(obs, kind, configs)
+    return str(err.value)
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    message = _error(tmp_path, "hst", "dev", {"web": {"prot": 80}})
+    assert "hst/dev.yaml" in message and "unknown key web.prot" in message
+
+
+def test_wrong_type_names_file_key_and_expectation(tmp_path):
+    message = _error(tmp_path, "hst", "dev", {"web": {"port": "eighty"}})
+    assert "hst/dev.yaml" in message and "web.port" in message and "integer" in message
+
+
+def test_bad_choice(tmp_path):
+    message = _error(tmp_path, "hst", "dev", {"database": {"engine": "oracle"}})
+    assert "database.engine" in message and "sqlite, mysql" in message
+
+
+def test_malformed_yaml_names_file(tmp_path):
+    configs = make_configs(tmp_path)
+    (configs / "hst" / "dev.yaml").write_text("web: [unclosed\n")
+    with pytest.raises(CrdsOpsError, match=r"hst/dev.yaml.*not valid YAML"):
+        load_config("hst", "dev", configs)
+
+
+@pytest.mark.parametrize("obs,kind,expected", [
+    ("roman", "dev", "unknown observatory 'roman'"),
+    ("../x", "dev", "unknown observatory '../x'"),
+    ("hst", "prod", "unknown kind 'prod'"),
+    ("hst", "../../etc/passwd", "unknown kind"),
+])
+def test_unknown_identity(obs, kind, expected):
+    with pytest.raises(CrdsOpsError, match=expected):
+        load_config(obs, kind)
+
+
+def test_a_new_observatory_is_config_only(tmp_path):
+    configs = make_configs(tmp_path)
+    (configs / "roman").mkdir()
+    (configs / "roman" / "dev.yaml").write_text(yaml.safe_dump(
+        {"tier": "dev", "host": "dlromancrdsdev", "url": "https://roman-crds-dev.stsci.edu"}))
+    cfg = load_config("roman", "dev", configs)
+    assert cfg.database.name == "crds_roman_dev" and cfg.name == "roman.dev"
