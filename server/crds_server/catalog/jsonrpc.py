@@ -57,7 +57,7 @@ def get_default_context(request, observatory=None, state=None):
     else:
         context = queries.operational_context()
     if context is None:
-        raise RpcError("no context has been recorded yet (run `manage.py seed_demo` or ingest a .pmap)")
+        raise RpcError("no operational context has been recorded yet (`manage.py seed_demo` records one)")
     return context
 
 

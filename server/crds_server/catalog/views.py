@@ -20,7 +20,11 @@ def jsonrpc(request, method=None, request_id=None):
         response.status_code = 405
         return response
     # Always 200: the client reads the error object, urllib would hide it behind HTTPError.
-    return JsonResponse(rpc.handle(request, request.body))
+    answer = rpc.handle(request, request.body)
+    try:
+        return JsonResponse(answer)
+    except (TypeError, ValueError) as exc:  # a result JSON cannot carry
+        return JsonResponse(rpc.error_response(answer.get("id"), "EncodingError", f"cannot encode result: {exc}"))
 
 
 def cache_file_path(section, observatory, filename):

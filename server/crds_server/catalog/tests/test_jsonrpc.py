@@ -133,3 +133,18 @@ class ErrorTests(SeededTestCase):
         response = Client().get("/json/")
         self.assertEqual(response.status_code, 405)
         self.assertIn("POST", response.json()["error"]["message"])
+
+
+class EmptyCatalogTests(SeededTestCase):
+    def setUp(self):
+        super().setUp()
+        from crds_server.catalog.models import CatalogFile, ContextHistory
+
+        CatalogFile.objects.all().delete()
+        ContextHistory.objects.all().delete()
+
+    def test_no_context_yet_is_an_error_not_a_crash(self):
+        self.assertIn("seed_demo", self.rpc_error("get_default_context"))
+        info = self.rpc_result("get_server_info")
+        self.assertIsNone(info["operational_context"])
+        self.assertEqual(crds_decode(info["download_metadata"]), {})
