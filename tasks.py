@@ -12,3 +12,8 @@ ns = Collection()
 for each in (server.config, server.install, server.run, server.stop, server.rerun,
              server.status, server.manage, server.runtests):
     ns.add_task(each)
+
+from crdsops.tasks import remote  # noqa: E402  (issue 6: fleet tasks)
+
+for each in (remote.fleet_status, remote.fleet_backup):
+    ns.add_task(each)
