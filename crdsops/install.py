@@ -41,6 +41,11 @@ def plan(config: ServerConfig) -> list[str]:
 def install(config: ServerConfig, say=print) -> None:
     stack_python(config)  # fail before creating anything when there is no stack
     _check_replacing(config)
+    if config.database.is_mysql:  # option file mode, login: refuse before anything changes
+        from crdsops import mysql
+
+        mysql.preflight(config)
+    backend_for(config).preflight(config)
     owner = _data_owner(config)
     _make_dirs(config, owner)
     _write_secret_key(config, owner)

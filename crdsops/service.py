@@ -41,6 +41,9 @@ class Backend:
     def looks_like_ours(self, cmdline: str) -> bool:
         return "manage.py" in cmdline and "runserver" in cmdline
 
+    def preflight(self, config: ServerConfig) -> None:
+        """Read-only checks install runs before it changes anything; nothing for runserver."""
+
     def prepare(self, config: ServerConfig) -> None:
         """Install-time set-up of the web server; nothing for runserver."""
 
