@@ -82,8 +82,13 @@ def _live_checks(config: ServerConfig, checks: Checks) -> None:
         except CrdsOpsError as err:
             checks.record("catalog lists files", False, str(err))
             return
+        # `--organize=flat` imports observatory plugins (jwst needs stdatamodels); the cache
+        # mode file says the same thing to any client.
+        mode = Path(cache) / "config" / config.observatory / "ref_cache_subdir_mode"
+        mode.parent.mkdir(parents=True, exist_ok=True)
+        mode.write_text("flat\n")
         sync = subprocess.run(
-            [python, "-m", "crds.sync", f"--{config.observatory}", "--organize=flat", "--files", *names],
+            [python, "-m", "crds.sync", f"--{config.observatory}", "--files", *names],
             env=env, capture_output=True, text=True,
         )
         checks.record("crds sync", sync.returncode == 0, f"{len(names)} files" if sync.returncode == 0 else _last_line(sync))
