@@ -1,0 +1,35 @@
+"""The Makefile is a thin front end: make variables become the flags of one forwarded inv call."""
+
+import subprocess
+
+import pytest
+
+from support import CHECKOUT
+
+
+def make_n(*args: str) -> list[str]:
+    out = subprocess.run(["make", "-n", *args], cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
+    return [line.split() for line in out.splitlines() if "/inv " in line]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["install", "obs=hst", "kind=dev"], ["install", "--obs=hst", "--kind=dev"]),
+    (["mirror", "obs=hst", "src=test"], ["mirror", "--obs=hst", "--src=test"]),
+    (["restore", "from=2026-11-28", "yes=1"], ["restore", "--from=2026-11-28", "--yes"]),
+    (["backup", "dry_run=1"], ["backup", "--dry-run"]),
+    (["status"], ["status"]),
+    (["rerun"], ["rerun"]),
+])
+def test_make_forwards_to_inv(args, expected):
+    calls = make_n(*args)
+    assert [call[1:] for call in calls] == [expected]
+
+
+def test_make_run_installs_the_default_server_only_if_none_then_runs():
+    calls = [call[1:] for call in make_n("run")]
+    assert calls == [["install", "--if-none", "--obs=hst", "--kind=django"], ["run"]]
+
+
+def test_help_is_the_default_goal():
+    text = (CHECKOUT / "Makefile").read_text()
+    assert ".DEFAULT_GOAL := help" in text and "%:" not in text
