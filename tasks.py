@@ -17,3 +17,8 @@ from crdsops.tasks import remote  # noqa: E402  (issue 6: fleet tasks)
 
 for each in (remote.fleet_status, remote.fleet_backup):
     ns.add_task(each)
+
+from crdsops.tasks import stack  # noqa: E402  (issue 3: the server stack)
+
+for each in (stack.build, stack.lock):
+    ns.add_task(each)

@@ -1,0 +1,75 @@
+"""Tasks for the server's Python stack: `lock` (conda-lock) and `build` (alias build-conda3).
+
+Defaults: the lock is `conda-lock.yml`, made from `environment.yml` and
+`environment-dev.yml` in the checkout; the stack prefix is `stack.prefix` of the installed
+server's config (`crdsops.config.stack_prefix()`, `.venv` by default); `build` keeps the
+categories the current stack has (main, or main+dev) unless --dev/--no-dev says otherwise,
+and picks its mode from the lock and the machine (conda where a conda executable and a
+conda-channel lock exist, else the system Python). `lock` uses the environment's channels
+unless --channel (or CRDSOPS_CONDA_CHANNEL) overrides them; with no conda executable it
+drives conda-lock through a py-rattler front end and, with no channel either, solves the
+conda layer against a local channel describing /usr/bin/python3.
+
+Module level imports invoke and the stdlib only: `inv --list` stays fast.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from crdsops.tasks._common import ops_task
+
+
+def _prefix(prefix):
+    if prefix is not None:
+        return pathlib.Path(prefix)
+    from crdsops.config import stack_prefix
+
+    return stack_prefix()
+
+
+@ops_task(aliases=["build-conda3"], help={
+    "prefix": "where the stack goes (default: the config's stack.prefix, .venv in the checkout)",
+    "dev": "include the dev category (pytest, py-rattler, conda-lock); default: as the current stack",
+    "no_dev": "leave the dev category out (default: as the current stack)",
+    "mode": "auto (default), conda (conda create from the lock, then its pip layer) or system (venv of the system Python + pip layer)",
+    "python": "system Python for --mode system (default /usr/bin/python3; must match the lock's python)",
+    "conda": "conda/mamba/micromamba executable for --mode conda (default: CRDSOPS_CONDA, then PATH)",
+    "lock_file": "lock to build from (default: conda-lock.yml in the checkout)",
+    "force": "rebuild even when the stack is up to date with the lock",
+    "dry_run": "print the plan (lock freshness and interpreter checks run for real), change nothing",
+})
+def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda=None, lock_file=None, force=False, dry_run=False):
+    """Build the server stack from conda-lock.yml (a no-op when the lock is unchanged)."""
+    from invoke import Exit
+
+    from crdsops import stack
+
+    if dev and no_dev:
+        raise Exit("error: give --dev or --no-dev, not both")
+    p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None), mode=mode, python=python, conda=conda,
+                    lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
+    if p.up_to_date or dry_run:
+        print(("would " if dry_run and not p.up_to_date else "") + p.describe())
+
+
+@ops_task(iterable=["channel", "env_file"], help={
+    "channel": "conda channel replacing the environment's (repeatable; default: CRDSOPS_CONDA_CHANNEL, then environment.yml's)",
+    "conda": "conda-compatible executable for conda-lock (default: CRDSOPS_CONDA, conda/mamba/micromamba on PATH, else the py-rattler front end)",
+    "env_file": "environment file (repeatable; default: environment.yml and environment-dev.yml)",
+    "lock_file": "lock to write (default: conda-lock.yml in the checkout)",
+    "python": "with no conda and no channel: the system Python the local channel describes (default /usr/bin/python3)",
+    "timeout": "seconds before conda-lock is stopped (default 1800)",
+})
+def lock(c, channel=None, conda=None, env_file=None, lock_file=None, python=None, timeout=None):
+    """Re-lock the stack: run conda-lock on environment.yml for linux-64 into conda-lock.yml."""
+    from crdsops import stack
+
+    stack.lock(
+        env_files=[pathlib.Path(e).resolve() for e in env_file] if env_file else None,
+        lock_path=pathlib.Path(lock_file).resolve() if lock_file else None,
+        channels=list(channel or []),
+        conda=conda,
+        system_python=python,
+        timeout=float(timeout) if timeout is not None else stack.LOCK_TIMEOUT,
+    )
