@@ -177,12 +177,12 @@ class ModWsgiBackend(Backend):
         said = [line for line in (result.stderr + result.stdout).splitlines()
                 if line.strip() and "setlocale" not in line]
         log = self.log_file(config)
-        new_log = _read_from(log, log_offset).strip() or tail(log, 10)
+        new_log = _read_from(log, log_offset).strip()
         parts = [f"{config.name}: {what} (apachectl exit {result.returncode})"]
         if said:
-            parts.append(said[-1].strip())
+            parts.append(" / ".join(line.strip() for line in said[-4:]))
         detail = "; ".join(parts) + f"; see {log}"
-        return detail + (f"; its last lines:\n{new_log}" if new_log else "")
+        return detail + (f"; its last lines:\n{new_log}" if new_log else " (nothing new in it)")
 
     def foreground(self, config: ServerConfig) -> int:
         return subprocess.call([str(self.apachectl(config)), "start", "-DFOREGROUND"],
@@ -290,12 +290,15 @@ def check_readable_by_web_user(config: ServerConfig, targets: list[Path]) -> Non
     if result.returncode == 0:
         return
     kind, _, path = result.stdout.strip().partition(":")
-    what = {"x": "cannot enter the directory", "d": "cannot read the directory", "f": "cannot read"}.get(kind, "cannot read")
-    raise CrdsOpsError(
-        f"Apache serves {config.name} as {user[0]}, who {what} {path}; make it readable by {user[0]} "
-        f"(e.g. `chmod o+rx {path}` for a directory, or move the checkout/stack/option file somewhere "
-        f"{user[0]} can read; the option file stays 0600 but must be owned by {user[0]})"
-    )
+    if kind == "f" and config.database.is_mysql and Path(path) == Path(config.database.option_file or ""):
+        fix = f"`chown {user[0]} {path}` (keep it mode 0600; root can still read it)"
+    elif kind == "f":
+        fix = f"`chmod o+r {path}`, or install from a place {user[0]} can read"
+    else:
+        fix = (f"`chmod o+x {path}` (o+rx if it must be listed), or put the checkout, stack and "
+               f"option file under a directory {user[0]} can enter")
+    what = {"x": "cannot enter the directory", "d": "cannot read the directory"}.get(kind, "cannot read")
+    raise CrdsOpsError(f"Apache serves {config.name} as {user[0]}, who {what} {path}; fix: {fix}")
 
 
 def _option_file(config: ServerConfig) -> Path:
