@@ -22,3 +22,7 @@ from crdsops.tasks import stack  # noqa: E402  (issue 3: the server stack)
 
 for each in (stack.build, stack.lock):
     ns.add_task(each)
+
+from crdsops.tasks import mirror  # noqa: E402  (issue 6: inv mirror)
+
+ns.add_task(mirror.mirror)

@@ -2,73 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from sshd import SshLab, free_port
-from support import CHECKOUT, Ops, local_overrides, make_configs
-
-FAB = str(Path(sys.executable).parent / "fab")
-
-
-def vm_overrides(where: Path, address: str, ssh: dict) -> dict:
-    """A server that lives on "VM" ``address``: runserver + SQLite under ``where``."""
-    from support import deep_merge, free_port as web_port
-
-    port = web_port()
-    return deep_merge(local_overrides(where, port), {
-        "host": address,
-        "url": f"http://127.0.0.1:{port}",
-        "web": {"server": "runserver", "host": "127.0.0.1", "user": None, "group": None,
-                "processes": 1, "threads": 1},
-        "database": {"engine": "sqlite", "name": "{root}/db/crds.sqlite3", "option_file": None},
-        "ssh": ssh,
-    })
-
-
-class Fleet:
-    """hst test (running) on 127.0.0.2, hst dev (installed, stopped) on 127.0.0.3, hst ops down."""
-
-    def __init__(self, where: Path):
-        self.where = where
-        self.lab = SshLab(where / "ssh")
-        configs_dir = where / "configs"
-        self.states = {kind: where / f"state-{kind}.json" for kind in ("test", "dev")}
-        self.test_host = self.lab.host("127.0.0.2", {"CRDSOPS_CONFIGS": configs_dir,
-                                                     "CRDSOPS_STATE": self.states["test"]}, start=False)
-        self.dev_host = self.lab.host("127.0.0.3", {"CRDSOPS_CONFIGS": configs_dir,
-                                                    "CRDSOPS_STATE": self.states["dev"]}, start=False)
-        down_port = free_port("127.0.0.4")
-        self.down = ("127.0.0.4", down_port)
-        ops_ssh = dict(self.lab.ssh_section(self.test_host, CHECKOUT), port=down_port)
-        self.configs = make_configs(where, {
-            ("hst", "test"): vm_overrides(where, "127.0.0.2", self.lab.ssh_section(self.test_host, CHECKOUT)),
-            ("hst", "dev"): vm_overrides(where, "127.0.0.3", self.lab.ssh_section(self.dev_host, CHECKOUT)),
-            ("hst", "ops"): vm_overrides(where, "127.0.0.4", ops_ssh),
-        })
-        self.test_host.start()
-        self.dev_host.start()
-        self.ops = {kind: Ops(where / kind, self.configs) for kind in ("test", "dev")}
-        for kind, ops in self.ops.items():
-            ops.state = self.states[kind]
-            ops.env["CRDSOPS_STATE"] = str(ops.state)
-        # the control machine: only the configs (for -H lookups), no install record
-        self.env = dict(os.environ, CRDSOPS_CONFIGS=str(self.configs),
-                        CRDSOPS_STATE=str(where / "control-installed.json"))
-
-    def fab(self, *args, timeout=120) -> subprocess.CompletedProcess:
-        return subprocess.run([FAB, *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
-
-    def inv(self, *args, timeout=120) -> subprocess.CompletedProcess:
-        from support import INV
-
-        return subprocess.run([INV, *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+from vms import Fleet
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,48 @@
+"""``inv mirror``: make this server a copy of a higher-tier server of the same observatory.
+
+Defaults: the source's SSH settings (host, user, port, key, known_hosts, checkout) and
+URL come from its config (``configs/<obs>/<src>.yaml``); ``--src-url``/``--src-host``
+override them. Deletions in the file cache are capped at 10% of its files (at least 100)
+unless ``--max-delete`` says otherwise. See crdsops.mirror for the steps.
+"""
+
+from __future__ import annotations
+
+from invoke import Exit
+
+from crdsops.tasks._common import confirm, installed_config, ops_task
+
+
+@ops_task(aliases=("mirror-server",), help={
+    "obs": "observatory of the source; must be this server's",
+    "src": "kind of the source server (a higher tier: ops > test > dev > django)",
+    "src_url": "the source's URL (default: its config's url)",
+    "src_host": "the source's SSH host (default: its config's host)",
+    "dry_run": "print the plan after running every read-only probe; change nothing",
+    "yes": "do not ask for confirmation",
+    "allow_upward": "allow the rare upward mirror (lower tier to higher); still asks to confirm",
+    "max_delete": "most cache files the mirror may delete (default 10% of the cache, at least 100)",
+})
+def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, yes=False,
+           allow_upward=False, max_delete=None):
+    """Mirror a higher-tier server of this observatory onto this one (database, support files, cache)."""
+    from crdsops import mirror as m
+
+    if not obs or not src:
+        raise Exit("error: give --obs and --src (e.g. `inv mirror --obs hst --src test`)")
+    dest = installed_config()
+    m.check_direction(dest, obs, src, allow_upward)  # refuse before any connection
+    with m.server_lock(dest, task="mirror"):
+        plan = m.probe(dest, src, src_url, src_host, allow_upward)
+        print(f"plan for mirroring {plan.src.name} onto {dest.name}:")
+        for step in plan.steps:
+            print(f"  - {step}")
+        if dry_run:
+            print("dry run: nothing changed")
+            return
+        if plan.upward and not confirm(f"UPWARD mirror {plan.src.name} -> {dest.name}: are you sure?", False):
+            raise Exit("error: upward mirror not confirmed (it needs an interactive yes); nothing changed")
+        if not confirm(f"replace {dest.name}'s database, support files and cache with {plan.src.name}'s?", yes):
+            raise Exit("error: not confirmed (use --yes to skip the question); nothing changed")
+        m.execute(plan, max_delete=None if max_delete is None else int(max_delete))
+    print(f"mirror {plan.src.name} -> {dest.name}: done")
