@@ -194,4 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # py-rattler's runtime threads can crash the interpreter's teardown (SIGSEGV after
+    # the answer was printed); there is nothing left to clean up, so leave at once.
+    os._exit(code)

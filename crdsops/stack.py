@@ -55,11 +55,11 @@ def env_paths(root: pathlib.Path = CHECKOUT) -> list[pathlib.Path]:
     return [root / name for name in ENV_FILES]
 
 
-def _sha256(path: pathlib.Path) -> str:
+def _sha256(path: pathlib.Path, fix: str = "restore it from git") -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
-        raise CrdsOpsError(f"{path} not found; restore it from git (run `inv lock` if it is the lock)") from None
+        raise CrdsOpsError(f"{path} not found; {fix}") from None
     except OSError as err:
         raise CrdsOpsError(f"cannot read {path} ({err.strerror}); check its permissions") from None
 
@@ -250,17 +250,21 @@ def plan(
     if not prefix.is_absolute():
         prefix = root / prefix
     lock_path = pathlib.Path(lock_path or root / LOCK_FILE)
-    env_files = [pathlib.Path(e) for e in (env_files or env_paths(root))]
+    # the sources conda-lock records are relative to the lock: look for them beside it
+    if not env_files:
+        beside = env_paths(lock_path.parent)
+        env_files = [e for e in beside if e.name == ENV_FILES[0] or e.exists()]
+    env_files = [pathlib.Path(e) for e in env_files]
     stamp = read_stamp(prefix)
     if dev is None:
         dev = "dev" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_DEV", "") in ("1", "yes", "true")
     categories = ["main", "dev"] if dev else ["main"]
     p = Plan(prefix=prefix, lock_path=lock_path, env_files=env_files, categories=categories)
-    p.lock_sha256 = _sha256(lock_path)
+    p.lock_sha256 = _sha256(lock_path, "run `inv lock` to make it from environment.yml")
     p.env_sha256 = {e.name: _sha256(e) for e in env_files}
 
     # the fast path: same lock, same sources, same categories as the last good build
-    if not force and stamp and (prefix / "bin" / "python").exists():
+    if not force and stamp:
         same = (stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("env_sha256") == p.env_sha256
                 and stamp.get("categories") == categories and (mode in (None, "auto") or stamp.get("mode") == mode))
         if same:
@@ -485,10 +489,12 @@ print(json.dumps({"python": platform.python_version(),
 
 def _record(p: Plan) -> None:
     """Write <prefix>/crdsops-packages.txt (what is installed) and the stamp, each atomically."""
-    proc = subprocess.run([str(p.prefix / "bin" / "python"), "-c", _LIST_CODE], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CrdsOpsError(f"the new stack's python does not run ({_last_error(proc.stderr)})")
-    facts = json.loads(proc.stdout)
+    facts = {"python": "none", "dists": []}
+    if (p.prefix / "bin" / "python").exists():
+        proc = subprocess.run([str(p.prefix / "bin" / "python"), "-c", _LIST_CODE], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CrdsOpsError(f"the new stack's python does not run ({_last_error(proc.stderr)})")
+        facts = json.loads(proc.stdout)
     header = [
         f"# crdsops stack: what `inv build` installed in {p.prefix}",
         f"# built {_now()} on {os.uname().nodename}, mode {p.mode}, python {facts['python']}",

@@ -73,7 +73,7 @@ def build_package(
             info = tarfile.TarInfo(member)
             info.size = len(data)
             info.mtime = 0
-            info.mode = 0o644
+            info.mode = 0o755 if member.startswith("bin/") else 0o644
             tar.addfile(info, io.BytesIO(data))
     return out
 
