@@ -117,8 +117,9 @@ def pull(target: Target, remote_root: str, trees: list[str], local_root: Path, s
                             text=True, errors="replace")
     try:
         for line in proc.stdout:
-            flags, _, name = line.rstrip("\n").partition(" ")
-            if len(flags) != 11 or not name:
+            line = line.rstrip("\n")
+            flags, name = line[:11], line[12:]  # "%i %n": the 11 flag characters may hold spaces
+            if len(line) < 13 or line[11] != " ":
                 continue
             if flags[1] == "f":
                 listed += 1

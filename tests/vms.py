@@ -7,7 +7,11 @@ the VM's CRDSOPS_CONFIGS/CRDSOPS_STATE, so `inv` over SSH acts on that VM's serv
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +78,42 @@ class Fleet:
                               stdin=subprocess.DEVNULL, timeout=timeout)
 
 
+def sha256_tree(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def make_latest_backup(config, mutate=None, dump: Path | None = None) -> Path:
+    """The source's shared latest backup: a consistent SQLite copy and its manifest.
+
+    (Stands in for `inv backup` until issue 5's backup lands; same contract: manifest
+    last, under a temporary name, renamed into place.)
+    """
+    shared = Path(config.backups.shared_dir)
+    final = shared / config.name
+    tmp = shared / f".{config.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    if dump is not None:  # a prepared dump (SQL text, a SQLite file)
+        db = tmp / dump.name
+        shutil.copyfile(dump, db)
+    else:
+        db = tmp / "database.sqlite3"
+        src = sqlite3.connect(config.database.name)
+        dst = sqlite3.connect(db)
+        src.backup(dst)
+        if mutate:
+            mutate(dst)
+            dst.commit()
+        dst.close()
+        src.close()
+    files = {db.name: {"sha256": hashlib.sha256(db.read_bytes()).hexdigest(), "size": db.stat().st_size}}
+    (tmp / "manifest.json").write_text(json.dumps({"observatory": config.observatory, "kind": config.kind,
+                                                   "files": files}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final

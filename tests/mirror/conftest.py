@@ -3,54 +3,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sqlite3
-from pathlib import Path
-
 import pytest
 
-from vms import Fleet
-
-
-def sha256_tree(root: Path) -> dict[str, str]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def make_latest_backup(config, mutate=None) -> Path:
-    """The source's shared latest backup: a consistent SQLite copy and its manifest.
-
-    (Stands in for `inv backup` until issue 5's backup lands; same contract: manifest
-    last, under a temporary name, renamed into place.)
-    """
-    shared = Path(config.backups.shared_dir)
-    final = shared / config.name
-    tmp = shared / f".{config.name}.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    db = tmp / "database.sqlite3"
-    src = sqlite3.connect(config.database.name)
-    dst = sqlite3.connect(db)
-    src.backup(dst)
-    if mutate:
-        mutate(dst)
-        dst.commit()
-    dst.close()
-    src.close()
-    files = {"database.sqlite3": {"sha256": hashlib.sha256(db.read_bytes()).hexdigest(), "size": db.stat().st_size}}
-    (tmp / "manifest.json").write_text(json.dumps({"observatory": config.observatory, "kind": config.kind,
-                                                   "files": files}))
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    return final
+from vms import Fleet, make_latest_backup, sha256_tree  # noqa: F401  (re-exported for the tests)
 
 
 class Pair(Fleet):

@@ -64,6 +64,16 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     assert any(n.endswith(".fits") for n in got)
 
 
+def test_second_mirror_keeps_unchanged_files(pair):
+    assert pair.mirror("--yes").returncode == 0
+    src, dst = pair.src_cfg, pair.dst_cfg
+    again = pair.mirror("--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "deleted" not in again.stdout  # unchanged files are listed by rsync -ii, so none go
+    for sub in ("references/hst", "mappings/hst"):
+        assert sha256_tree(dst.cache / sub) == sha256_tree(src.cache / sub)
+
+
 def test_dry_run_probes_and_changes_nothing(pair):
     before = _rows(pair.dst_cfg.database.name)
     result = pair.mirror("--dry-run")
