@@ -18,3 +18,10 @@ SECRET_KEY = read_secret_key(require("CRDS_SECRET_KEY_FILE"))
 
 SESSION_COOKIE_SECURE = CRDS_SERVER_URL.startswith("https://")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Behind Apache/mod_wsgi each daemon thread keeps its MySQL connection between requests
+# (a new login per request costs more than the queries of get_server_info); checked
+# before reuse so a restarted MariaDB costs one failed ping, not a failed request.
+if CRDS_DB_ENGINE == "mysql":  # noqa: F405
+    DATABASES["default"]["CONN_MAX_AGE"] = 300  # noqa: F405
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
