@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vms import Fleet, make_latest_backup, sha256_tree  # noqa: F401  (re-exported for the tests)
+from vms import Fleet, make_latest_backup
 
 
 class Pair(Fleet):

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import make_latest_backup, sha256_tree
+from vms import make_latest_backup, sha256_tree
 
 
 def _rows(db: str) -> dict:
