@@ -31,8 +31,15 @@ def plan(config: ServerConfig) -> list[str]:
         steps.append(f"{'keep' if path.exists() else 'create'} {label} {path}")
     steps.append(f"write {config.root / 'env.sh'} and env.csh")
     steps.append(f"record the installed identity {config.name} in {identity.state_file()}")
+    if config.database.is_mysql:
+        db = config.database
+        steps.append(f"check the option file {db.option_file} (0600) and the login to {db.host}:{db.port}; "
+                     f"create MySQL database {db.name} if missing")
     steps.append(f"migrate the {config.database.engine} database {config.database.name}")
     steps.append("collect static files")
+    if config.web.server == "mod_wsgi":
+        steps.append(f"generate Apache/mod_wsgi in {config.root / 'apache'} (port {config.web.port}, "
+                     f"{config.web.processes}x{config.web.threads}, as {config.web.user}) and check it can read the stack")
     if _wants_demo(config):
         steps.append("seed the demo catalog (first install of a django kind)")
     return steps
