@@ -10,7 +10,7 @@ import logging
 
 from django.conf import settings
 
-from . import queries
+from . import infocache, queries
 from .models import MAPPING, REFERENCE
 
 log = logging.getLogger("crds_server.jsonrpc")
@@ -45,7 +45,8 @@ def _check_observatory(observatory):
 def get_server_info(request):
     base = request.build_absolute_uri("/unchecked_get/")
     obs = settings.CRDS_OBSERVATORY
-    return queries.server_info(f"{base}references/{obs}/", f"{base}mappings/{obs}/")
+    references, mappings = f"{base}references/{obs}/", f"{base}mappings/{obs}/"
+    return infocache.cached((references, mappings), lambda: queries.server_info(references, mappings))
 
 
 @method

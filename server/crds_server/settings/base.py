@@ -15,6 +15,8 @@ CRDS_OBSERVATORY = observatory(require("CRDS_OBSERVATORY"))
 CRDS_KIND = optional("CRDS_KIND", "django")
 CRDS_SERVER_URL = optional("CRDS_SERVER_URL", "http://127.0.0.1:8000").rstrip("/")
 CRDS_SERVER_ROOT = optional("CRDS_SERVER_ROOT", os.getcwd())
+# Seconds a process may reuse its get_server_info answer (see catalog/infocache.py).
+CRDS_SERVER_INFO_TTL = int(optional("CRDS_SERVER_INFO_TTL", "10"))
 
 # ---------------------------------------------------------------- storage
 

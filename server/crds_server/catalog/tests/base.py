@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, TestCase, override_settings
 
+from crds_server.catalog import infocache
+
 
 class ScratchCacheTestCase(TestCase):
     def setUp(self):
@@ -20,6 +22,8 @@ class ScratchCacheTestCase(TestCase):
         )
         override.enable()
         self.addCleanup(override.disable)
+        infocache.clear()  # each test seeds its own catalog
+        self.addCleanup(infocache.clear)
         self.obs = settings.CRDS_OBSERVATORY
 
     def cache_path(self, section, name):

@@ -1,9 +1,9 @@
 import json
 from unittest import mock
 
-from django.test import Client
+from django.test import Client, override_settings
 
-from crds_server.catalog import queries
+from crds_server.catalog import infocache, queries
 from crds_server.catalog.demo import demo_set
 from crds_server.catalog.ingest import sha1_of
 
@@ -148,3 +148,16 @@ class EmptyCatalogTests(SeededTestCase):
         info = self.rpc_result("get_server_info")
         self.assertIsNone(info["operational_context"])
         self.assertEqual(crds_decode(info["download_metadata"]), {})
+
+
+class ServerInfoCacheTests(SeededTestCase):
+    def test_server_info_is_reused_within_the_ttl_and_recomputed_after(self):
+        with override_settings(CRDS_SERVER_INFO_TTL=60), \
+                mock.patch.object(queries, "server_info", wraps=queries.server_info) as compute:
+            first = self.rpc_result("get_server_info")
+            second = self.rpc_result("get_server_info")
+            self.assertEqual(compute.call_count, 1)
+            self.assertEqual(first["operational_context"], second["operational_context"])
+            infocache.clear()
+            self.rpc_result("get_server_info")
+            self.assertEqual(compute.call_count, 2)
