@@ -48,10 +48,11 @@ def plan(config: ServerConfig) -> list[str]:
 def install(config: ServerConfig, say=print) -> None:
     stack_python(config)  # fail before creating anything when there is no stack
     _check_replacing(config)
-    if config.database.is_mysql:  # option file mode, login: refuse before anything changes
+    if config.database.is_mysql:  # option file mode, login, the database: before any directory
         from crdsops import mysql
 
         mysql.preflight(config)
+        mysql.prepare_database(config, say=say)
     backend_for(config).preflight(config)
     owner = _data_owner(config)
     _make_dirs(config, owner)
@@ -59,10 +60,6 @@ def install(config: ServerConfig, say=print) -> None:
     changed = [name for name, text in (("env.sh", render_env_sh(config)), ("env.csh", render_env_csh(config)))
                if write_atomic(config.root / name, text, mode=0o644)]
     say(f"environment files: {'written ' + ', '.join(changed) if changed else 'unchanged'} in {config.root}")
-    if config.database.is_mysql:
-        from crdsops import mysql
-
-        mysql.prepare_database(config, say=say)
     say("migrating the database ...")
     manage(config, "migrate", "--noinput", capture=True)
     manage(config, "collectstatic", "--noinput", capture=True)
