@@ -286,6 +286,7 @@ def plan(
         p.conda = find_conda(conda)
         if p.conda is None:
             raise CrdsOpsError("--mode conda needs a conda executable; pass --conda PATH or use --mode system")
+        p.python_version = lk.python.version if lk.python else ""
     else:
         p.python = python or os.environ.get("CRDSOPS_STACK_PYTHON") or DEFAULT_PYTHON
         p.python_version = _python_version(p.python)
@@ -464,19 +465,108 @@ def _install_conda_layer(p: Plan, logfh) -> None:
         raise CrdsOpsError("the conda layer has no bin/python to install the pip layer with; add python to environment.yml")
 
 
-def pip_requirements(packages) -> str:
-    """Requirement lines that pin each pip package to the lock's exact file and sha256."""
-    return "".join(f"{x.name} @ {x.url} --hash=sha256:{x.sha256}\n" for x in packages)
+def files_cache() -> pathlib.Path:
+    """Where locked pip files are kept, by sha256 (CRDSOPS_STACK_CACHE, else ~/.cache/crdsops)."""
+    return pathlib.Path(os.environ.get("CRDSOPS_STACK_CACHE")
+                        or pathlib.Path.home() / ".cache" / "crdsops" / "stack-files")
+
+
+def fetch(packages, cache: pathlib.Path | None = None, workers: int = 8) -> dict[str, pathlib.Path]:
+    """Download each locked pip file once (in parallel) into CACHE/<sha256>/, checking its sha256.
+
+    A file already there is re-hashed, not re-downloaded, so an unchanged lock rebuilds
+    without the network (like build_conda3's installer directory, but content-addressed).
+    """
+    import concurrent.futures
+    import urllib.parse
+    import urllib.request
+
+    cache = cache or files_cache()
+
+    def one(pkg) -> pathlib.Path:
+        name = urllib.parse.unquote(pkg.url.rsplit("/", 1)[-1].split("#", 1)[0])
+        dest = cache / pkg.sha256 / name
+        if dest.is_file() and _sha256(dest) == pkg.sha256:
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{name}.{os.getpid()}.part")
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(pkg.url, timeout=120) as resp, open(tmp, "wb") as out:
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CrdsOpsError(f"cannot download {pkg.url} ({err}); check network access to the pip index") from None
+        if digest.hexdigest() != pkg.sha256:
+            tmp.unlink(missing_ok=True)
+            raise CrdsOpsError(f"hash mismatch: {name} has sha256 {digest.hexdigest()}, the lock says {pkg.sha256}")
+        os.replace(tmp, dest)
+        return dest
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return {pkg.name: path for pkg, path in zip(packages, pool.map(one, packages))}
+
+
+def pip_requirements(packages, files: dict[str, pathlib.Path] | None = None,
+                     hashes: dict[str, str] | None = None) -> str:
+    """Requirement lines pinning each pip package to its file (the lock's URL or a local copy) and sha256."""
+    files, hashes = files or {}, hashes or {}
+    return "".join(
+        f"{x.name} @ {files[x.name].as_uri() if x.name in files else x.url} "
+        f"--hash=sha256:{hashes.get(x.name, x.sha256)}\n"
+        for x in packages
+    )
+
+
+def _built_wheel(p: Plan, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path, str]:
+    """The wheel built from a locked (hash-checked) sdist, built once and kept beside it.
+
+    pip refuses its own wheel cache in hash-checking mode, so without this every build
+    would recompile mysqlclient and mod_wsgi. The wheel's sha256 is recorded when it is
+    built and checked by pip (--require-hashes) whenever it is installed.
+    """
+    tag = f"built-{p.mode}-py{'.'.join((p.python_version or '0.0').split('.')[:2])}-{os.uname().machine}"
+    where = sdist.parent / tag
+    wheels = sorted(where.glob("*.whl")) if where.is_dir() else []
+    recorded = where / "sha256"
+    if len(wheels) == 1 and recorded.is_file() and recorded.read_text().strip() == _sha256(wheels[0]):
+        return wheels[0], recorded.read_text().strip()
+    shutil.rmtree(where, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="crdsops-wheel-", dir=sdist.parent) as tmp:
+        out = pathlib.Path(tmp) / "out"
+        req = pathlib.Path(tmp) / "req.txt"
+        req.write_text(pip_requirements([pkg], {pkg.name: sdist}))
+        _run([str(p.prefix / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+              "--use-pep517", "--progress-bar", "off", "-w", str(out), "-r", str(req)],
+             logfh, f"building {pkg.name} {pkg.version} from its sdist", env=_pip_env())
+        built = sorted(out.glob("*.whl"))
+        if len(built) != 1:
+            raise CrdsOpsError(f"building {pkg.name} from its sdist made {len(built)} wheels, expected 1")
+        digest = _sha256(built[0])
+        (out / "sha256").write_text(digest + "\n")
+        os.replace(out, where)
+    return where / built[0].name, digest
+
+
+def _pip_env() -> dict:
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.pop("PYTHONPATH", None)
+    return env
 
 
 def _install_pip_layer(p: Plan, logfh) -> None:
+    files = fetch(p.pip_packages)
+    hashes = {}
+    for pkg in p.pip_packages:
+        if not files[pkg.name].name.endswith(".whl"):
+            files[pkg.name], hashes[pkg.name] = _built_wheel(p, pkg, files[pkg.name], logfh)
     with tempfile.TemporaryDirectory(prefix="crdsops-pip-") as tmp:
         req = pathlib.Path(tmp) / "requirements.txt"
-        req.write_text(pip_requirements(p.pip_packages))
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-        env.pop("PYTHONPATH", None)
+        req.write_text(pip_requirements(p.pip_packages, files, hashes))
         _run([str(p.prefix / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--require-hashes",
-              "--progress-bar", "off", "-r", str(req)], logfh, "pip install (hash-checked)", env=env)
+              "--progress-bar", "off", "-r", str(req)], logfh, "pip install (hash-checked)", env=_pip_env())
 
 
 _LIST_CODE = """
