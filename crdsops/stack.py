@@ -210,6 +210,7 @@ class Plan:
     python_version: str = ""
     conda: str | None = None
     up_to_date: bool = False
+    restamp: bool = False
     reason: str = ""
     freshness: str = ""
     conda_packages: list = dataclasses.field(default_factory=list)
@@ -279,6 +280,12 @@ def plan(
     missing = [c for c in categories if c not in lk.categories]
     if missing:
         raise CrdsOpsError(f"{lock_path.name} has no {'/'.join(missing)} packages; add environment-dev.yml and run `inv lock`")
+    if (not force and stamp and stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("categories") == categories
+            and (mode in (None, "auto") or stamp.get("mode") == mode)):
+        # the environment files' bytes changed, not what was locked: nothing to rebuild
+        p.up_to_date, p.restamp, p.mode = True, True, stamp.get("mode", "")
+        p.reason = f"lock sha256 {p.lock_sha256[:12]}; environment files changed, not their spec ({p.freshness})"
+        return p
     p.conda_packages = [x for x in lk.select("conda", set(categories)) if not x.name.startswith("__")]
     p.pip_packages = lk.select("pip", set(categories))
     p.mode = _choose_mode(lk, mode, conda)
@@ -352,6 +359,9 @@ def _check_writable(prefix: pathlib.Path) -> None:
 def build(prefix: pathlib.Path, *, dry_run: bool = False, **options) -> Plan:
     """Build (or confirm) the stack at PREFIX from the lock; return the plan it carried out."""
     p = plan(prefix, **options)
+    if p.restamp and not dry_run:
+        stamp = dict(read_stamp(p.prefix), env_sha256=p.env_sha256, freshness=p.freshness)
+        _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
     if p.up_to_date or dry_run:
         return p
     _check_writable(p.prefix)

@@ -210,6 +210,19 @@ def test_unchanged_lock_is_a_fast_noop(built, small):
     assert tree_digest(built) == before
 
 
+def test_comment_only_change_is_not_a_rebuild(project, tmp_path):
+    """conda-lock's content hash sees no change in the spec: the stamp is refreshed, nothing rebuilt."""
+    prefix = tmp_path / "stack"
+    build(project, prefix)
+    python_inode = (prefix / "bin" / "python").lstat().st_ino
+    with open(project / "environment.yml", "a") as fh:
+        fh.write("# a comment\n")
+    proc = build(project, prefix)
+    assert "environment files changed, not their spec" in proc.stdout
+    assert (prefix / "bin" / "python").lstat().st_ino == python_inode
+    assert "up to date" in build(project, prefix).stdout
+
+
 def test_dev_category_and_it_is_kept_by_later_builds(project, tmp_path):
     prefix = tmp_path / "stack"
     build(project, prefix, "--dev")
