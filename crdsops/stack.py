@@ -146,32 +146,48 @@ def lock(
             _say("conda: crdsops py-rattler front end")
         else:
             _say(f"conda: {conda_exe}")
-        # conda-lock writes next to the final lock (its `sources` are relative to it)
-        partial = lock_path.with_name(f".{lock_path.stem}.partial{lock_path.suffix}")
-        partial.unlink(missing_ok=True)
+        # conda-lock writes the lock itself (its header and `sources` name that path); the
+        # previous lock waits beside it and comes back if conda-lock fails
+        previous = lock_path.with_name(f".{lock_path.name}.previous")
+        if lock_path.exists():
+            os.replace(lock_path, previous)
         args = [*conda_lock_cmd, "lock", "--conda", conda_exe,
                 "--pypi_to_conda_lookup_file", str(mapping), "-p", "linux-64",
-                "--lockfile", str(partial), "--md", "input_sha", "--md", "input_md5"]
+                "--lockfile", lock_path.name, "--md", "input_sha", "--md", "input_md5"]
         for env in env_files:
-            args += ["-f", str(env)]
+            args += ["-f", os.path.relpath(env, lock_path.parent)]
         for channel in channels:
             args += ["--channel", channel]
-        env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"))
+        # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
+        env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
         _say("running " + " ".join(a if " " not in a else repr(a) for a in args))
+
+        def put_back() -> None:
+            lock_path.unlink(missing_ok=True)
+            if previous.exists():
+                os.replace(previous, lock_path)
+
         try:
             proc = subprocess.run(args, cwd=lock_path.parent, env=env, timeout=timeout,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except subprocess.TimeoutExpired:
-            partial.unlink(missing_ok=True)
+            put_back()
             raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; check network access to the pip index") from None
-        if proc.returncode != 0:
-            partial.unlink(missing_ok=True)
+        except BaseException:
+            put_back()
+            raise
+        if proc.returncode != 0 or not lock_path.exists():
+            put_back()
             log = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
             log.write_text(proc.stdout)
             raise CrdsOpsError(f"conda-lock failed ({_last_error(proc.stdout)}); full output: {log}")
-        made = condalock.read_lock(partial)
-        condalock.check_fresh(made, env_files)
-        os.replace(partial, lock_path)
+        try:
+            made = condalock.read_lock(lock_path)
+            condalock.check_fresh(made, env_files)
+        except CrdsOpsError:
+            put_back()
+            raise
+        previous.unlink(missing_ok=True)
     _say(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
          f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
     return lock_path

@@ -182,7 +182,7 @@ def test_lock_failure_keeps_the_previous_lock(project, channel):
                "--channel", channel.as_uri(), check=False)
     assert "conda-lock failed" in one_error_line(proc)
     assert (project / "conda-lock.yml").read_bytes() == before
-    assert not list(project.glob(".conda-lock.partial*"))
+    assert not list(project.glob(".conda-lock.yml.previous"))
 
 
 # --- inv build ------------------------------------------------------------------------
