@@ -146,9 +146,13 @@ def _install_explicit(opts: dict) -> int:
         url, _, digest = entry.partition("#")
         name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
         local = os.path.join(cache, name)
-        with urllib.request.urlopen(url) as resp, open(local, "wb") as out:
-            out.write(resp.read())
-        data = open(local, "rb").read()
+        try:
+            with urllib.request.urlopen(url) as resp:
+                data = resp.read()
+        except OSError as err:
+            return _fail(f"cannot fetch {url}: {err}", False)
+        with open(local, "wb") as out:
+            out.write(data)
         if digest:
             algo = "sha256" if digest.startswith("sha256:") or len(digest) == 64 else "md5"
             expected = digest.split(":", 1)[-1]
@@ -156,10 +160,13 @@ def _install_explicit(opts: dict) -> int:
             if actual != expected:
                 return _fail(f"{name}: {algo} {actual} does not match the expected {expected}", False)
         records.append(asyncio.run(rattler.RepoDataRecord.from_package_archive(local)))
-    asyncio.run(
-        rattler.install(records, prefix, cache_dir=_pkgs_dir(), show_progress=False,
-                        platform=rattler.Subdir(_platform()))
-    )
+    try:
+        asyncio.run(
+            rattler.install(records, prefix, cache_dir=_pkgs_dir(), show_progress=False,
+                            platform=rattler.Subdir(_platform()))
+        )
+    except Exception as err:  # rattler's own exception types
+        return _fail(f"cannot install into {prefix}: {err}", False)
     return 0
 
 
