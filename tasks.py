@@ -26,3 +26,8 @@ for each in (stack.build, stack.lock):
 from crdsops.tasks import mirror  # noqa: E402  (issue 6: inv mirror)
 
 ns.add_task(mirror.mirror)
+
+from crdsops.tasks import backup  # noqa: E402  (issue 5: backups)
+
+for each in (backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule):
+    ns.add_task(each)
