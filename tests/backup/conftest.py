@@ -68,8 +68,14 @@ class Server:
         self.ops, self.obs, self.kind, self.account = ops, obs, kind, account
         self.cfg = ops.config(obs, kind)
 
-    def inv(self, *args, **kwargs):
-        return self.ops.inv(*args, **kwargs)
+    def inv(self, *args, env=None, **kwargs):
+        if env is None:
+            return self.ops.inv(*args, **kwargs)
+        saved, self.ops.env = self.ops.env, env
+        try:
+            return self.ops.inv(*args, **kwargs)
+        finally:
+            self.ops.env = saved
 
     def rows(self) -> dict[str, list]:
         if self.account:
