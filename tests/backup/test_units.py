@@ -1,0 +1,161 @@
+"""The lock, retention and the cron line, without a running server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crdsops import backup, manifest, schedule, serverlock
+from crdsops.config import Backups
+from crdsops.errors import CrdsOpsError
+from support import local_overrides, make_configs
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    from crdsops.config import load_config
+
+    configs = make_configs(tmp_path, {("hst", "django"): local_overrides(tmp_path)})
+    return load_config("hst", "django", configs)
+
+
+# --- the lock ------------------------------------------------------------------------------
+
+def test_second_taker_refuses_and_names_the_holder(cfg):
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from crdsops.config import load_config
+from crdsops import serverlock
+cfg = load_config("hst", "django", {str(cfg.sources[1].rsplit('/', 2)[0])!r})
+serverlock.acquire(cfg, "backup")
+print("held", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(serverlock.LockHeld) as err:
+            serverlock.acquire(cfg, "restore")
+        assert "`backup`" in str(err.value) and f"pid {holder.pid}" in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is taken over with a warning
+    said = []
+    record = serverlock.acquire(cfg, "restore", say=said.append)
+    assert any("stale lock" in s for s in said)
+    serverlock.release(cfg, record)
+    assert not serverlock.lock_path(cfg).exists()
+
+
+def test_only_the_holder_releases(cfg):
+    record = serverlock.acquire(cfg, "backup")
+    serverlock.release(cfg, dict(record, token="someone else"))
+    assert serverlock.lock_path(cfg).exists()
+    serverlock.release(cfg, record)
+    assert not serverlock.lock_path(cfg).exists()
+
+
+def test_lock_is_reentrant_and_private(cfg):
+    with serverlock.server_lock(cfg, "restore"):
+        with serverlock.server_lock(cfg, "backup"):  # restore's safety backup
+            holder = serverlock.read_holder(serverlock.lock_path(cfg))
+            assert holder["task"] == "restore"
+        assert serverlock.lock_path(cfg).exists()
+        assert stat.S_IMODE(os.stat(serverlock.lock_path(cfg)).st_mode) == 0o700
+    assert not serverlock.lock_path(cfg).exists()
+
+
+def test_lock_of_another_host_is_never_taken_over(cfg):
+    path = serverlock.lock_path(cfg)
+    path.mkdir(parents=True)
+    (path / "holder.json").write_text(json.dumps({"host": "elsewhere", "pid": 1, "task": "mirror"}))
+    with pytest.raises(serverlock.LockHeld, match="elsewhere"):
+        serverlock.acquire(cfg, "backup")
+
+
+# --- retention -----------------------------------------------------------------------------
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def _fake_backups(cfg, ages_days, bad=()):
+    for i, age in enumerate(ages_days):
+        created = NOW - datetime.timedelta(days=age)
+        # names deliberately unrelated to the dates: retention reads manifests
+        path = cfg.backups.private_dir / f"backup-{i:02d}"
+        path.mkdir(parents=True)
+        (path / "database.sqlite3").write_text(f"dump {i}")
+        manifest.write(path, {"server": {"observatory": "hst", "kind": "django", "host": "h", "url": "u"},
+                              "created": created.isoformat(), "crdsops_version": "t",
+                              "database": {"engine": "sqlite", "file": "database.sqlite3"}})
+        if i in bad:
+            (path / "database.sqlite3").write_text("corrupted")
+    return cfg
+
+
+def _kept(cfg, **backups):
+    cfg = dataclasses.replace(cfg, backups=dataclasses.replace(cfg.backups, **backups))
+    keep, remove = backup.retention_plan(cfg, now=NOW)
+    return sorted(e.path.name for e in keep), sorted(e.path.name for e in remove)
+
+
+@pytest.mark.parametrize("ages, settings, bad, kept", [
+    # newest 2 plus everything younger than 3 days
+    ([0, 1, 2, 5, 9, 20], dict(keep=2, keep_days=3, min_keep=1), (), ["backup-00", "backup-01", "backup-02"]),
+    # nothing young, keep=1 but min_keep=3
+    ([10, 11, 12, 13], dict(keep=1, keep_days=1, min_keep=3), (), ["backup-00", "backup-01", "backup-02"]),
+    # the newest two are corrupt: the newest verified one is kept as well
+    ([0, 1, 30, 40], dict(keep=2, keep_days=0, min_keep=1), (0, 1), ["backup-00", "backup-01", "backup-02"]),
+    # keep=0, keep_days=0, min_keep=0: still never the newest verified
+    ([5, 6], dict(keep=0, keep_days=0, min_keep=0), (), ["backup-00"]),
+])
+def test_retention(cfg, ages, settings, bad, kept):
+    _fake_backups(cfg, ages, bad)
+    keep, remove = _kept(cfg, **settings)
+    assert keep == kept
+    assert sorted(keep + remove) == sorted(f"backup-{i:02d}" for i in range(len(ages)))
+
+
+def test_retention_dates_by_manifest_not_name(cfg):
+    _fake_backups(cfg, [30, 0])  # backup-00 is the older one despite its name
+    keep, _ = _kept(cfg, keep=1, keep_days=0, min_keep=1)
+    assert keep == ["backup-01"]
+
+
+# --- cron ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_crontab(tmp_path, monkeypatch):
+    store = tmp_path / "crontab.txt"
+    script = tmp_path / "crontab"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-l" ]; then [ -f {store} ] && cat {store} || {{ echo "no crontab for root" >&2; exit 1; }}
+elif [ "$1" = "-" ]; then cat > {store}; fi
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("CRDSOPS_CRONTAB", str(script))
+    return store
+
+
+def test_schedule_is_idempotent_and_removable(cfg, fake_crontab):
+    fake_crontab.write_text("0 1 * * * somebody else's job\n")
+    line, changed = schedule.install(cfg, "02:30")
+    assert changed and line.startswith("30 2 * * * ") and " backup >> " in line
+    assert str(cfg.root / "logs" / "backup.log") in line and line.endswith("# crdsops backup hst.django")
+    assert schedule.install(cfg, "02:30") == (line, False)
+    schedule.install(cfg, "04:05")
+    text = fake_crontab.read_text()
+    assert text.count("crdsops backup hst.django") == 1 and "5 4 * * *" in text
+    assert "somebody else's job" in text
+    assert schedule.remove(cfg)
+    assert fake_crontab.read_text() == "0 1 * * * somebody else's job\n"
+    with pytest.raises(CrdsOpsError, match="HH:MM"):
+        schedule.cron_line(cfg, "25:00")
