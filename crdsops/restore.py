@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 import shutil
 import subprocess
 from pathlib import Path
@@ -212,10 +213,20 @@ def restore(config: ServerConfig, backup: Path, say=print) -> Path:
         support = SupportRestore(config)
         dump = backup / data["database"]["file"]
         say("while serving: taking a safety backup, staging the database and the support directories ...")
+        took = {}
+
+        def timed(label, func, *args):
+            start = time.monotonic()
+            try:
+                return func(*args)
+            finally:
+                took[label] = time.monotonic() - start
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-            jobs = {"safety backup": pool.submit(safety_backup, config, lambda *_: None),
-                    "staging the database": pool.submit(engine.stage, dump),
-                    "staging the support directories": pool.submit(support.stage, backup, data)}
+            jobs = {"safety backup": pool.submit(timed, "safety backup", safety_backup, config, lambda *_: None),
+                    "staging the database": pool.submit(timed, "database staged", engine.stage, dump),
+                    "staging the support directories": pool.submit(timed, "support staged", support.stage,
+                                                                   backup, data)}
             failed = []
             for label, job in jobs.items():
                 try:
@@ -228,7 +239,8 @@ def restore(config: ServerConfig, backup: Path, say=print) -> Path:
             raise CrdsOpsError(f"restore of {config.name} stopped before the swap ({'; '.join(failed)}); "
                                "nothing was changed, the server state is as it was")
         safety = jobs["safety backup"].result()
-        say(f"safety backup: {safety}")
+        say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
+        stopped_at = time.monotonic()
         failpoints.hit("restore.staged")
         service.stop(config, say=say)
         swapped = {"db": False, "support": False}
@@ -249,6 +261,7 @@ def restore(config: ServerConfig, backup: Path, say=print) -> Path:
                 f"restore of {config.name} from {backup} failed ({err}); rolled back to the state before "
                 f"(safety backup {safety})"
             ) from None
+        say(f"{config.name} was stopped for {time.monotonic() - stopped_at:.1f}s")
         engine.discard_old()
         support.discard_old()
         counts = data["database"].get("counts") or {}

@@ -86,7 +86,9 @@ def download_metadata():
 
 def crds_encode(obj):
     """The crds client's proxy.crds_decode() format: gzipped JSON, base64."""
-    payload = base64.b64encode(gzip.compress(json.dumps(obj).encode())).decode("ascii")
+    # Level 1: on a 500,000-file catalog level 9 took 2.0 s of a 3.5 s get_server_info (the first
+    # answer after every restart) for a payload only 7% smaller.
+    payload = base64.b64encode(gzip.compress(json.dumps(obj).encode(), compresslevel=1)).decode("ascii")
     return {"crds_encoded": "1.0", "crds_payload": payload}
 
 
