@@ -19,6 +19,7 @@ from crdsops.serverenv import (
     stack_python,
 )
 from crdsops.service import backend_for
+from crdsops.serverlock import server_lock
 
 SEEDED_MARKER = ".demo-seeded"
 
@@ -54,6 +55,11 @@ def install(config: ServerConfig, say=print) -> None:
         mysql.preflight(config)
         mysql.prepare_database(config, say=say)
     backend_for(config).preflight(config)
+    with server_lock(config, "install", say=say):
+        _lay_out(config, say)
+
+
+def _lay_out(config: ServerConfig, say) -> None:
     owner = _data_owner(config)
     _make_dirs(config, owner)
     _write_secret_key(config, owner)

@@ -119,3 +119,24 @@ def test_run_reports_a_server_that_dies_with_its_log(ops):
     result = ops.inv("run", check=False)
     assert result.returncode == 1
     assert "hst.django" in result.stderr and "server.log" in result.stderr
+
+
+def test_changing_tasks_refuse_while_another_holds_the_server_lock(ops):
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from crdsops.config import load_config; from crdsops.serverlock import server_lock\n"
+         f"cfg = load_config('hst', 'django', {str(ops.configs)!r})\n"
+         "with server_lock(cfg, 'backup'):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=str(Path(__file__).resolve().parent.parent), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for task in ("run", "stop", "rerun", "install"):
+            result = ops.inv(task, check=False)
+            assert result.returncode == 1, task
+            assert "backup" in result.stderr and str(holder.pid) in result.stderr, result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    ops.inv("run")  # the holder is gone: its lock is stale and taken over
+    ops.inv("stop")

@@ -81,6 +81,7 @@ def install(c, obs=None, kind=None, if_none=False, dry_run=False):
 def run(c, foreground=False):
     """Start the installed server in the background; return once it answers."""
     from crdsops import service
+    from crdsops.serverlock import server_lock
 
     cfg = installed_config()
     if foreground:
@@ -89,15 +90,19 @@ def run(c, foreground=False):
             raise Exit(f"error: {cfg.name} is already running in the background; `inv stop` it first")
         service.check_port_free(cfg.web.host, cfg.web.port)
         raise Exit(code=backend.foreground(cfg))
-    service.start(cfg)
+    with server_lock(cfg, "run"):
+        service.start(cfg)
 
 
 @ops_task
 def stop(c):
     """Stop the installed server: gracefully, then forcefully after web.stop_timeout."""
     from crdsops import service
+    from crdsops.serverlock import server_lock
 
-    service.stop(installed_config())
+    cfg = installed_config()
+    with server_lock(cfg, "stop"):
+        service.stop(cfg)
 
 
 @ops_task
@@ -105,11 +110,13 @@ def rerun(c):
     """Stop, reinstall (same identity) and start the installed server."""
     from crdsops import service
     from crdsops.install import install as do_install
+    from crdsops.serverlock import server_lock
 
     cfg = installed_config()
-    service.stop(cfg)
-    do_install(cfg)
-    service.start(cfg)
+    with server_lock(cfg, "rerun"):
+        service.stop(cfg)
+        do_install(cfg)
+        service.start(cfg)
 
 
 @ops_task(help={"json": "print the status as JSON"})
