@@ -14,8 +14,8 @@ Order (``restore``):
 5. on any failure after the stop: stop, swap the old state back (or, if that fails,
    restore the safety backup), start again, and say so; on success drop the old state.
 
-The pieces are public for ``inv mirror``: ``check_backup``, ``safety_backup``,
-``restore_database``, ``restore_support_dirs``, ``health_check``.
+``inv mirror`` runs the same phases with its own extra work (the cache sync) alongside:
+``check_backup``, ``stage_while_serving`` (step 2), ``swap_and_check`` (steps 3 to 5).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import time
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crdsops import failpoints, health, service
@@ -137,22 +138,6 @@ class SupportRestore:
             shutil.rmtree(self.staging(target), ignore_errors=True)
 
 
-def restore_database(config: ServerConfig, dump: Path) -> Engine:
-    """Stage ``dump`` and swap it in (server stopped); returns the engine for ``swap_back``/``discard_old``."""
-    engine = engine_for(config)
-    engine.stage(dump)
-    engine.swap_in()
-    return engine
-
-
-def restore_support_dirs(config: ServerConfig, backup: Path, data: dict | None = None) -> SupportRestore:
-    """Stage the support directories of ``backup`` and swap them in; returns the swapper."""
-    support = SupportRestore(config)
-    support.stage(backup, data or manifest_mod.load(backup))
-    support.swap_in()
-    return support
-
-
 def health_check(config: ServerConfig, data: dict) -> list[str]:
     """What is wrong with the running server compared with the manifest ``data`` (empty: healthy)."""
     failpoints.hit("restore.health")
@@ -161,9 +146,14 @@ def health_check(config: ServerConfig, data: dict) -> list[str]:
         counts = health.rpc(config.local_url, "get_catalog_counts", timeout=15)
     except CrdsOpsError as err:
         return [str(err)]
+    problems = []
+    # a mirror must leave the server answering as itself, not as the source it copied
+    if (counts.get("observatory"), counts.get("kind")) != (config.observatory, config.kind):
+        problems.append(f"{config.local_url} answers as {counts.get('observatory')}.{counts.get('kind')}, "
+                        f"not {config.name}")
     expected = (data.get("database") or {}).get("counts") or {}
-    return [f"{key} is {counts.get(key)!r}, the backup has {expected.get(key)!r}"
-            for key in COUNT_KEYS if counts.get(key) != expected.get(key)]
+    return problems + [f"{key} is {counts.get(key)!r}, the backup has {expected.get(key)!r}"
+                       for key in COUNT_KEYS if counts.get(key) != expected.get(key)]
 
 
 def plan(config: ServerConfig, backup: Path) -> tuple[list[str], list[str]]:
@@ -198,6 +188,99 @@ def plan(config: ServerConfig, backup: Path) -> tuple[list[str], list[str]]:
     return steps, problems
 
 
+@dataclass
+class Staged:
+    """What ``stage_while_serving`` prepared: ready to swap in, nothing live changed yet."""
+
+    engine: Engine
+    support: SupportRestore
+    safety: Path
+    results: dict = field(default_factory=dict)  # label -> result of each extra job
+    took: dict = field(default_factory=dict)  # label -> seconds
+
+    def discard(self) -> None:
+        self.engine.discard_staging()
+        self.support.discard_staging()
+
+
+def stage_while_serving(config: ServerConfig, backup: Path, data: dict, say=print,
+                        extra: dict | None = None, what: str = "") -> Staged:
+    """Take a safety backup, stage the database and the support directories, side by side.
+
+    ``extra`` maps labels to callables run alongside (``inv mirror`` syncs the file cache
+    there). If anything fails, the staging is dropped and CrdsOpsError says nothing changed.
+    """
+    engine = engine_for(config)
+    support = SupportRestore(config)
+    dump = backup / data["database"]["file"]
+    took: dict[str, float] = {}
+
+    def timed(label, func, *args):
+        start = time.monotonic()
+        try:
+            return func(*args)
+        finally:
+            took[label] = time.monotonic() - start
+
+    work = {"safety backup": (safety_backup, config, lambda *_: None),
+            "database staged": (engine.stage, dump),
+            "support staged": (support.stage, backup, data)}
+    work.update({label: (func,) for label, func in (extra or {}).items()})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(work)) as pool:
+        jobs = {label: pool.submit(timed, label, *call) for label, call in work.items()}
+        failed, results = [], {}
+        for label, job in jobs.items():
+            try:
+                results[label] = job.result()
+            except Exception as err:  # noqa: BLE001 - reported, then re-raised as one line
+                failed.append(f"{label}: {err}")
+    if failed:
+        engine.discard_staging()
+        support.discard_staging()
+        raise CrdsOpsError(f"{what or 'restore of ' + config.name} stopped before the swap ({'; '.join(failed)}); "
+                           "nothing was changed, the server state is as it was")
+    safety = results.pop("safety backup")
+    say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
+    return Staged(engine, support, safety, results, took)
+
+
+def swap_and_check(config: ServerConfig, staged: Staged, data: dict, say=print,
+                   what: str = "") -> float:
+    """Stop, swap the staged state in, start, health check against ``data``; return the seconds stopped.
+
+    On any failure: roll back to the old state (or the safety backup), start it, and raise
+    CrdsOpsError saying so. On success the old state is dropped.
+    """
+    engine, support = staged.engine, staged.support
+    stopped_at = time.monotonic()
+    failpoints.hit("restore.staged")
+    service.stop(config, say=say)
+    swapped = {"db": False, "support": False}
+    try:
+        engine.swap_in()
+        swapped["db"] = True
+        support.swap_in()
+        swapped["support"] = True
+        failpoints.hit("restore.swapped")
+        service.start(config, say=say)
+        problems = health_check(config, data)
+        if problems:
+            raise CrdsOpsError("health check failed: " + "; ".join(problems))
+    except BaseException as err:
+        what = what or f"restore of {config.name}"
+        say(f"{what} failed: {err}")
+        _rollback(config, engine, support, swapped, staged.safety, say)
+        raise CrdsOpsError(
+            f"{what} failed ({err}); rolled back to the state before "
+            f"(safety backup {staged.safety})"
+        ) from None
+    stopped = time.monotonic() - stopped_at
+    say(f"{config.name} was stopped for {stopped:.1f}s")
+    engine.discard_old()
+    support.discard_old()
+    return stopped
+
+
 def restore(config: ServerConfig, backup: Path, say=print) -> Path:
     """Restore ``backup`` onto ``config``'s server; return the safety backup's path.
 
@@ -209,65 +292,13 @@ def restore(config: ServerConfig, backup: Path, say=print) -> Path:
         data = check_backup(config, backup)
         say(f"backup {backup} verified ({len(data['files'])} files): {data['server']['observatory']}."
             f"{data['server']['kind']}, made {data['created']}")
-        engine = engine_for(config)
-        support = SupportRestore(config)
-        dump = backup / data["database"]["file"]
         say("while serving: taking a safety backup, staging the database and the support directories ...")
-        took = {}
-
-        def timed(label, func, *args):
-            start = time.monotonic()
-            try:
-                return func(*args)
-            finally:
-                took[label] = time.monotonic() - start
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-            jobs = {"safety backup": pool.submit(timed, "safety backup", safety_backup, config, lambda *_: None),
-                    "staging the database": pool.submit(timed, "database staged", engine.stage, dump),
-                    "staging the support directories": pool.submit(timed, "support staged", support.stage,
-                                                                   backup, data)}
-            failed = []
-            for label, job in jobs.items():
-                try:
-                    job.result()
-                except Exception as err:  # noqa: BLE001 - reported, then re-raised as one line
-                    failed.append(f"{label}: {err}")
-        if failed:
-            engine.discard_staging()
-            support.discard_staging()
-            raise CrdsOpsError(f"restore of {config.name} stopped before the swap ({'; '.join(failed)}); "
-                               "nothing was changed, the server state is as it was")
-        safety = jobs["safety backup"].result()
-        say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
-        stopped_at = time.monotonic()
-        failpoints.hit("restore.staged")
-        service.stop(config, say=say)
-        swapped = {"db": False, "support": False}
-        try:
-            engine.swap_in()
-            swapped["db"] = True
-            support.swap_in()
-            swapped["support"] = True
-            failpoints.hit("restore.swapped")
-            service.start(config, say=say)
-            problems = health_check(config, data)
-            if problems:
-                raise CrdsOpsError("health check failed: " + "; ".join(problems))
-        except BaseException as err:
-            say(f"restore failed: {err}")
-            _rollback(config, engine, support, swapped, safety, say)
-            raise CrdsOpsError(
-                f"restore of {config.name} from {backup} failed ({err}); rolled back to the state before "
-                f"(safety backup {safety})"
-            ) from None
-        say(f"{config.name} was stopped for {time.monotonic() - stopped_at:.1f}s")
-        engine.discard_old()
-        support.discard_old()
+        staged = stage_while_serving(config, backup, data, say=say)
+        swap_and_check(config, staged, data, say=say, what=f"restore of {config.name} from {backup}")
         counts = data["database"].get("counts") or {}
         say(f"restored {config.name} from {backup}: {counts.get('references')} references, "
             f"{counts.get('mappings')} mappings, context {counts.get('operational_context')}; healthy")
-        return safety
+        return staged.safety
 
 
 def _rollback(config, engine, support, swapped, safety: Path, say) -> None:

@@ -8,10 +8,7 @@ the VM's CRDSOPS_CONFIGS/CRDSOPS_STATE, so `inv` over SSH acts on that VM's serv
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +37,11 @@ def vm_overrides(where: Path, address: str, ssh: dict) -> dict:
 class Fleet:
     """hst test (running) on 127.0.0.2, hst dev (installed, stopped) on 127.0.0.3, hst ops down."""
 
-    def __init__(self, where: Path):
+    def __init__(self, where: Path, extra: dict[str, dict] | None = None):
+        """``extra``: more config keys per kind ("test", "dev"), e.g. a MySQL database."""
+        from support import deep_merge
+
+        extra = extra or {}
         self.where = where
         self.lab = SshLab(where / "ssh")
         configs_dir = where / "configs"
@@ -53,8 +54,10 @@ class Fleet:
         self.down = ("127.0.0.4", down_port)
         ops_ssh = dict(self.lab.ssh_section(self.test_host, CHECKOUT), port=down_port)
         self.configs = make_configs(where, {
-            ("hst", "test"): vm_overrides(where, "127.0.0.2", self.lab.ssh_section(self.test_host, CHECKOUT)),
-            ("hst", "dev"): vm_overrides(where, "127.0.0.3", self.lab.ssh_section(self.dev_host, CHECKOUT)),
+            ("hst", "test"): deep_merge(vm_overrides(where, "127.0.0.2", self.lab.ssh_section(self.test_host, CHECKOUT)),
+                                        extra.get("test", {})),
+            ("hst", "dev"): deep_merge(vm_overrides(where, "127.0.0.3", self.lab.ssh_section(self.dev_host, CHECKOUT)),
+                                       extra.get("dev", {})),
             ("hst", "ops"): vm_overrides(where, "127.0.0.4", ops_ssh),
         })
         self.test_host.start()
@@ -85,35 +88,3 @@ def sha256_tree(root: Path) -> dict[str, str]:
             path = Path(dirpath) / name
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def make_latest_backup(config, mutate=None, dump: Path | None = None) -> Path:
-    """The source's shared latest backup: a consistent SQLite copy and its manifest.
-
-    (Stands in for `inv backup` until issue 5's backup lands; same contract: manifest
-    last, under a temporary name, renamed into place.)
-    """
-    shared = Path(config.backups.shared_dir)
-    final = shared / config.name
-    tmp = shared / f".{config.name}.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    if dump is not None:  # a prepared dump (SQL text, a SQLite file)
-        db = tmp / dump.name
-        shutil.copyfile(dump, db)
-    else:
-        db = tmp / "database.sqlite3"
-        src = sqlite3.connect(config.database.name)
-        dst = sqlite3.connect(db)
-        src.backup(dst)
-        if mutate:
-            mutate(dst)
-            dst.commit()
-        dst.close()
-        src.close()
-    files = {db.name: {"sha256": hashlib.sha256(db.read_bytes()).hexdigest(), "size": db.stat().st_size}}
-    (tmp / "manifest.json").write_text(json.dumps({"observatory": config.observatory, "kind": config.kind,
-                                                   "files": files}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    return final

@@ -27,12 +27,13 @@ def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, ye
            allow_upward=False, max_delete=None):
     """Mirror a higher-tier server of this observatory onto this one (database, support files, cache)."""
     from crdsops import mirror as m
+    from crdsops.serverlock import server_lock
 
     if not obs or not src:
         raise Exit("error: give --obs and --src (e.g. `inv mirror --obs hst --src test`)")
     dest = installed_config()
     m.check_direction(dest, obs, src, allow_upward)  # refuse before any connection
-    with m.server_lock(dest, task="mirror"):
+    with server_lock(dest, "mirror"):  # held from the probes to the last deletion
         plan = m.probe(dest, src, src_url, src_host, allow_upward)
         print(f"plan for mirroring {plan.src.name} onto {dest.name}:")
         for step in plan.steps:

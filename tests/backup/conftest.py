@@ -1,64 +1,23 @@
 """Fixtures for backup/restore tests: a running SQLite server, a running MySQL one.
 
-The MySQL server uses a throwaway MariaDB account (random password, 0600 option file)
-with rights on ``crds_bk_<tag>%`` only (the live schema and its ``_crdsops_new``/``_old``
-staging twins); the databases and the account are dropped afterwards, whatever happened.
-Skipped when there is no MariaDB with a passwordless root at 127.0.0.1:3306.
+The MySQL server uses a throwaway MariaDB account (tests/mariadb.py); the databases and
+the account are dropped afterwards, whatever happened. Skipped when there is no MariaDB
+with a passwordless root at 127.0.0.1:3306.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from mariadb import MYSQL_MISSING, Account, requires_mysql, root_sql  # noqa: F401 - re-exported
 from support import Ops, deep_merge, local_overrides, make_configs
 
-ROOT_SQL = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
 TABLES = ("catalog_catalogfile", "catalog_contexthistory")
-
-
-def root_sql(sql: str) -> str:
-    return subprocess.run(ROOT_SQL, input=sql, capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def _mysql_missing() -> str | None:
-    if not shutil.which("mysql") or not shutil.which("mysqldump"):
-        return "mysql/mysqldump clients needed (apt-get install mariadb-client)"
-    try:
-        root_sql("SELECT 1;")
-    except (subprocess.SubprocessError, OSError):
-        return "MariaDB with a passwordless root at 127.0.0.1:3306 needed"
-    return None
-
-
-MYSQL_MISSING = _mysql_missing()
-requires_mysql = pytest.mark.skipif(MYSQL_MISSING is not None, reason=MYSQL_MISSING or "")
-
-
-class Account:
-    def __init__(self):
-        tag = secrets.token_hex(4)
-        self.user = f"crdsops_bk_{tag}"
-        self.database = f"crds_bk_{tag}"
-        self.password = secrets.token_urlsafe(18)
-
-    def create(self) -> None:
-        pattern = self.database.replace("_", "\\_") + "%"
-        root_sql("".join(
-            f"CREATE USER '{self.user}'@'{h}' IDENTIFIED BY '{self.password}';"
-            f"GRANT ALL ON `{pattern}`.* TO '{self.user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
-
-    def drop(self) -> None:
-        names = root_sql(f"SHOW DATABASES LIKE '{self.database.replace('_', chr(92) + '_')}%';").split()
-        root_sql("".join(f"DROP DATABASE IF EXISTS `{n}`;" for n in names)
-                 + "".join(f"DROP USER IF EXISTS '{self.user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
 
 
 class Server:

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from conftest import requires_mysql
+from mariadb import requires_mysql
 
 
 def _round_trip(server):
@@ -56,7 +56,7 @@ def test_mysql_round_trip(mysql_server):
     _round_trip(mysql_server)
     _modes(mysql_server)
     # the staging and old schemas are gone after a successful restore
-    from conftest import root_sql
+    from mariadb import root_sql
 
     assert root_sql(f"SHOW DATABASES LIKE '{mysql_server.cfg.database.name}\\_crdsops%';").strip() == ""
 

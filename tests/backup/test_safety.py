@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_mysql
+from mariadb import requires_mysql
 from crdsops import manifest
 
 

@@ -1,21 +1,30 @@
 """Two servers on this machine: hst test (the source, reached only through SSH on
-127.0.0.2) and hst dev (the destination, where `inv mirror` runs)."""
+127.0.0.2) and hst dev (the destination, where `inv mirror` runs). The source's shared
+latest backup is made by a real `inv backup` on the source."""
 
 from __future__ import annotations
 
 import pytest
 
-from vms import Fleet, make_latest_backup
+from mariadb import MYSQL_MISSING, Account
+from vms import Fleet
 
 
 class Pair(Fleet):
-    def __init__(self, where):
-        super().__init__(where)
+    def __init__(self, where, extra=None, account=None):
+        super().__init__(where, extra)
+        self.account = account
         self.src_cfg = self.ops["test"].config("hst", "test")
         self.dst_cfg = self.ops["dev"].config("hst", "dev")
 
-    def mirror(self, *args, timeout=300):
-        return self.ops["dev"].inv("mirror", "--obs", "hst", "--src", "test", *args, check=False, timeout=timeout)
+    def mirror(self, *args, timeout=300, env=None):
+        ops = self.ops["dev"]
+        saved = ops.env
+        ops.env = dict(saved, **(env or {}))
+        try:
+            return ops.inv("mirror", "--obs", "hst", "--src", "test", *args, check=False, timeout=timeout)
+        finally:
+            ops.env = saved
 
     def counts(self, kind):
         from crdsops import health
@@ -24,19 +33,50 @@ class Pair(Fleet):
         return health.rpc(cfg.local_url, "get_catalog_counts")
 
 
+def _start(p: Pair):
+    src, dst = p.ops["test"], p.ops["dev"]
+    src.inv("install", "--obs", "hst", "--kind", "test")
+    src.inv("manage", "--", "seed_demo")
+    src.inv("run")
+    src.inv("backup")
+    dst.inv("install", "--obs", "hst", "--kind", "dev")
+    dst.inv("run")
+
+
+def _stop(p: Pair):
+    p.ops["test"].inv("stop", check=False)
+    p.ops["dev"].inv("stop", check=False)
+    p.lab.close()
+
+
 @pytest.fixture
 def pair(tmp_path):
     p = Pair(tmp_path)
-    src, dst = p.ops["test"], p.ops["dev"]
     try:
-        src.inv("install", "--obs", "hst", "--kind", "test")
-        src.inv("manage", "--", "seed_demo")
-        src.inv("run")
-        make_latest_backup(p.src_cfg)
-        dst.inv("install", "--obs", "hst", "--kind", "dev")
-        dst.inv("run")
+        _start(p)
         yield p
     finally:
-        src.inv("stop", check=False)
-        dst.inv("stop", check=False)
-        p.lab.close()
+        _stop(p)
+
+
+@pytest.fixture
+def mysql_pair(tmp_path):
+    """The same two servers, each on its own MariaDB database (one throwaway account)."""
+    if MYSQL_MISSING:
+        pytest.skip(MYSQL_MISSING)
+    from crdsops import mysql
+
+    account = Account("mr")
+    account.create()
+    try:
+        option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
+        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306}
+        p = Pair(tmp_path, {kind: {"database": dict(db, name=f"{account.database}_{kind}")}
+                            for kind in ("test", "dev")}, account)
+        try:
+            _start(p)
+            yield p
+        finally:
+            _stop(p)
+    finally:
+        account.drop()

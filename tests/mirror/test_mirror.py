@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from vms import make_latest_backup, sha256_tree
+from mariadb import root_sql
+from vms import sha256_tree
 
 
 def _rows(db: str) -> dict:
+    """Every row of the catalog tables (SQLite file path, or ``mysql:SCHEMA``)."""
+    if db.startswith("mysql:"):
+        schema = db.split(":", 1)[1]
+        tables = root_sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                          f"'{schema}' AND TABLE_NAME LIKE 'catalog%';").split()
+        return {t: root_sql(f"SELECT * FROM `{schema}`.`{t}` ORDER BY 1;").splitlines() for t in tables}
     con = sqlite3.connect(db)
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'catalog_%'")]
@@ -119,13 +125,61 @@ def test_source_identity_mismatch_is_refused(pair):
     assert "refusing" in result.stderr or "cannot reach" in result.stderr
 
 
+def _tamper_latest(cfg) -> None:
+    """Flip one byte of the database dump in the shared latest backup."""
+    latest = Path(cfg.backups.shared_dir) / cfg.name
+    dump = next(latest.glob("database.*"))
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+
+
 def test_bad_backup_is_refused(pair):
-    latest = Path(pair.src_cfg.backups.shared_dir) / "hst.test" / "database.sqlite3"
-    with open(latest, "ab") as handle:
-        handle.write(b"corrupt")
+    _tamper_latest(pair.src_cfg)
     before = _rows(pair.dst_cfg.database.name)
     result = pair.mirror("--yes")
-    assert result.returncode == 1 and "does not match its manifest" in result.stderr
+    assert result.returncode == 1
+    assert "refusing backup" in result.stderr and "sha256 differs from the manifest" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _rows(pair.dst_cfg.database.name) == before
+    assert not list(pair.dst_cfg.backups.private_dir.glob("2*"))  # refused before even a safety backup
+
+
+def test_backup_of_another_server_is_refused(pair):
+    # the source's shared latest is replaced by the destination's own backup, under the source's name
+    import os
+
+    pair.ops["dev"].inv("backup")
+    shared = Path(pair.src_cfg.backups.shared_dir)
+    link = shared / "hst.test"
+    link.unlink()
+    os.symlink(os.readlink(shared / "hst.dev"), link)
+    result = pair.mirror("--yes")
+    assert result.returncode == 1 and "it is a backup of hst.dev, not of hst.test" in result.stderr
+
+
+def test_backup_is_fetched_over_ssh_when_the_shared_dir_is_not_mounted_here(pair, tmp_path):
+    from support import make_configs
+
+    # the destination's shared dir is other storage, which does not hold the source's latest
+    make_configs(tmp_path, {("hst", "dev"): {"backups": {"shared_dir": str(tmp_path / "dev-shared")}}})
+    result = pair.mirror("--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "fetch it over SSH" in result.stdout
+
+    result = pair.mirror("--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    fetched = pair.dst_cfg.root / "mirror" / "backup"
+    assert f"backup {fetched}:" in result.stdout and "verified against its manifest" in result.stdout
+    assert _rows(pair.dst_cfg.database.name) == _rows(pair.src_cfg.database.name)
+    assert pair.counts("dev")["references"] == pair.counts("test")["references"]
+
+    # a backup damaged at the source is refused after the fetch, before anything changes here
+    _tamper_latest(pair.src_cfg)
+    before = _rows(pair.dst_cfg.database.name)
+    result = pair.mirror("--yes")
+    assert result.returncode == 1
+    assert f"refusing backup {fetched}" in result.stderr and "sha256 differs" in result.stderr
     assert _rows(pair.dst_cfg.database.name) == before
 
 
@@ -172,17 +226,51 @@ def test_connection_cut_during_cache_sync_keeps_old_state(pair):
 
 
 def test_health_check_failure_rolls_back(pair):
-    def drop_one(con):
-        table = con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%catalogfile'").fetchone()[0]
-        con.execute(f"DELETE FROM {table} WHERE id = (SELECT max(id) FROM {table})")
-
-    make_latest_backup(pair.src_cfg, mutate=drop_one)  # verifies, but differs from the live source
     before = _rows(pair.dst_cfg.database.name)
     support_before = sha256_tree(pair.dst_cfg.server_files / "catalogs")
-    result = pair.mirror("--yes")
+    mappings_before = sha256_tree(pair.dst_cfg.cache / "mappings" / "hst")
+    result = pair.mirror("--yes", env={"CRDSOPS_FAILPOINT": "restore.health=fail"})
     assert result.returncode == 1, result.stdout
-    assert "health check" in result.stderr and "rolled back" in result.stderr
+    assert "restore.health" in result.stderr and "rolled back" in result.stderr
+    assert "runs its previous state again" in result.stdout
     assert _rows(pair.dst_cfg.database.name) == before
     assert sha256_tree(pair.dst_cfg.server_files / "catalogs") == support_before
+    assert sha256_tree(pair.dst_cfg.cache / "mappings" / "hst") == mappings_before
     counts = pair.counts("dev")
     assert counts["kind"] == "dev" and counts["references"] == 0
+
+
+def test_health_check_expects_the_backup_not_the_live_source(pair):
+    """The source moved on after its backup: the mirror copies (and checks) the backup's state."""
+    backed_up = pair.counts("test")
+    con = sqlite3.connect(pair.src_cfg.database.name)
+    table = "catalog_catalogfile"
+    con.execute(f"DELETE FROM {table} WHERE id = (SELECT max(id) FROM {table} WHERE name LIKE '%.fits')")
+    con.commit()
+    con.close()
+    assert pair.counts("test")["references"] == backed_up["references"] - 1
+    result = pair.mirror("--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = pair.counts("dev")
+    assert counts["kind"] == "dev"
+    for key in ("operational_context", "references", "mappings", "contexts"):
+        assert counts[key] == backed_up[key], key
+
+
+def test_mysql_mirror_makes_dev_rows_identical(mysql_pair):
+    src, dst = mysql_pair.src_cfg, mysql_pair.dst_cfg
+    assert mysql_pair.counts("dev")["references"] == 0
+    result = mysql_pair.mirror("--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(f"mysql:{dst.database.name}")
+    assert rows and rows == _rows(f"mysql:{src.database.name}")
+    assert all(rows.values())
+    for sub in ("references/hst", "mappings/hst", "config/hst"):
+        assert sha256_tree(dst.cache / sub) == sha256_tree(src.cache / sub), sub
+    counts, expected = mysql_pair.counts("dev"), mysql_pair.counts("test")
+    assert counts["kind"] == "dev"
+    for key in ("operational_context", "references", "mappings", "contexts"):
+        assert counts[key] == expected[key]
+    # no staging or old schema left behind
+    left = root_sql(f"SHOW DATABASES LIKE '{dst.database.name}\\_crdsops%';").split()
+    assert left == []
