@@ -45,7 +45,7 @@ def answers(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def wait_until_answers(url: str, timeout: float, still_starting=lambda: True, interval: float = 0.2) -> bool:
+def wait_until_answers(url: str, timeout: float, still_starting=lambda: True, interval: float = 0.05) -> bool:
     """Poll ``get_server_info`` until it answers, ``timeout`` passes, or ``still_starting()`` is false."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

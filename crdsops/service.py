@@ -36,7 +36,7 @@ class Backend:
 
     def command(self, config: ServerConfig) -> list[str]:
         web = config.web
-        return manage_argv(config, "runserver", "--noreload", f"{web.host}:{web.port}")
+        return manage_argv(config, "runserver", "--noreload", "--skip-checks", f"{web.host}:{web.port}")
 
     def looks_like_ours(self, cmdline: str) -> bool:
         return "manage.py" in cmdline and "runserver" in cmdline

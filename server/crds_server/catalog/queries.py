@@ -3,7 +3,9 @@ import base64
 import fnmatch
 import gzip
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 from django.conf import settings
@@ -82,23 +84,19 @@ def context_history():
 def download_metadata():
     """{name: {"size": str, "sha1sum": str}} for every file, compressed like CRDS does.
 
-    The JSON is written by hand: on a 500,000-file catalog building the dict and
-    json.dumps took 0.8 s of the first get_server_info after every restart, this 0.2 s.
-    Names and sha1sums need no escaping when they match SAFE_TOKEN; others get json.dumps.
+    It is part of the first get_server_info after every restart, so on a 500,000-file
+    catalog its speed is the server's start-up time: the JSON is written by hand when one
+    scan shows no name or sha1sum needs escaping (0.2 s instead of 0.8 s for json.dumps).
     """
-    rows = observatory_files().values_list("name", "size", "sha1sum").iterator(chunk_size=5000)
-    entries = ", ".join(
-        '%s: {"size": "%d", "sha1sum": %s}' % (_json_str(name), size, _json_str(sha1))
-        for name, size, sha1 in rows
-    )
-    return _encode_json_text("{" + entries + "}")
+    rows = list(observatory_files().values_list("name", "size", "sha1sum"))
+    if SAFE_TOKENS.fullmatch("".join(name + sha1 for name, _, sha1 in rows)):
+        text = "{" + ", ".join('"%s": {"size": "%d", "sha1sum": "%s"}' % row for row in rows) + "}"
+    else:
+        text = json.dumps({name: {"size": str(size), "sha1sum": sha1} for name, size, sha1 in rows})
+    return _encode_json_text(text)
 
 
-SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.+-]*")
-
-
-def _json_str(text):
-    return f'"{text}"' if SAFE_TOKEN.fullmatch(text) else json.dumps(text)
+SAFE_TOKENS = re.compile(r"[A-Za-z0-9_.+-]*")
 
 
 def crds_encode(obj):
@@ -107,10 +105,16 @@ def crds_encode(obj):
 
 
 def _encode_json_text(text):
-    # Level 1: on a 500,000-file catalog level 9 took 2.0 s of a 3.5 s get_server_info (the first
-    # answer after every restart) for a payload only 7% smaller.
-    payload = base64.b64encode(gzip.compress(text.encode(), compresslevel=1)).decode("ascii")
-    return {"crds_encoded": "1.0", "crds_payload": payload}
+    """gzip (level 1) in one member per core, concatenated: gzip.decompress, which the
+    client uses, reads them as one stream. Level 9 in one piece took 2.0 s of the first
+    get_server_info on a 500,000-file catalog, for a payload only 7% smaller."""
+    data = text.encode()
+    pieces = max(1, min(os.cpu_count() or 1, len(data) // (4 << 20)))
+    size = -(-len(data) // pieces)
+    chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:  # zlib releases the GIL
+        compressed = b"".join(pool.map(lambda chunk: gzip.compress(chunk, compresslevel=1), chunks))
+    return {"crds_encoded": "1.0", "crds_payload": base64.b64encode(compressed).decode("ascii")}
 
 
 def crds_version():
