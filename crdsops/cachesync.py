@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,24 +169,14 @@ def probe_tree(conn, path: str) -> int | None:
     return int(res.stdout.strip() or 0)
 
 
-def is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
-def pull_dir(target: Target, remote_dir: str, local_dir: Path, say=print, label: str = "",
-             link_dest: Path | None = None) -> None:
-    """Make ``local_dir`` an exact copy of ``remote_dir`` on the host (a staging or fetch area).
-
-    ``link_dest``: an existing local copy whose unchanged files are hard-linked, not fetched.
-    """
+def pull_dir(target: Target, remote_dir: str, local_dir: Path, say=print, label: str = "") -> None:
+    """Make ``local_dir`` an exact copy of ``remote_dir`` on the host (a fetch area)."""
     import shlex
 
     local_dir = Path(local_dir)
     local_dir.parent.mkdir(parents=True, exist_ok=True)
     ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
     argv = ["rsync", "-a", "--delete", "--protect-args", "-e", ssh, "--stats"]
-    if link_dest is not None:
-        argv.append(f"--link-dest={Path(link_dest).resolve()}")
     argv += [f"{target.host}:{remote_dir.rstrip('/')}/", str(local_dir) + "/"]
     start = time.monotonic()
     res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
