@@ -46,6 +46,7 @@ class Web:
     port: int
     processes: int = 1
     threads: int = 1
+    wsgi_mode: Literal["embedded", "daemon"] = "embedded"
     user: Optional[str] = None
     group: Optional[str] = None
     start_timeout: int = 60

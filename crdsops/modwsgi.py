@@ -122,6 +122,7 @@ class ModWsgiBackend(Backend):
             "--python-path", str(SERVER_DIR),
             "--locale", "C.UTF-8",
             "--enable-sendfile",
+            *(["--embedded-mode"] if web.wsgi_mode == "embedded" else []),
             "--startup-timeout", str(max(15, web.start_timeout)),
             "--shutdown-timeout", str(max(5, min(web.stop_timeout, 30))),
             "--url-alias", "/static", str(paths(config)["static"]),

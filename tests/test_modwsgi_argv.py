@@ -1,0 +1,22 @@
+"""Command construction for mod_wsgi-express: config keys become the right flags."""
+
+import pytest
+
+from crdsops.modwsgi import ModWsgiBackend
+from support import make_configs
+
+
+@pytest.mark.parametrize("mode,embedded", [("embedded", True), ("daemon", False)])
+def test_wsgi_mode_selects_embedded_or_daemon(tmp_path, mode, embedded):
+    from crdsops.config import load_config
+
+    configs = make_configs(tmp_path, {("hst", "dev"): {"root": str(tmp_path / "r"), "web": {
+        "wsgi_mode": mode, "processes": 3, "threads": 5, "port": 8123}}})
+    cfg = load_config("hst", "dev", configs)
+    argv = ModWsgiBackend().setup_argv(cfg, ("www-data", "www-data"))
+    assert ("--embedded-mode" in argv) is embedded
+    assert argv[argv.index("--processes") + 1] == "3" and argv[argv.index("--threads") + 1] == "5"
+    assert argv[argv.index("--port") + 1] == "8123"
+    assert argv[argv.index("--user") + 1] == "www-data"
+    aliases = [argv[i + 1:i + 3] for i, word in enumerate(argv) if word == "--url-alias"]
+    assert ["/unchecked_get/references/hst", str(cfg.cache / "references" / "hst")] in aliases
