@@ -4,7 +4,8 @@ import pytest
 
 from support import CHECKOUT
 
-TASKS = ["config", "install", "run", "stop", "rerun", "status", "manage", "runtests"]
+TASKS = ["config", "install", "run", "stop", "rerun", "status", "manage", "runtests", "build", "lock",
+         "backup", "backups", "verify", "restore", "schedule", "mirror", "fleet-status", "fleet-backup"]
 
 
 def test_list_shows_every_task_with_a_summary(ops):
