@@ -274,3 +274,26 @@ def test_mysql_mirror_makes_dev_rows_identical(mysql_pair):
     # no staging or old schema left behind
     left = root_sql(f"SHOW DATABASES LIKE '{dst.database.name}\\_crdsops%';").split()
     assert left == []
+
+
+def test_mirror_refuses_while_another_task_holds_the_destination_lock(pair):
+    import subprocess
+    import sys
+
+    cfg = pair.dst_cfg
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from crdsops.config import load_config; from crdsops.serverlock import server_lock\n"
+         f"cfg = load_config('hst', 'dev', {str(pair.configs)!r})\n"
+         "with server_lock(cfg, 'backup'):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=str(Path(__file__).resolve().parents[2]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _rows(cfg.database.name)
+        result = pair.mirror("--yes")
+        assert result.returncode == 1
+        assert "busy" in result.stderr and str(holder.pid) in result.stderr, result.stderr
+        assert _rows(cfg.database.name) == before
+    finally:
+        holder.kill()
+        holder.wait()
