@@ -41,7 +41,7 @@ from crdsops import manifest as manifest_mod
 from crdsops.config import ServerConfig
 from crdsops.dbdump import compress_stream, compression, engine_for
 from crdsops.errors import CrdsOpsError
-from crdsops.files import ensure_dir, write_atomic
+from crdsops.files import ensure_dir, fsync_dir, write_atomic
 from crdsops.serverenv import manage
 
 STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
@@ -155,7 +155,7 @@ def create(config: ServerConfig, say=print, purpose: str = "backup", publish: bo
     failpoints.hit("backup.manifest")
     final = b.private_dir / name
     os.rename(tmp, final)
-    _fsync_dir(b.private_dir)
+    fsync_dir(b.private_dir)
     failpoints.hit("backup.renamed")
     problems = manifest_mod.verify(final, deep=True)
     record_verification(config, final, problems)
@@ -290,14 +290,6 @@ def _private_modes(directory: Path) -> None:
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- the shared latest -----------------------------------------------------------------
 
 def publish_latest(config: ServerConfig, backup: Path) -> Path:
@@ -327,7 +319,7 @@ def publish_latest(config: ServerConfig, backup: Path) -> Path:
     new_link.unlink(missing_ok=True)
     os.symlink(target.name, new_link)
     os.replace(new_link, link)  # the atomic step: readers see the old or the new, never neither
-    _fsync_dir(shared)
+    fsync_dir(shared)
     record_verification(config, link, [])
     failpoints.hit("backup.published")
     keep = {target.name, previous}  # the previous stays for readers that opened it already

@@ -39,6 +39,15 @@ def write_atomic(path: Path, content: str | bytes, mode: int = PRIVATE_FILE) -> 
     return True
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file inside ``path`` durable (the directory entry itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def ensure_dir(path: Path, mode: int = PRIVATE_DIR) -> bool:
     """Create ``path`` (and parents) if missing and set its mode; return whether it was created."""
     path = Path(path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -130,18 +129,10 @@ def readable_to_end(file: Path) -> str | None:
 
 def write(path: Path, data: dict) -> Path:
     """Write the manifest of the backup being built at ``path`` (the last file written)."""
-    from crdsops.files import write_atomic
+    from crdsops.files import fsync_dir, write_atomic
 
     data = dict(data, format=FORMAT, files=describe_files(path))
     target = Path(path) / NAME
     write_atomic(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    _fsync_dir(path)
+    fsync_dir(path)
     return target
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from crdsops.config import ServerConfig
 from crdsops.errors import CrdsOpsError
-from crdsops.files import ensure_dir, tail, write_atomic
+from crdsops.files import ensure_dir, write_atomic
 from crdsops.serverenv import SERVER_DIR, child_environ, manage_argv, paths, server_environ
 from crdsops.service import Backend, _alive, _cmdline, _wait_gone
 

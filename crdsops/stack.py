@@ -206,7 +206,7 @@ def _conda_lock_command() -> list[str]:
 
 
 def _last_error(output: str) -> str:
-    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    lines = [text.strip() for text in output.splitlines() if text.strip()]
     for line in reversed(lines):
         if any(w in line for w in ("Error", "error", "ERROR", "not found", "Could not")):
             return line[:300]

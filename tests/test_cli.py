@@ -11,7 +11,7 @@ TASKS = ["config", "install", "run", "stop", "rerun", "status", "manage", "runte
 def test_list_shows_every_task_with_a_summary(ops):
     out = ops.inv("--list").stdout
     for name in TASKS:
-        line = next((l for l in out.splitlines() if l.strip().startswith(name + " ")), None)
+        line = next((row for row in out.splitlines() if row.strip().startswith(name + " ")), None)
         assert line is not None, f"{name} missing from inv --list"
         assert len(line.split(None, 1)) == 2, f"{name} has no summary"
 

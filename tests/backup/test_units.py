@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from crdsops import backup, manifest, schedule, serverlock
-from crdsops.config import Backups
 from crdsops.errors import CrdsOpsError
 from support import local_overrides, make_configs
 
