@@ -1,0 +1,48 @@
+"""`inv schedule` against the machine's real crontab: one line, idempotent, removable."""
+
+import shutil
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (.ci/run installs it)")
+
+
+@pytest.fixture
+def real_crontab():
+    """The user's crontab as it was, put back afterwards whatever the test did."""
+    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    try:
+        yield
+    finally:
+        if before.returncode == 0:
+            subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
+        else:
+            subprocess.run(["crontab", "-r"], capture_output=True)
+
+
+def crontab_lines() -> list[str]:
+    out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
+def test_schedule_installs_one_line_that_runs_backup_and_removes_it(ops, real_crontab):
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    cfg = ops.config("hst", "django")
+    first = ops.inv("schedule").stdout
+    ops.inv("schedule")
+    ours = [line for line in crontab_lines() if "crdsops backup hst.django" in line]
+    assert len(ours) == 1, ours
+    line = ours[0]
+    assert line in first  # it shows the line it installed
+    assert " backup >> " in line and str(cfg.root / "logs" / "backup.log") in line
+    assert f"CRDSOPS_STATE={ops.state}" in line  # cron finds this server, as the login did
+
+    # the line really works when a shell runs it, as cron would
+    command = line.split(" ", 5)[5]
+    subprocess.run(["/bin/sh", "-c", command], check=True, timeout=300)
+    assert any((d / "manifest.json").is_file() for d in cfg.backups.private_dir.iterdir()), \
+        (cfg.root / "logs" / "backup.log").read_text()
+
+    ops.inv("schedule", "--remove")
+    assert not [row for row in crontab_lines() if "crdsops backup hst.django" in row]
