@@ -64,6 +64,10 @@ class Backend:
     def foreground(self, config: ServerConfig) -> int:
         return subprocess.call(self.command(config), cwd=SERVER_DIR, env=child_environ(config))
 
+    def sweep(self, config: ServerConfig) -> bool:
+        """Stop processes of this server that no pid file names; return whether there were any."""
+        return False
+
     def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
         """Ask the process group to stop; kill it after ``timeout``. Return whether it was forced."""
         _signal_group(pid, signal.SIGTERM)
@@ -142,6 +146,9 @@ def stop(config: ServerConfig, say=print) -> bool:
     pid = running_pid(config, backend)
     if pid is None:
         backend.pid_file(config).unlink(missing_ok=True)
+        if backend.sweep(config):
+            say(f"{config.name}: stopped processes its pid file no longer named")
+            return True
         say(f"{config.name} is not running")
         return False
     say(f"stopping {config.name} (pid {pid}) ...")

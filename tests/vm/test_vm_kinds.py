@@ -136,6 +136,16 @@ def test_port_in_use_is_one_line_and_starts_nothing(installed):
     assert not apache_processes(cfg.root)
 
 
+def test_stop_sweeps_an_apache_whose_pid_file_is_gone(installed):
+    cfg = installed.config("hst", "dev")
+    installed.inv("run")
+    assert apache_processes(cfg.root)
+    (cfg.root / "run" / "httpd.pid").unlink()
+    result = installed.inv("stop")
+    assert "no longer named" in result.stdout
+    assert not apache_processes(cfg.root)
+
+
 def test_apache_failing_to_start_shows_why_and_leaves_nothing(installed):
     cfg = installed.config("hst", "dev")
     other = free_port()
