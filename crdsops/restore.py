@@ -139,10 +139,13 @@ class SupportRestore:
 
 
 def health_check(config: ServerConfig, data: dict) -> list[str]:
-    """What is wrong with the running server compared with the manifest ``data`` (empty: healthy)."""
+    """What is wrong with the running server compared with the manifest ``data`` (empty: healthy).
+
+    Called right after ``service.start``, which returns only once ``get_server_info``
+    answered (on a large catalog, fetching that again would cost a second download).
+    """
     failpoints.hit("restore.health")
     try:
-        health.rpc(config.local_url, "get_server_info", timeout=15)
         counts = health.rpc(config.local_url, "get_catalog_counts", timeout=15)
     except CrdsOpsError as err:
         return [str(err)]
