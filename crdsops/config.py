@@ -303,10 +303,14 @@ def _convert(hint: Any, value: Any, origin: dict, dotted: str):
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise CrdsOpsError(f"{where}: key {dotted}: expected a non-negative integer, got {value!r}")
+        if dotted.endswith(".port") and not 1 <= value <= 65535:
+            raise CrdsOpsError(f"{where}: key {dotted}: expected a TCP port from 1 to 65535, got {value!r}")
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
             raise CrdsOpsError(f"{where}: key {dotted}: expected a non-empty string, got {value!r}")
+        if dotted == "url" and not re.match(r"^https?://[^/\s]+", value):
+            raise CrdsOpsError(f"{where}: key url: expected an http:// or https:// URL, got {value!r}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value:

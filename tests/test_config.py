@@ -57,6 +57,22 @@ def test_wrong_type_names_file_key_and_expectation(tmp_path):
     assert "hst/dev.yaml" in message and "web.port" in message and "integer" in message
 
 
+@pytest.mark.parametrize("overrides,key", [
+    ({"web": {"port": 99999}}, "web.port"),
+    ({"web": {"port": 0}}, "web.port"),
+    ({"database": {"port": 70000}}, "database.port"),
+    ({"ssh": {"port": 0}}, "ssh.port"),
+])
+def test_port_out_of_range(tmp_path, overrides, key):
+    message = _error(tmp_path, "hst", "dev", overrides)
+    assert "hst/dev.yaml" in message and key in message and "1 to 65535" in message
+
+
+def test_url_must_be_http(tmp_path):
+    message = _error(tmp_path, "hst", "dev", {"url": "hst-crds-dev.stsci.edu"})
+    assert "hst/dev.yaml" in message and "key url" in message and "https://" in message
+
+
 def test_bad_choice(tmp_path):
     message = _error(tmp_path, "hst", "dev", {"database": {"engine": "oracle"}})
     assert "database.engine" in message and "sqlite, mysql" in message
