@@ -67,6 +67,24 @@ def test_config_task_prints_the_resolved_config(ops):
     assert "name: crds_hst_dev" in out
 
 
+def test_output_into_a_closed_pipe_ends_quietly(ops):
+    """`inv config | head -1`: once the reader has gone, no error line, no traceback."""
+    import os
+    import subprocess
+
+    from support import INV
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before inv writes a byte: every write is EPIPE
+    try:
+        result = subprocess.run([INV, "config", "--obs", "hst", "--kind", "dev"], cwd=CHECKOUT, env=ops.env,
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.stderr == "", result.stderr  # was "error: unexpected BrokenPipeError ..."
+    assert result.returncode == 141  # as a Unix tool killed by SIGPIPE
+
+
 def test_tasks_py_is_composition_only():
     text = (CHECKOUT / "tasks.py").read_text()
     assert "def " not in text and "@task" not in text

@@ -36,6 +36,11 @@ def ops_task(*args, **kwargs):
                 raise
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=130) from None
+            except BrokenPipeError:
+                # `inv config | head`: the reader left; end quietly, as a Unix tool killed by SIGPIPE
+                # would, and keep Python from complaining again when it flushes stdout at exit.
+                _stdout_to_devnull()
+                raise Exit(code=141) from None
             except Exception as err:
                 if debugging() or type(err).__module__.startswith("invoke"):
                     raise
@@ -50,6 +55,14 @@ def ops_task(*args, **kwargs):
         func, args = args[0], ()
         return decorate(func)
     return decorate
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def installed_config():
