@@ -149,6 +149,7 @@ def harden(conn, known_hosts: Path | None = None):
     """Make ``conn`` check host keys against ``known_hosts`` and refuse unknown or changed ones."""
     from paramiko import HostKeys, RejectPolicy
 
+    _quiet_paramiko()
     path = known_hosts_for(conn, known_hosts)
     client = conn.client
     client._system_host_keys = HostKeys()  # forget anything loaded before (fabric 1/2 loaded ~/.ssh/known_hosts)
@@ -161,6 +162,19 @@ def harden(conn, known_hosts: Path | None = None):
     client.set_missing_host_key_policy(RejectPolicy())
     conn.crdsops_known_hosts = path
     return conn
+
+
+def _quiet_paramiko() -> None:
+    """Keep paramiko's transport thread from printing its tracebacks (logging's last resort).
+
+    Every failure reaches the task as an exception that ``explain`` turns into one line; under
+    ``inv --debug``/``fab --debug`` the root logger has a handler and paramiko's records still show.
+    """
+    import logging
+
+    log = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
 
 
 def known_hosts_for(conn, known_hosts: Path | None) -> Path | None:

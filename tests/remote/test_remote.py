@@ -90,6 +90,39 @@ def test_host_down_is_one_line(fleet):
     assert f"cannot reach {address}:{port}" in result.stderr
 
 
+def test_host_that_drops_the_connection_is_one_line(fleet):
+    """A port that accepts and resets (not sshd): paramiko's thread must not print its traceback."""
+    import socket
+    import struct
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def reset_every_connection():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            time.sleep(0.3)  # the client is waiting for the banner in paramiko's transport thread
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST, before any SSH banner
+
+    threading.Thread(target=reset_every_connection, daemon=True).start()
+    try:
+        result = fleet.fab("-H", f"root@127.0.0.1:{port}", "status")
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"127.0.0.1:{port}" in lines[0], lines
+
+
 def test_fleet_status_reports_every_host_and_fails_when_one_does(fleet):
     result = fleet.inv("fleet-status", "--obs", "hst")
     lines = result.stdout.splitlines()
