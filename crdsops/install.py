@@ -69,6 +69,8 @@ def _lay_out(config: ServerConfig, say) -> None:
     say("migrating the database ...")
     manage(config, "migrate", "--noinput", capture=True)
     manage(config, "collectstatic", "--noinput", capture=True)
+    if config.database.engine == "sqlite":
+        _make_private(Path(config.database.name))  # Django creates it with the umask (0644)
     if config.database.engine == "sqlite" and owner:
         _chown_tree(Path(config.database.name).parent, owner)
     backend_for(config).prepare(config)
@@ -126,6 +128,12 @@ def _make_dirs(config: ServerConfig, owner) -> None:
     if owner:
         for path in (p["run"], p["logs"], p["dbbackup"], config.cache, config.server_files):
             _chown_tree(path, owner)
+
+
+def _make_private(path: Path) -> None:
+    """A data file is 0600 (SQLite gives its journals the database file's mode)."""
+    if path.exists() and path.stat().st_mode & 0o777 != 0o600:
+        os.chmod(path, 0o600)
 
 
 def _chown_tree(path: Path, owner: tuple[int, int]) -> None:

@@ -29,6 +29,7 @@ def test_install_lays_out_the_server(ops):
     for data_dir in (cfg.cache, cfg.server_files, cfg.cache / "references" / "hst"):
         assert data_dir.stat().st_mode & 0o777 == 0o700
     assert (cfg.root / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert Path(cfg.database.name).stat().st_mode & 0o777 == 0o600, "the SQLite database holds data: 0600"
     assert any((cfg.cache / "references" / "hst").iterdir()), "demo references were not seeded"
     # env.sh really works in a login shell
     out = subprocess.run(["bash", "-c", f"source {cfg.root}/env.sh && echo $CRDS_PATH"],
@@ -140,3 +141,4 @@ def test_changing_tasks_refuse_while_another_holds_the_server_lock(ops):
         holder.wait()
     ops.inv("run")  # the holder is gone: its lock is stale and taken over
     ops.inv("stop")
+
