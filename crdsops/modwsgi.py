@@ -33,7 +33,7 @@ from crdsops.config import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
 from crdsops.serverenv import SERVER_DIR, child_environ, manage_argv, paths, server_environ
-from crdsops.service import Backend, _alive, _cmdline, _wait_gone
+from crdsops.service import Backend, _alive, _cmdline, _wait_gone, run_foreground
 
 ENTRY_TEMPLATE = '''\
 """WSGI entry of {name}, written by `inv install` (crdsops.modwsgi); do not edit, reinstall."""
@@ -186,8 +186,8 @@ class ModWsgiBackend(Backend):
         return detail + (f"; its last lines:\n{new_log}" if new_log else " (nothing new in it)")
 
     def foreground(self, config: ServerConfig) -> int:
-        return subprocess.call([str(self.apachectl(config)), "start", "-DFOREGROUND"],
-                               cwd=SERVER_DIR, env=child_environ(config))
+        return run_foreground([str(self.apachectl(config)), "start", "-DFOREGROUND"],
+                              cwd=SERVER_DIR, env=child_environ(config))
 
     def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
         """``apachectl stop``, wait; then kill whatever of this Apache is left. Return whether forced."""

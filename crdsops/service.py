@@ -62,7 +62,7 @@ class Backend:
         return process.pid
 
     def foreground(self, config: ServerConfig) -> int:
-        return subprocess.call(self.command(config), cwd=SERVER_DIR, env=child_environ(config))
+        return run_foreground(self.command(config), cwd=SERVER_DIR, env=child_environ(config))
 
     def sweep(self, config: ServerConfig) -> bool:
         """Stop processes of this server that no pid file names; return whether there were any."""
@@ -76,6 +76,32 @@ class Backend:
         _signal_group(pid, signal.SIGKILL)
         _wait_gone(pid, 5)
         return True
+
+
+def run_foreground(argv: list[str], **popen_kwargs) -> int:
+    """Run a server in this terminal until it exits; return an exit code for ``inv``.
+
+    Ctrl-C reaches the server through the terminal's process group. SIGTERM and SIGHUP sent to
+    ``inv`` alone (``timeout``, ``kill PID``, a closed terminal) are passed on to the server, so
+    it never outlives ``inv`` as an orphan that no pid file names.
+    """
+    with subprocess.Popen(argv, **popen_kwargs) as proc:
+        def forward(signum, _frame):
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.kill()  # as subprocess.call does on Ctrl-C
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 def backend_for(config: ServerConfig) -> Backend:

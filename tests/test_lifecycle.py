@@ -142,3 +142,30 @@ def test_changing_tasks_refuse_while_another_holds_the_server_lock(ops):
     ops.inv("run")  # the holder is gone: its lock is stale and taken over
     ops.inv("stop")
 
+
+def test_foreground_server_stops_when_inv_is_terminated(ops):
+    """`inv run --foreground` killed with SIGTERM (timeout, a closed terminal's SIGHUP) takes its server along."""
+    import signal
+    import time
+
+    from support import INV
+
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    cfg = ops.config("hst", "django")
+    proc = subprocess.Popen([INV, "run", "--foreground"], env=ops.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not health.answers(cfg.local_url) and time.monotonic() < deadline:
+            assert proc.poll() is None, "inv run --foreground exited early"
+            time.sleep(0.2)
+        assert health.answers(cfg.local_url)
+        proc.send_signal(signal.SIGTERM)  # to inv only, not its process group
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while health.answers(cfg.local_url) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not health.answers(cfg.local_url), "the foreground server outlived inv"
+    finally:
+        # whatever is left of the session the test started (its id is inv's pid): not a name match
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
