@@ -38,7 +38,8 @@ def cron_line(config: ServerConfig, at: str = "03:17") -> str:
     inv = Path(sys.executable).parent / "inv"
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("CRDSOPS_CONFIGS", "CRDSOPS_STATE") if os.environ.get(k)]
     log = paths(config)["logs"] / "backup.log"
-    command = " ".join([f"cd {shlex.quote(str(CHECKOUT))} &&", *env, shlex.quote(str(inv)), "backup",
+    # umask 077: the log the shell's `>>` creates holds the backup's output, so it is 0600 like the rest
+    command = " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), "backup",
                         ">>", shlex.quote(str(log)), "2>&1"])
     line = f"{minute} {hour} * * * {command} {marker(config)}"
     if "%" in line:

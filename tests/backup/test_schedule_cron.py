@@ -43,6 +43,7 @@ def test_schedule_installs_one_line_that_runs_backup_and_removes_it(ops, real_cr
     subprocess.run(["/bin/sh", "-c", command], check=True, timeout=300)
     assert any((d / "manifest.json").is_file() for d in cfg.backups.private_dir.iterdir()), \
         (cfg.root / "logs" / "backup.log").read_text()
+    assert (cfg.root / "logs" / "backup.log").stat().st_mode & 0o777 == 0o600  # whatever cron's umask
 
     ops.inv("schedule", "--remove")
     assert not [row for row in crontab_lines() if "crdsops backup hst.django" in row]
