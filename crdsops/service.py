@@ -62,7 +62,11 @@ class Backend:
         return process.pid
 
     def foreground(self, config: ServerConfig) -> int:
-        return run_foreground(self.command(config), cwd=SERVER_DIR, env=child_environ(config))
+        # The pid file makes a foreground server as visible as a background one: status shows
+        # it, and restore, mirror and stop stop it instead of swapping data under it.
+        ensure_dir(self.pid_file(config).parent)
+        return run_foreground(self.command(config), pid_file=self.pid_file(config),
+                              cwd=SERVER_DIR, env=child_environ(config))
 
     def sweep(self, config: ServerConfig) -> bool:
         """Stop processes of this server that no pid file names; return whether there were any."""
@@ -78,7 +82,7 @@ class Backend:
         return True
 
 
-def run_foreground(argv: list[str], **popen_kwargs) -> int:
+def run_foreground(argv: list[str], pid_file: Path | None = None, **popen_kwargs) -> int:
     """Run a server in this terminal until it exits; return an exit code for ``inv``.
 
     Ctrl-C reaches the server through the terminal's process group. SIGTERM and SIGHUP sent to
@@ -86,6 +90,9 @@ def run_foreground(argv: list[str], **popen_kwargs) -> int:
     it never outlives ``inv`` as an orphan that no pid file names.
     """
     with subprocess.Popen(argv, **popen_kwargs) as proc:
+        if pid_file is not None:
+            pid_file.write_text(f"{proc.pid}\n")
+
         def forward(signum, _frame):
             try:
                 proc.send_signal(signum)
@@ -101,7 +108,18 @@ def run_foreground(argv: list[str], **popen_kwargs) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if pid_file is not None:
+                _remove_pid_file_of(pid_file, proc.pid)
     return 128 - code if code < 0 else code
+
+
+def _remove_pid_file_of(pid_file: Path, pid: int) -> None:
+    """Remove ``pid_file`` if it still names ``pid`` (a restore may have started a new server)."""
+    try:
+        if pid_file.read_text().split()[0] == str(pid):
+            pid_file.unlink()
+    except (FileNotFoundError, IndexError):
+        pass
 
 
 def backend_for(config: ServerConfig) -> Backend:
@@ -228,12 +246,16 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: int) -> None:
+    """Signal the session a background start made; a foreground server leads no group."""
     try:
         os.killpg(pid, sig)
+        return
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, sig)
     except ProcessLookupError:
         pass
-    except PermissionError:
-        os.kill(pid, sig)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

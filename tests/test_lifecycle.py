@@ -169,3 +169,29 @@ def test_foreground_server_stops_when_inv_is_terminated(ops):
     finally:
         # whatever is left of the session the test started (its id is inv's pid): not a name match
         subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+
+
+def test_a_foreground_server_is_seen_by_status_and_stopped_by_stop(ops):
+    """Restore and mirror stop the server through the pid file: a foreground one must have it too."""
+    import time
+
+    from support import INV
+
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    cfg = ops.config("hst", "django")
+    proc = subprocess.Popen([INV, "run", "--foreground"], env=ops.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not health.answers(cfg.local_url) and time.monotonic() < deadline:
+            assert proc.poll() is None, "inv run --foreground exited early"
+            time.sleep(0.2)
+        status = ops.inv("status").stdout
+        assert "not running" not in status and "answers:    yes" in status
+        assert "already running" in ops.inv("run").stdout  # no second server, no port error
+        ops.inv("stop")
+        assert proc.wait(timeout=30) != 0
+        assert not health.answers(cfg.local_url)
+        assert not (cfg.root / "run" / "server.pid").exists()
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)

@@ -70,6 +70,14 @@ class Fleet:
         self.env = dict(os.environ, CRDSOPS_CONFIGS=str(self.configs),
                         CRDSOPS_STATE=str(where / "control-installed.json"))
 
+    def close(self) -> None:
+        """Stop both servers and every sshd; the sshds go even when a stop fails."""
+        try:
+            for ops in self.ops.values():
+                ops.inv("stop", check=False)
+        finally:
+            self.lab.close()
+
     def fab(self, *args, timeout=120) -> subprocess.CompletedProcess:
         return subprocess.run([FAB, *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout)

@@ -44,9 +44,7 @@ def _start(p: Pair):
 
 
 def _stop(p: Pair):
-    p.ops["test"].inv("stop", check=False)
-    p.ops["dev"].inv("stop", check=False)
-    p.lab.close()
+    p.close()
 
 
 @pytest.fixture

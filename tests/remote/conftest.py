@@ -17,6 +17,4 @@ def fleet(tmp_path_factory):
         fl.ops["dev"].inv("install", "--obs", "hst", "--kind", "dev")
         yield fl
     finally:
-        fl.ops["test"].inv("stop", check=False)
-        fl.ops["dev"].inv("stop", check=False)
-        fl.lab.close()
+        fl.close()
