@@ -195,3 +195,13 @@ def test_a_foreground_server_is_seen_by_status_and_stopped_by_stop(ops):
         assert not (cfg.root / "run" / "server.pid").exists()
     finally:
         subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+
+
+def test_rerun_dry_run_plans_with_live_probes_and_changes_nothing(running_hst):
+    ops = running_hst
+    cfg = ops.config("hst", "django")
+    pid = (cfg.root / "run" / "server.pid").read_text().split()[0]
+    out = ops.inv("rerun", "--dry-run").stdout
+    assert f"stop it (pid {pid})" in out and "migrate" in out and "start it at" in out
+    assert (cfg.root / "run" / "server.pid").read_text().split()[0] == pid  # the same server still runs
+    assert health.answers(cfg.local_url)

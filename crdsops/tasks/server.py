@@ -105,14 +105,22 @@ def stop(c):
         service.stop(cfg)
 
 
-@ops_task
-def rerun(c):
+@ops_task(help={"dry_run": "print what would be done (probes run for real), change nothing"})
+def rerun(c, dry_run=False):
     """Stop, reinstall (same identity) and start the installed server."""
     from crdsops import service
-    from crdsops.install import install as do_install
+    from crdsops.install import install as do_install, plan
     from crdsops.serverlock import server_lock
 
     cfg = installed_config()
+    if dry_run:
+        pid = service.running_pid(cfg)
+        print(f"plan for rerunning {cfg.name}:")
+        print(f"  - {'stop it (pid %d)' % pid if pid else 'nothing to stop (not running)'}")
+        for step in plan(cfg):
+            print(f"  - {step}")
+        print(f"  - start it at {cfg.local_url} and wait until get_server_info answers")
+        return
     with server_lock(cfg, "rerun"):
         service.stop(cfg)
         do_install(cfg)
