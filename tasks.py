@@ -13,21 +13,21 @@ for each in (server.config, server.install, server.run, server.stop, server.reru
              server.status, server.manage, server.runtests):
     ns.add_task(each)
 
-from crdsops.tasks import remote  # noqa: E402  (issue 6: fleet tasks)
+from crdsops.tasks import remote
 
 for each in (remote.fleet_status, remote.fleet_backup):
     ns.add_task(each)
 
-from crdsops.tasks import stack  # noqa: E402  (issue 3: the server stack)
+from crdsops.tasks import stack
 
 for each in (stack.build, stack.lock):
     ns.add_task(each)
 
-from crdsops.tasks import mirror  # noqa: E402  (issue 6: inv mirror)
+from crdsops.tasks import mirror
 
 ns.add_task(mirror.mirror)
 
-from crdsops.tasks import backup  # noqa: E402  (issue 5: backups)
+from crdsops.tasks import backup
 
 for each in (backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule):
     ns.add_task(each)

@@ -62,7 +62,7 @@ def shared_latest(config: ServerConfig) -> Path:
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def parse_time(text: str) -> datetime.datetime:
@@ -382,7 +382,7 @@ def private_backups(config: ServerConfig) -> list[Entry]:
     cache = _read_cache(config)
     entries = [_entry(p, "private", cache) for p in directory.iterdir()
                if p.is_dir() and not p.name.startswith(".")]
-    epoch = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+    epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     return sorted(entries, key=lambda e: (e.created or epoch, e.path.name), reverse=True)
 
 

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 
-
 VERSION = "conda 24.11.0 (crdsops py-rattler front end)"
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from crdsops.errors import CrdsOpsError
 
@@ -32,7 +33,7 @@ class Database:
     name: str
     host: str = "127.0.0.1"
     port: int = 3306
-    option_file: Optional[Path] = None
+    option_file: Path | None = None
 
     @property
     def is_mysql(self) -> bool:
@@ -47,8 +48,8 @@ class Web:
     processes: int = 1
     threads: int = 1
     wsgi_mode: Literal["embedded", "daemon"] = "embedded"
-    user: Optional[str] = None
-    group: Optional[str] = None
+    user: str | None = None
+    group: str | None = None
     start_timeout: int = 60
     stop_timeout: int = 20
 
@@ -73,12 +74,12 @@ class Stack:
 
 @dataclass(frozen=True)
 class Ssh:
-    user: Optional[str] = None
-    port: Optional[int] = None
-    key: Optional[Path] = None
-    known_hosts: Optional[Path] = None
-    gateway: Optional[str] = None
-    checkout: Optional[Path] = None
+    user: str | None = None
+    port: int | None = None
+    key: Path | None = None
+    known_hosts: Path | None = None
+    gateway: str | None = None
+    checkout: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ def _build(cls: type, data: Any, origin: dict, prefix: str):
 def _convert(hint: Any, value: Any, origin: dict, dotted: str):
     where = origin.get(dotted, "config")
     origin_t = typing.get_origin(hint)
-    if origin_t is typing.Union:
+    if origin_t in (typing.Union, types.UnionType):  # Optional[X] and X | None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None

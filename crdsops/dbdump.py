@@ -43,7 +43,6 @@ from pathlib import Path
 from crdsops.config import ServerConfig
 from crdsops.errors import CrdsOpsError
 
-
 # --- compression -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

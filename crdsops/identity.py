@@ -75,7 +75,7 @@ def record_installed(config: ServerConfig) -> Installed:
         observatory=config.observatory,
         kind=config.kind,
         configs=configs_dir(),
-        installed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        installed_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         crdsops_version=__version__,
     )
     data = {k: str(v) for k, v in asdict(record).items()}

@@ -15,11 +15,16 @@ from crdsops.config import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
 from crdsops.serverenv import (
-    SUBDIRS_OF_CACHE, SUBDIRS_OF_SERVER_FILES, manage, paths, render_env_csh, render_env_sh,
+    SUBDIRS_OF_CACHE,
+    SUBDIRS_OF_SERVER_FILES,
+    manage,
+    paths,
+    render_env_csh,
+    render_env_sh,
     stack_python,
 )
-from crdsops.service import backend_for
 from crdsops.serverlock import server_lock
+from crdsops.service import backend_for
 
 SEEDED_MARKER = ".demo-seeded"
 

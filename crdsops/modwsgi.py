@@ -32,7 +32,13 @@ from pathlib import Path
 from crdsops.config import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
-from crdsops.serverenv import SERVER_DIR, child_environ, manage_argv, paths, server_environ
+from crdsops.serverenv import (
+    SERVER_DIR,
+    child_environ,
+    manage_argv,
+    paths,
+    server_environ,
+)
 from crdsops.service import Backend, _alive, _cmdline, _wait_gone, run_foreground
 
 ENTRY_TEMPLATE = '''\

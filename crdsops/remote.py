@@ -110,7 +110,10 @@ def all_configs(observatory: str | None = None) -> list[ServerConfig]:
 
 
 def _defaults_ssh() -> dict:
-    from crdsops.config import _read_yaml, configs_dir  # the same reader, for the defaults only
+    from crdsops.config import (  # the same reader, for the defaults only
+        _read_yaml,
+        configs_dir,
+    )
 
     path = configs_dir() / "defaults.yaml"
     return ((_read_yaml(path) if path.exists() else {}).get("ssh") or {})

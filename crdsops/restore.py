@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import time
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

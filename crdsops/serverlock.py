@@ -57,7 +57,7 @@ def _record(task: str) -> dict:
         "pid": pid,
         "pid_start": _proc_start(pid),
         "task": task,
-        "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "token": secrets.token_hex(8),
     }
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import shutil
 import subprocess
 import tarfile
-import shutil
 
 from crdsops.errors import CrdsOpsError
 

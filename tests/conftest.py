@@ -6,7 +6,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # crdsops
 
-from support import Ops, local_overrides, make_configs  # noqa: E402
+from support import Ops, local_overrides, make_configs
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ class SshHost:
         ]))
         return cfg
 
-    def start(self) -> "SshHost":
+    def start(self) -> SshHost:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         cfg = self.write_config()
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,

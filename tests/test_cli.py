@@ -1,7 +1,6 @@
 """The command line as a user meets it: listing, help, and refusals that change nothing."""
 
 import pytest
-
 from support import CHECKOUT
 
 TASKS = ["config", "install", "run", "stop", "rerun", "status", "manage", "runtests", "build", "lock",

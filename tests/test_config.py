@@ -2,10 +2,10 @@
 
 import pytest
 import yaml
+from support import make_configs
 
 from crdsops.config import kinds, load_config, observatories
 from crdsops.errors import CrdsOpsError
-from support import make_configs
 
 SHIPPED = [("hst", k) for k in ("django", "dev", "test", "ops")] + [
     ("jwst", k) for k in ("django", "dev", "test", "ops", "dit", "bit", "cit", "ait")

@@ -143,9 +143,8 @@ def test_changing_tasks_refuse_while_another_holds_the_server_lock(ops):
     ops.inv("stop")
 
 
-def test_foreground_server_stops_when_inv_is_terminated(ops):
-    """`inv run --foreground` killed with SIGTERM (timeout, a closed terminal's SIGHUP) takes its server along."""
-    import signal
+def _start_in_foreground(ops):
+    """hst django installed, then `inv run --foreground` in its own session, answering."""
     import time
 
     from support import INV
@@ -154,11 +153,22 @@ def test_foreground_server_stops_when_inv_is_terminated(ops):
     cfg = ops.config("hst", "django")
     proc = subprocess.Popen([INV, "run", "--foreground"], env=ops.env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not health.answers(cfg.local_url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+            raise AssertionError("inv run --foreground exited early or never answered")
+        time.sleep(0.2)
+    return cfg, proc
+
+
+def test_foreground_server_stops_when_inv_is_terminated(ops):
+    """`inv run --foreground` killed with SIGTERM (timeout, a closed terminal's SIGHUP) takes its server along."""
+    import signal
+    import time
+
+    cfg, proc = _start_in_foreground(ops)
     try:
-        deadline = time.monotonic() + 60
-        while not health.answers(cfg.local_url) and time.monotonic() < deadline:
-            assert proc.poll() is None, "inv run --foreground exited early"
-            time.sleep(0.2)
         assert health.answers(cfg.local_url)
         proc.send_signal(signal.SIGTERM)  # to inv only, not its process group
         proc.wait(timeout=30)
@@ -173,19 +183,8 @@ def test_foreground_server_stops_when_inv_is_terminated(ops):
 
 def test_a_foreground_server_is_seen_by_status_and_stopped_by_stop(ops):
     """Restore and mirror stop the server through the pid file: a foreground one must have it too."""
-    import time
-
-    from support import INV
-
-    ops.inv("install", "--obs", "hst", "--kind", "django")
-    cfg = ops.config("hst", "django")
-    proc = subprocess.Popen([INV, "run", "--foreground"], env=ops.env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cfg, proc = _start_in_foreground(ops)
     try:
-        deadline = time.monotonic() + 60
-        while not health.answers(cfg.local_url) and time.monotonic() < deadline:
-            assert proc.poll() is None, "inv run --foreground exited early"
-            time.sleep(0.2)
         status = ops.inv("status").stdout
         assert "not running" not in status and "answers:    yes" in status
         assert "already running" in ops.inv("run").stdout  # no second server, no port error

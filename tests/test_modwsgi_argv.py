@@ -1,9 +1,9 @@
 """Command construction for mod_wsgi-express: config keys become the right flags."""
 
 import pytest
+from support import make_configs
 
 from crdsops.modwsgi import ModWsgiBackend
-from support import make_configs
 
 
 @pytest.mark.parametrize("mode,embedded", [("embedded", True), ("daemon", False)])

@@ -21,7 +21,8 @@ FAB = str(Path(sys.executable).parent / "fab")
 
 def vm_overrides(where: Path, address: str, ssh: dict) -> dict:
     """A server that lives on "VM" ``address``: runserver + SQLite under ``where``."""
-    from support import deep_merge, free_port as web_port
+    from support import deep_merge
+    from support import free_port as web_port
 
     port = web_port()
     return deep_merge(local_overrides(where, port), {

@@ -57,7 +57,8 @@ def install(c, obs=None, kind=None, if_none=False, dry_run=False):
     """Install a server: directories, env.sh/env.csh, database migrations, static files."""
     from crdsops import identity
     from crdsops.config import load_config
-    from crdsops.install import install as do_install, plan
+    from crdsops.install import install as do_install
+    from crdsops.install import plan
 
     installed = identity.read_installed()
     if if_none and installed is not None:
@@ -109,7 +110,8 @@ def stop(c):
 def rerun(c, dry_run=False):
     """Stop, reinstall (same identity) and start the installed server."""
     from crdsops import service
-    from crdsops.install import install as do_install, plan
+    from crdsops.install import install as do_install
+    from crdsops.install import plan
     from crdsops.serverlock import server_lock
 
     cfg = installed_config()

@@ -13,7 +13,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from mariadb import MYSQL_MISSING, Account, requires_mysql, root_sql  # noqa: F401 - re-exported
 from support import Ops, deep_merge, local_overrides, make_configs
 

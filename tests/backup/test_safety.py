@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mariadb import requires_mysql
+
 from crdsops import manifest
 
 

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import local_overrides, make_configs
 
 from crdsops import backup, manifest, schedule, serverlock
 from crdsops.errors import CrdsOpsError
-from support import local_overrides, make_configs
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_lock_of_another_host_is_never_taken_over(cfg):
 
 # --- retention -----------------------------------------------------------------------------
 
-NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 
 
 def _fake_backups(cfg, ages_days, bad=()):

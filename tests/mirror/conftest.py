@@ -5,7 +5,6 @@ latest backup is made by a real `inv backup` on the source."""
 from __future__ import annotations
 
 import pytest
-
 from mariadb import MYSQL_MISSING, Account
 from vms import Fleet
 

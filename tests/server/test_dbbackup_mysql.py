@@ -10,8 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from conftest import clean_environ, manage, SERVER_DIR
+from conftest import SERVER_DIR, clean_environ, manage
 
 ROOT = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
 

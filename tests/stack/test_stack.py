@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 pytest.importorskip("conda_lock", reason="the dev category (bin/bootstrap --dev) brings conda-lock")
 pytest.importorskip("rattler", reason="the dev category (bin/bootstrap --dev) brings py-rattler")
 
-from crdsops import condalock, stack, stack_channel  # noqa: E402
+from crdsops import condalock, stack, stack_channel
 
 ENV = """\
 name: small

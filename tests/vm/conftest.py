@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import CHECKOUT, Ops, free_port, make_configs
 
 ROOT_SQL = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]

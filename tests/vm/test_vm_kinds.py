@@ -16,13 +16,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from crdsops import health
+from conftest import (
+    CmdlineSampler,
+    apache_processes,
+    requires_vm_services,
+    root_sql,
+    vm_overrides,
+    web_dir,
+)
 from support import CHECKOUT, INV, Ops, free_port, make_configs
 
-from conftest import (
-    CmdlineSampler, apache_processes, requires_vm_services, root_sql, vm_overrides, web_dir,
-)
+from crdsops import health
 
 pytestmark = requires_vm_services
 PYTHON = str(CHECKOUT / ".venv" / "bin" / "python")

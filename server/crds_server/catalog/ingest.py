@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
-from .filenames import filekind_of, fits_instrument, guess_instrument_and_reftype, is_safe_name
+from .filenames import (
+    filekind_of,
+    fits_instrument,
+    guess_instrument_and_reftype,
+    is_safe_name,
+)
 from .models import MAPPING, CatalogFile, ContextHistory
 
 

@@ -12,7 +12,14 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from .models import INFO_FIELDS, MAPPING, REFERENCE, CatalogFile, ContextHistory, file_info
+from .models import (
+    INFO_FIELDS,
+    MAPPING,
+    REFERENCE,
+    CatalogFile,
+    ContextHistory,
+    file_info,
+)
 
 
 def observatory_files():

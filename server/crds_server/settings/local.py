@@ -1,7 +1,7 @@
 """Settings for runserver kinds (django, and any laptop use): DEBUG on."""
 import os
 
-from .base import *  # noqa: F401,F403
+from .base import *
 from .env import optional, read_secret_key
 
 DEBUG = True

@@ -1,6 +1,6 @@
 """Settings for mod_wsgi kinds (dev, test, ops, I&T): DEBUG off, nothing defaulted."""
-from .base import *  # noqa: F401,F403
-from .env import as_list, require, read_secret_key
+from .base import *
+from .env import as_list, read_secret_key, require
 
 DEBUG = False
 
@@ -11,8 +11,8 @@ CRDS_SERVER_ROOT = require("CRDS_SERVER_ROOT")
 STATIC_ROOT = require("CRDS_STATIC_ROOT")
 ALLOWED_HOSTS = as_list(require("CRDS_ALLOWED_HOSTS"))
 CRDS_DBBACKUP_DIR = require("CRDS_DBBACKUP_DIR")
-STORAGES["dbbackup"]["OPTIONS"]["location"] = CRDS_DBBACKUP_DIR  # noqa: F405
-DBBACKUP_HOSTNAME = f"{CRDS_OBSERVATORY}.{CRDS_KIND}"  # noqa: F405
+STORAGES["dbbackup"]["OPTIONS"]["location"] = CRDS_DBBACKUP_DIR
+DBBACKUP_HOSTNAME = f"{CRDS_OBSERVATORY}.{CRDS_KIND}"
 
 SECRET_KEY = read_secret_key(require("CRDS_SECRET_KEY_FILE"))
 
@@ -22,6 +22,6 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # Behind Apache/mod_wsgi each daemon thread keeps its MySQL connection between requests
 # (a new login per request costs more than the queries of get_server_info); checked
 # before reuse so a restarted MariaDB costs one failed ping, not a failed request.
-if CRDS_DB_ENGINE == "mysql":  # noqa: F405
-    DATABASES["default"]["CONN_MAX_AGE"] = 300  # noqa: F405
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
+if CRDS_DB_ENGINE == "mysql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 300
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

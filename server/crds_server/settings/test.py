@@ -23,6 +23,6 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from .local import *  # noqa: E402,F401,F403
+from .local import *
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
