@@ -6,28 +6,15 @@ drives; here they are gathered at the top level, where the historical names expe
 
 from invoke import Collection
 
-from crdsops.tasks import server
+from crdsops.tasks import backup, mirror, remote, server, stack
 
 ns = Collection()
-for each in (server.config, server.install, server.run, server.stop, server.rerun,
-             server.status, server.manage, server.runtests):
-    ns.add_task(each)
-
-from crdsops.tasks import remote
-
-for each in (remote.fleet_status, remote.fleet_backup):
-    ns.add_task(each)
-
-from crdsops.tasks import stack
-
-for each in (stack.build, stack.lock):
-    ns.add_task(each)
-
-from crdsops.tasks import mirror
-
-ns.add_task(mirror.mirror)
-
-from crdsops.tasks import backup
-
-for each in (backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule):
+for each in (
+    server.config, server.install, server.run, server.stop, server.rerun, server.status,
+    server.manage, server.runtests,
+    stack.build, stack.lock,
+    backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule,
+    mirror.mirror,
+    remote.fleet_status, remote.fleet_backup,
+):
     ns.add_task(each)

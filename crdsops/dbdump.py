@@ -430,7 +430,7 @@ class _PythonLoader:
                 finally:
                     q.task_done()
 
-        threads = [threading.Thread(target=work, args=(w, q), daemon=True) for w, q in zip(workers, queues)]
+        threads = [threading.Thread(target=work, args=(w, q), daemon=True) for w, q in zip(workers, queues, strict=True)]
         for thread in threads:
             thread.start()
 

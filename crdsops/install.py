@@ -143,7 +143,7 @@ def _make_private(path: Path) -> None:
 
 def _chown_tree(path: Path, owner: tuple[int, int]) -> None:
     uid, gid = owner
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirnames, filenames in os.walk(path):
         os.chown(dirpath, uid, gid)
         for name in filenames:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

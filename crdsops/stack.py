@@ -532,7 +532,7 @@ def fetch(packages, cache: pathlib.Path | None = None, workers: int = 8) -> dict
         return dest
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return {pkg.name: path for pkg, path in zip(packages, pool.map(one, packages))}
+        return {pkg.name: path for pkg, path in zip(packages, pool.map(one, packages), strict=True)}
 
 
 def pip_requirements(packages, files: dict[str, pathlib.Path] | None = None,

@@ -86,7 +86,7 @@ class RunningServer:
                 return rpc(self.url, "get_catalog_counts")
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((self.where / "runserver.log").read_text())
+                    raise AssertionError((self.where / "runserver.log").read_text()) from None
                 time.sleep(0.2)
 
     def stop(self):

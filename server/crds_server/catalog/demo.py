@@ -66,14 +66,14 @@ def demo_set(obs):
     seed = 0
     for reftype, refs in types:
         dates = ["2002-03-01 00:00:00", "2010-01-01 00:00:00"][: len(refs)]
-        uses = "".join(f"        {d!r} : {r!r},\n" for d, r in zip(dates, refs))
+        uses = "".join(f"        {d!r} : {r!r},\n" for d, r in zip(dates, refs, strict=True))
         files[rmaps[reftype]] = _crds_mapping(
             {"classes": ("Match", "UseAfter"), "derived_from": derived, "filekind": reftype.upper(),
              "instrument": instrument.upper(), "mapping": "REFERENCE", "name": rmaps[reftype],
              "observatory": obs.upper(), "parkey": rmap_keys},
             f"selector = Match({{\n    ({detector!r},) : UseAfter({{\n{uses}    }}),\n}})\n",
         )
-        for ref, date in zip(refs, dates):
+        for ref, date in zip(refs, dates, strict=True):
             seed += 1
             files[ref] = make_fits(
                 {"TELESCOP": obs.upper(), "INSTRUME": instrument.upper(), "DETECTOR": detector,
