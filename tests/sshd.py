@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import free_port
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -26,12 +28,6 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "crdsops-test", "-f", str(path)],
                    check=True, stdin=subprocess.DEVNULL)
     return path
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

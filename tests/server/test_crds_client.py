@@ -4,7 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import PYTHON, clean_environ, rpc
+from serverproc import PYTHON, clean_environ, rpc
 
 CRDS = str(Path(PYTHON).parent / "crds")
 

@@ -10,13 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SERVER_DIR, clean_environ, manage
-
-ROOT = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
-
-
-def root_sql(sql):
-    return subprocess.run([*ROOT, "-e", sql], capture_output=True, text=True, timeout=30, check=True).stdout
+from mariadb import root_sql
+from serverproc import SERVER_DIR, clean_environ, manage
 
 
 def mariadb_available():

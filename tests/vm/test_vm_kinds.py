@@ -16,15 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import (
-    CmdlineSampler,
-    apache_processes,
-    requires_vm_services,
-    root_sql,
-    vm_overrides,
-    web_dir,
-)
+from mariadb import root_sql
 from support import CHECKOUT, INV, Ops, free_port, make_configs
+from vmkinds import CmdlineSampler, apache_processes, requires_vm_services, vm_overrides, web_dir
 
 from crdsops import health
 
