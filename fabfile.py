@@ -5,7 +5,7 @@
     fab fleet-status --obs hst              # every hst server at once, one line per host
 
 Every task of the `inv` collection has a twin here with the same name and flags; it runs
-``inv TASK FLAGS`` on each ``-H`` host over SSH (see crdsops.remote: host keys checked
+``inv TASK FLAGS`` on each ``-H`` host over SSH (see crdsops.remote.ssh: host keys checked
 against known_hosts, unknown or changed keys refused), streams its output and exits with
 its exit code. The fleet tasks run here and reach the hosts themselves.
 """
@@ -58,7 +58,7 @@ def _remainder() -> list[str]:
 
 def _forwarder(name: str, inv_task):
     def body(c, **kwargs):
-        from crdsops import remote
+        from crdsops.remote import ssh as remote
 
         if getattr(c, "original_host", None) is None:
             raise Exit(f"error: say where to run it: `fab -H HOST {name} ...` (or run `inv {name}` here)")

@@ -1,7 +1,11 @@
-"""File helpers that keep the safety rules: atomic writes, private modes."""
+"""File helpers that keep the safety rules: atomic writes, private modes; and file digests.
+
+Standard library only: the stack builder (run by a bare python3) uses it too.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +41,12 @@ def write_atomic(path: Path, content: str | bytes, mode: int = PRIVATE_FILE) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's content (read in large blocks, the GIL released while hashing)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

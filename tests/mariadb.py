@@ -1,7 +1,8 @@
-"""A throwaway MariaDB account for tests, set up through root at 127.0.0.1:3306.
+"""A throwaway MariaDB account for tests and benchmarks, set up through root at 127.0.0.1:3306.
 
-Shared by tests/backup and tests/mirror under a name of its own: ``from conftest import``
-picks whichever conftest.py pytest loaded last when several directories run together.
+Shared by tests/backup, tests/mirror, tests/vm and bench/ under a name of its own: ``from
+conftest import`` picks whichever conftest.py pytest loaded last when several directories run
+together. Benchmarks import it too, where pytest may not be installed.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-
-import pytest
 
 ROOT_SQL = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
 
@@ -30,7 +29,12 @@ def _mysql_missing() -> str | None:
 
 
 MYSQL_MISSING = _mysql_missing()
-requires_mysql = pytest.mark.skipif(MYSQL_MISSING is not None, reason=MYSQL_MISSING or "")
+try:
+    import pytest
+except ImportError:  # a benchmark, with the stack's main category only
+    requires_mysql = None
+else:
+    requires_mysql = pytest.mark.skipif(MYSQL_MISSING is not None, reason=MYSQL_MISSING or "")
 
 
 class Account:

@@ -155,9 +155,10 @@ class SshLab:
         self.known_hosts.write_text("")
         self.hosts: list[SshHost] = []
 
-    def host(self, address: str, env: dict | None = None, known: bool = True, start: bool = True) -> SshHost:
+    def host(self, address: str, env: dict | None = None, known: bool = True, start: bool = True,
+             port: int = 0) -> SshHost:
         host = SshHost(self.where / f"host-{address}-{len(self.hosts)}", address,
-                       self.client_key.with_suffix(".pub"), env or {})
+                       self.client_key.with_suffix(".pub"), env or {}, port=port)
         self.hosts.append(host)
         if known:
             self.trust(host)

@@ -77,6 +77,6 @@ class Ops:
         return result
 
     def config(self, obs: str, kind: str):
-        from crdsops.config import load_config
+        from crdsops.config.loader import load_config
 
         return load_config(obs, kind, self.configs)

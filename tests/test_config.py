@@ -4,7 +4,7 @@ import pytest
 import yaml
 from support import make_configs
 
-from crdsops.config import kinds, load_config, observatories
+from crdsops.config.loader import kinds, load_config, observatories
 from crdsops.errors import CrdsOpsError
 
 SHIPPED = [("hst", k) for k in ("django", "dev", "test", "ops")] + [

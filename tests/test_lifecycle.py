@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crdsops import health
+from crdsops.runtime import health
 
 CRDS = str(Path(sys.executable).parent / "crds")
 
@@ -126,7 +126,7 @@ def test_changing_tasks_refuse_while_another_holds_the_server_lock(ops):
     ops.inv("install", "--obs", "hst", "--kind", "django")
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from crdsops.config import load_config; from crdsops.serverlock import server_lock\n"
+         "import sys, time; from crdsops.config.loader import load_config; from crdsops.runtime.lock import server_lock\n"
          f"cfg = load_config('hst', 'django', {str(ops.configs)!r})\n"
          "with server_lock(cfg, 'backup'):\n    print('held', flush=True); time.sleep(60)"],
         cwd=str(Path(__file__).resolve().parent.parent), stdout=subprocess.PIPE, text=True)

@@ -3,12 +3,12 @@
 import pytest
 from support import make_configs
 
-from crdsops.modwsgi import ModWsgiBackend
+from crdsops.runtime.backends.modwsgi import ModWsgiBackend
 
 
 @pytest.mark.parametrize("mode,embedded", [("embedded", True), ("daemon", False)])
 def test_wsgi_mode_selects_embedded_or_daemon(tmp_path, mode, embedded):
-    from crdsops.config import load_config
+    from crdsops.config.loader import load_config
 
     configs = make_configs(tmp_path, {("hst", "dev"): {"root": str(tmp_path / "r"), "web": {
         "wsgi_mode": mode, "processes": 3, "threads": 5, "port": 8123}}})

@@ -87,7 +87,7 @@ class Account:
                  + "".join(f"DROP USER IF EXISTS '{self.user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
 
     def write_option_file(self, path: Path, password: str | None = None, mode: int = 0o600) -> Path:
-        from crdsops import mysql
+        from crdsops.db import mysql
 
         mysql.write_option_file(path, self.user, self.password if password is None else password)
         os.chmod(path, mode)

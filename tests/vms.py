@@ -49,8 +49,10 @@ class Fleet:
         self.states = {kind: where / f"state-{kind}.json" for kind in ("test", "dev")}
         self.test_host = self.lab.host("127.0.0.2", {"CRDSOPS_CONFIGS": configs_dir,
                                                      "CRDSOPS_STATE": self.states["test"]}, start=False)
+        # the same port on another address: `--src-host 127.0.0.3` reaches a host running another server
         self.dev_host = self.lab.host("127.0.0.3", {"CRDSOPS_CONFIGS": configs_dir,
-                                                    "CRDSOPS_STATE": self.states["dev"]}, start=False)
+                                                    "CRDSOPS_STATE": self.states["dev"]}, start=False,
+                                      port=self.test_host.port)
         down_port = free_port("127.0.0.4")
         self.down = ("127.0.0.4", down_port)
         ops_ssh = dict(self.lab.ssh_section(self.test_host, CHECKOUT), port=down_port)

@@ -17,14 +17,12 @@ from crdsops.tasks._common import confirm, installed_config, ops_task
 @ops_task(aliases=["backup-server"], help={"dry_run": "print the plan, change nothing"})
 def backup(c, dry_run=False):
     """Back up the installed server: database, support dirs, listings; publish the shared latest."""
-    from crdsops import backup as lib
-    from crdsops.serverlock import server_lock
+    from crdsops.data import backup as lib
+    from crdsops.runtime.lock import server_lock
 
     cfg = installed_config()
     if dry_run:
-        print(f"plan for backing up {cfg.name}:")
-        for step in lib.plan(cfg):
-            print(f"  - {step}")
+        lib.plan(cfg).show()
         return
     with server_lock(cfg, "backup"):
         lib.create(cfg)
@@ -37,22 +35,19 @@ def backup(c, dry_run=False):
 })
 def verify(c, backup=None, quick=False):
     """Check backups against their manifests and that their dumps read to the end: `inv verify [-b BACKUP]`."""
-    from crdsops import backup as lib
+    from crdsops.data import inventory
 
     cfg = installed_config()
     if backup:
-        path = lib.find(cfg, None if backup == "shared" else backup)
-        entries = [lib._entry(path, "shared" if backup == "shared" else "given", {})]
+        path = inventory.find(cfg, None if backup == "shared" else backup)
+        entries = [inventory.entry_of(path, "shared" if backup == "shared" else "given")]
     else:
-        entries = lib.private_backups(cfg)
-        shared = lib.shared_entry(cfg)
-        if shared:
-            entries.append(shared)
+        entries = inventory.all_entries(cfg)
     if not entries:
         raise Exit(f"error: {cfg.name} has no backups yet (in {cfg.backups.private_dir}); run `inv backup`")
     bad = 0
     for entry in entries:
-        lib.verify_entry(cfg, entry, deep=not quick)
+        inventory.verify_entry(cfg, entry, deep=not quick)
         label = f"{entry.where:7} {entry.path}"
         if entry.problems:
             bad += 1
@@ -66,28 +61,28 @@ def verify(c, backup=None, quick=False):
         raise Exit(code=1)
 
 
-@ops_task(help={"verify": "verify each backup now instead of showing the last recorded result"})
+@ops_task(help={"verify": "verify each backup now instead of showing the last recorded result (exit 1 if any is bad)"})
 def backups(c, verify=False):
     """List private and shared backups: date, size, engine, purpose, verification state."""
-    from crdsops import backup as lib
+    from crdsops.data import inventory
 
     cfg = installed_config()
-    entries = lib.private_backups(cfg)
-    shared = lib.shared_entry(cfg)
-    if shared:
-        entries.append(shared)
+    entries = inventory.all_entries(cfg)
     if not entries:
         print(f"{cfg.name} has no backups yet (private dir {cfg.backups.private_dir})")
         return
     print(f"{'where':8} {'created (UTC)':26} {'size':>9} {'engine':7} {'purpose':8} {'verified':10} path")
     for entry in entries:
         if verify:
-            lib.verify_entry(cfg, entry)
+            inventory.verify_entry(cfg, entry)
         created = entry.created.isoformat() if entry.created else "?"
-        print(f"{entry.where:8} {created:26} {lib.human(entry.size):>9} {entry.engine:7} {entry.purpose:8} "
+        print(f"{entry.where:8} {created:26} {inventory.human(entry.size):>9} {entry.engine:7} {entry.purpose:8} "
               f"{entry.state:10} {entry.path}")
         if entry.problems and entry.state != "ok":
             print(f"{'':8} {entry.problems[0]}")
+    bad = [e for e in entries if e.state == "BAD"]
+    if verify and bad:
+        raise Exit(f"error: {len(bad)} of {len(entries)} backups failed verification; see above", code=1)
 
 
 @ops_task(aliases=["restore-server"], help={
@@ -98,22 +93,22 @@ def backups(c, verify=False):
 })
 def restore(c, from_=None, yes=False, dry_run=False):
     """Restore the installed server from its shared latest backup (or --from), with rollback."""
-    from crdsops import backup as lib
-    from crdsops import restore as lib_restore
+    from crdsops.data import inventory
+    from crdsops.data.restore import RestoreRun
+    from crdsops.runtime.lock import server_lock
 
     cfg = installed_config()
-    source = lib.find(cfg, from_)
-    steps, problems = lib_restore.plan(cfg, source)
-    print(f"plan for restoring {cfg.name}:")
-    for step in steps:
-        print(f"  - {step}")
-    if problems:
-        raise Exit(f"error: refusing backup {source}: {'; '.join(problems[:3])}; nothing was changed")
-    if dry_run:
-        return
-    if not confirm(f"replace {cfg.name}'s database and support directories with this backup?", yes):
-        raise Exit("error: not confirmed; nothing was changed (use --yes when running without a terminal)")
-    lib_restore.restore(cfg, source)
+    source = inventory.find(cfg, from_)
+    with server_lock(cfg, "restore"):
+        steps = RestoreRun(cfg, source).plan()
+        steps.show()
+        if steps.problems:
+            raise Exit(f"error: refusing backup {source}: {'; '.join(steps.problems[:3])}; nothing was changed")
+        if dry_run:
+            return
+        if not confirm(f"replace {cfg.name}'s database and support directories with this backup?", yes):
+            raise Exit("error: not confirmed; nothing was changed (use --yes when running without a terminal)")
+        steps.run()
 
 
 @ops_task(help={
@@ -122,7 +117,7 @@ def restore(c, from_=None, yes=False, dry_run=False):
 })
 def schedule(c, remove=False, at="03:17"):
     """Install (or --remove) the nightly cron line that runs `inv backup` for this server."""
-    from crdsops import schedule as lib
+    from crdsops.data import schedule as lib
 
     cfg = installed_config()
     if remove:

@@ -3,7 +3,7 @@
 Defaults: the source's SSH settings (host, user, port, key, known_hosts, checkout) and
 URL come from its config (``configs/<obs>/<src>.yaml``); ``--src-url``/``--src-host``
 override them. Deletions in the file cache are capped at 10% of its files (at least 100)
-unless ``--max-delete`` says otherwise. See crdsops.mirror for the steps.
+unless ``--max-delete`` says otherwise. See crdsops.remote.mirror for the steps.
 """
 
 from __future__ import annotations
@@ -26,24 +26,25 @@ from crdsops.tasks._common import confirm, installed_config, ops_task
 def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, yes=False,
            allow_upward=False, max_delete=None):
     """Mirror a higher-tier server of this observatory onto this one (database, support files, cache)."""
-    from crdsops import mirror as m
-    from crdsops.serverlock import server_lock
+    from crdsops.remote import mirror as m
+    from crdsops.runtime.lock import server_lock
 
     if not obs or not src:
         raise Exit("error: give --obs and --src (e.g. `inv mirror --obs hst --src test`)")
     dest = installed_config()
-    m.check_direction(dest, obs, src, allow_upward)  # refuse before any connection
+    source = m.source_config(dest, obs, src)
+    upward = m.check_direction(dest, source, allow_upward)  # refuse before any connection
     with server_lock(dest, "mirror"):  # held from the probes to the last deletion
-        plan = m.probe(dest, src, src_url, src_host, allow_upward)
-        print(f"plan for mirroring {plan.src.name} onto {dest.name}:")
-        for step in plan.steps:
-            print(f"  - {step}")
+        run = m.probe(dest, source, src_url, src_host, upward)
+        steps = run.plan()
+        steps.show()
         if dry_run:
             print("dry run: nothing changed")
             return
-        if plan.upward and not confirm(f"UPWARD mirror {plan.src.name} -> {dest.name}: are you sure?", False):
+        if upward and not confirm(f"UPWARD mirror {source.name} -> {dest.name}: are you sure?", False):
             raise Exit("error: upward mirror not confirmed (it needs an interactive yes); nothing changed")
-        if not confirm(f"replace {dest.name}'s database, support files and cache with {plan.src.name}'s?", yes):
+        if not confirm(f"replace {dest.name}'s database, support files and cache with {source.name}'s?", yes):
             raise Exit("error: not confirmed (use --yes to skip the question); nothing changed")
-        m.execute(plan, max_delete=None if max_delete is None else int(max_delete))
-    print(f"mirror {plan.src.name} -> {dest.name}: done")
+        run.max_delete = None if max_delete is None else int(max_delete)
+        steps.run()
+    print(f"mirror {source.name} -> {dest.name}: done")

@@ -21,7 +21,7 @@ _HELP = {
 
 
 def _fleet(obs, kinds, argv, verbose):
-    from crdsops import fleet
+    from crdsops.remote import fleet
 
     if not obs:
         raise Exit("error: give --obs (e.g. `inv fleet-status --obs hst`)")

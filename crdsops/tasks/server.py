@@ -12,7 +12,7 @@ import sys
 
 from invoke import Exit
 
-from crdsops.tasks._common import installed_config, ops_task
+from crdsops.tasks._common import installed_config, ops_task, server
 
 
 @ops_task(help={
@@ -22,10 +22,7 @@ from crdsops.tasks._common import installed_config, ops_task
 })
 def config(c, obs=None, kind=None, json_=False):
     """Print the resolved, validated config of a server."""
-    from crdsops.config import load_config
-
-    cfg = _pick(obs, kind)
-    cfg = load_config(cfg[0], cfg[1])
+    cfg = server(obs, kind)
     data = cfg.as_dict()
     if json_:
         print(json.dumps(data, indent=2))
@@ -36,97 +33,80 @@ def config(c, obs=None, kind=None, json_=False):
     print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-def _pick(obs, kind):
-    if obs is None and kind is None:
-        from crdsops.identity import require_installed
-
-        installed = require_installed()
-        return installed.observatory, installed.kind
-    if obs is None or kind is None:
-        raise Exit("error: give both --obs and --kind (or neither, for the installed server)")
-    return obs, kind
-
-
 @ops_task(help={
     "obs": "observatory to install: hst, jwst (the configs/ directories)",
     "kind": "server kind: django, dev, test, ops, or a JWST I&T kind (dit, bit, cit, ait)",
     "if_none": "do nothing when a server is already installed here (used by `make run`)",
-    "dry_run": "print what would be done, change nothing",
+    "dry_run": "print the plan (its read-only checks run for real), change nothing",
 })
 def install(c, obs=None, kind=None, if_none=False, dry_run=False):
     """Install a server: directories, env.sh/env.csh, database migrations, static files."""
-    from crdsops import identity
-    from crdsops.config import load_config
-    from crdsops.install import install as do_install
-    from crdsops.install import plan
+    from crdsops.config import installed as identity
+    from crdsops.runtime import install as lib
 
     installed = identity.read_installed()
     if if_none and installed is not None:
         print(f"{installed.name} is already installed here; nothing to do")
         return
-    if obs is None and kind is None and installed is not None:
-        cfg = identity.installed_config()
-    elif obs is None or kind is None:
+    if (obs is None or kind is None) and installed is None:
         raise Exit("error: give --obs and --kind (e.g. `inv install --obs hst --kind django`)")
-    else:
-        cfg = load_config(obs, kind)
+    cfg = server(obs, kind)
     if dry_run:
-        print(f"plan for installing {cfg.name}:")
-        for step in plan(cfg):
-            print(f"  - {step}")
+        lib.plan(cfg).show()
         return
-    do_install(cfg)
+    lib.install(cfg)
 
 
 @ops_task(help={"foreground": "run in this terminal (development); stop with Ctrl-C"})
 def run(c, foreground=False):
     """Start the installed server in the background; return once it answers."""
-    from crdsops import service
-    from crdsops.serverlock import server_lock
+    from crdsops.runtime import service
+    from crdsops.runtime.backends import backend_for
+    from crdsops.runtime.lock import server_lock
 
     cfg = installed_config()
     if foreground:
-        backend = service.backend_for(cfg)
+        backend = backend_for(cfg)
         if service.running_pid(cfg, backend) is not None:
             raise Exit(f"error: {cfg.name} is already running in the background; `inv stop` it first")
         service.check_port_free(cfg.web.host, cfg.web.port)
         raise Exit(code=backend.foreground(cfg))
-    with server_lock(cfg, "run"):
+    with server_lock(cfg, "run"), service.kept_as_it_was(cfg):
         service.start(cfg)
 
 
 @ops_task
 def stop(c):
     """Stop the installed server: gracefully, then forcefully after web.stop_timeout."""
-    from crdsops import service
-    from crdsops.serverlock import server_lock
+    from crdsops.runtime import service
+    from crdsops.runtime.lock import server_lock
 
     cfg = installed_config()
-    with server_lock(cfg, "stop"):
+    with server_lock(cfg, "stop"), service.kept_as_it_was(cfg):
         service.stop(cfg)
 
 
-@ops_task(help={"dry_run": "print what would be done (probes run for real), change nothing"})
+@ops_task(help={"dry_run": "print the plan (its read-only checks run for real), change nothing"})
 def rerun(c, dry_run=False):
     """Stop, reinstall (same identity) and start the installed server."""
-    from crdsops import service
-    from crdsops.install import install as do_install
-    from crdsops.install import plan
-    from crdsops.serverlock import server_lock
+    from crdsops.runtime import install as lib
+    from crdsops.runtime import service
+    from crdsops.runtime.lock import server_lock
+    from crdsops.steps import Plan
 
     cfg = installed_config()
+    pid = service.running_pid(cfg)
+    plan = Plan(f"rerunning {cfg.name}")
+    plan.add(f"stop it (pid {pid})" if pid else "nothing to stop (not running)", lambda: service.stop(cfg),
+             name="stopping the server")
+    plan.steps += lib.plan(cfg).steps
+    plan.add(f"start it at {cfg.local_url} and wait until get_server_info answers", lambda: service.start(cfg),
+             name="starting the server")
     if dry_run:
-        pid = service.running_pid(cfg)
-        print(f"plan for rerunning {cfg.name}:")
-        print(f"  - {'stop it (pid %d)' % pid if pid else 'nothing to stop (not running)'}")
-        for step in plan(cfg):
-            print(f"  - {step}")
-        print(f"  - start it at {cfg.local_url} and wait until get_server_info answers")
+        plan.show()
         return
-    with server_lock(cfg, "rerun"):
-        service.stop(cfg)
-        do_install(cfg)
-        service.start(cfg)
+    with server_lock(cfg, "rerun"), service.kept_as_it_was(cfg):
+        plan.run()
 
 
 @ops_task(help={"json": "print the status as JSON"})
@@ -134,7 +114,7 @@ def status(c, json_=False):
     """Say which server this is, whether it runs and answers; exit 1 when it is down."""
     from dataclasses import asdict
 
-    from crdsops import service
+    from crdsops.runtime import service
 
     cfg = installed_config()
     st = service.status(cfg)
@@ -159,7 +139,7 @@ def manage(c, args=""):
     """Run any manage.py command in the server's environment: `inv manage -- shell`."""
     import shlex
 
-    from crdsops.serverenv import manage as run_manage
+    from crdsops.runtime.environ import manage as run_manage
 
     cfg = installed_config()
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(args)
@@ -176,7 +156,7 @@ def manage(c, args=""):
 })
 def runtests(c, django_only=False, live_only=False):
     """Run the server's Django tests, then live checks through the real crds client."""
-    from crdsops import selftest
+    from crdsops.runtime import selftest
 
     cfg = installed_config()
     checks = selftest.run(cfg, django_tests=not live_only, live=not django_only)

@@ -2,7 +2,7 @@
 
 Defaults: the lock is `conda-lock.yml`, made from `environment.yml` and
 `environment-dev.yml` in the checkout; the stack prefix is `stack.prefix` of the installed
-server's config (`crdsops.config.stack_prefix()`, `.venv` by default); `build` keeps the
+server's config (`crdsops.config.installed.stack_prefix()`, `.venv` by default); `build` keeps the
 categories the current stack has (main, or main+dev) unless --dev/--no-dev says otherwise,
 and picks its mode from the lock and the machine (conda where a conda executable and a
 conda-channel lock exist, else the system Python). `lock` uses the environment's channels
@@ -23,7 +23,7 @@ from crdsops.tasks._common import ops_task
 def _prefix(prefix):
     if prefix is not None:
         return pathlib.Path(prefix)
-    from crdsops.config import stack_prefix
+    from crdsops.config.installed import stack_prefix
 
     return stack_prefix()
 
@@ -43,7 +43,7 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
     """Build the server stack from conda-lock.yml (a no-op when the lock is unchanged)."""
     from invoke import Exit
 
-    from crdsops import stack
+    from crdsops.stack import build as stack
 
     if dev and no_dev:
         raise Exit("error: give --dev or --no-dev, not both")
@@ -63,7 +63,7 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
 })
 def lock(c, channel=None, conda=None, env_file=None, lock_file=None, python=None, timeout=None):
     """Re-lock the stack: run conda-lock on environment.yml for linux-64 into conda-lock.yml."""
-    from crdsops import stack
+    from crdsops.stack import build as stack
 
     stack.lock(
         env_files=[pathlib.Path(e).resolve() for e in env_file] if env_file else None,

@@ -57,7 +57,7 @@ class Server:
             con.close()
 
     def support_files(self) -> dict[str, str]:
-        from crdsops.backup import support_dirs
+        from crdsops.data.backup import support_dirs
 
         out = {}
         for label, base in support_dirs(self.cfg).items():
@@ -70,12 +70,12 @@ class Server:
         return json.loads(self.inv("manage", "--", "catalog_counts").stdout.strip().splitlines()[-1])
 
     def pid(self) -> int | None:
-        from crdsops import service
+        from crdsops.runtime import service
 
         return service.running_pid(self.cfg)
 
     def answers(self) -> bool:
-        from crdsops import health
+        from crdsops.runtime import health
 
         return health.answers(self.cfg.local_url)
 
@@ -106,7 +106,7 @@ def mysql_server(tmp_path):
     account = Account()
     account.create()
     try:
-        from crdsops import mysql
+        from crdsops.db import mysql
 
         option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
         overrides = deep_merge(local_overrides(tmp_path), {

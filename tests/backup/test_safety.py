@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mariadb import requires_mysql
 
-from crdsops import manifest
+from crdsops.data import manifest
 
 
 def _state(server):

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from support import local_overrides, make_configs
 
-from crdsops import backup, manifest, schedule, serverlock
+from crdsops.data import inventory, schedule
+from crdsops.data.manifest import DatabaseDump, Manifest, ServerIdentity
 from crdsops.errors import CrdsOpsError
+from crdsops.runtime import lock as serverlock
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    from crdsops.config import load_config
+    from crdsops.config.loader import load_config
 
     configs = make_configs(tmp_path, {("hst", "django"): local_overrides(tmp_path)})
     return load_config("hst", "django", configs)
@@ -31,8 +33,8 @@ def cfg(tmp_path):
 def test_second_taker_refuses_and_names_the_holder(cfg):
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from crdsops.config import load_config
-from crdsops import serverlock
+from crdsops.config.loader import load_config
+from crdsops.runtime import lock as serverlock
 cfg = load_config("hst", "django", {str(cfg.sources[1].rsplit('/', 2)[0])!r})
 serverlock.acquire(cfg, "backup")
 print("held", flush=True)
@@ -92,9 +94,8 @@ def _fake_backups(cfg, ages_days, bad=()):
         path = cfg.backups.private_dir / f"backup-{i:02d}"
         path.mkdir(parents=True)
         (path / "database.sqlite3").write_text(f"dump {i}")
-        manifest.write(path, {"server": {"observatory": "hst", "kind": "django", "host": "h", "url": "u"},
-                              "created": created.isoformat(), "crdsops_version": "t",
-                              "database": {"engine": "sqlite", "file": "database.sqlite3"}})
+        Manifest(server=ServerIdentity("hst", "django", "h", "u"), created=created.isoformat(), crdsops_version="t",
+                 database=DatabaseDump("sqlite", "database.sqlite3")).write(path)
         if i in bad:
             (path / "database.sqlite3").write_text("corrupted")
     return cfg
@@ -102,7 +103,7 @@ def _fake_backups(cfg, ages_days, bad=()):
 
 def _kept(cfg, **backups):
     cfg = dataclasses.replace(cfg, backups=dataclasses.replace(cfg.backups, **backups))
-    keep, remove = backup.retention_plan(cfg, now=NOW)
+    keep, remove = inventory.retention_plan(cfg, now=NOW)
     return sorted(e.path.name for e in keep), sorted(e.path.name for e in remove)
 
 

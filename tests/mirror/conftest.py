@@ -26,7 +26,7 @@ class Pair(Fleet):
             ops.env = saved
 
     def counts(self, kind):
-        from crdsops import health
+        from crdsops.runtime import health
 
         cfg = self.src_cfg if kind == "test" else self.dst_cfg
         return health.rpc(cfg.local_url, "get_catalog_counts")
@@ -61,7 +61,7 @@ def mysql_pair(tmp_path):
     """The same two servers, each on its own MariaDB database (one throwaway account)."""
     if MYSQL_MISSING:
         pytest.skip(MYSQL_MISSING)
-    from crdsops import mysql
+    from crdsops.db import mysql
 
     account = Account("mr")
     account.create()

@@ -46,8 +46,8 @@ def test_unknown_host_key_is_refused(fleet, tmp_path):
 
 
 def test_changed_host_key_is_refused(tmp_path):
-    from crdsops import remote
     from crdsops.errors import CrdsOpsError
+    from crdsops.remote import ssh as remote
 
     lab = SshLab(tmp_path)
     host = lab.host("127.0.0.6")

@@ -24,7 +24,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 pytest.importorskip("conda_lock", reason="the dev category (bin/bootstrap --dev) brings conda-lock")
 pytest.importorskip("rattler", reason="the dev category (bin/bootstrap --dev) brings py-rattler")
 
-from crdsops import condalock, stack, stack_channel
+from crdsops.stack import build as stack
+from crdsops.stack import channel as stack_channel
+from crdsops.stack import condalock
 
 ENV = """\
 name: small
@@ -361,7 +363,7 @@ def test_conda_mode_installs_the_locks_conda_packages(tmp_path, channel):
 # --- bin/bootstrap: the fresh-machine path with the committed lock --------------------
 
 def test_bootstrap_reads_the_lock_without_pyyaml(tmp_path):
-    code = ("import sys; sys.modules['yaml'] = None; from crdsops import stack; "
+    code = ("import sys; sys.modules['yaml'] = None; from crdsops.stack import build as stack; "
             "sys.exit(stack.main(sys.argv[1:]))")
     proc = subprocess.run(["/usr/bin/python3", "-c", code, "build", "--prefix", str(tmp_path / "s"), "--dry-run"],
                           cwd=REPO, capture_output=True, text=True)

@@ -34,7 +34,7 @@ def vm(vm_account):
     finally:
         ops.inv("stop", check=False)
         cfg = ops.config("hst", "dev")
-        from crdsops.modwsgi import ModWsgiBackend
+        from crdsops.runtime.backends.modwsgi import ModWsgiBackend
 
         ModWsgiBackend().sweep(cfg)
         shutil.rmtree(where, ignore_errors=True)

@@ -20,7 +20,7 @@ from mariadb import root_sql
 from support import CHECKOUT, INV, Ops, free_port, make_configs
 from vmkinds import CmdlineSampler, apache_processes, requires_vm_services, vm_overrides, web_dir
 
-from crdsops import health
+from crdsops.runtime import health
 
 pytestmark = requires_vm_services
 PYTHON = str(CHECKOUT / ".venv" / "bin" / "python")
@@ -207,8 +207,8 @@ def test_bad_database_input_refuses_before_changing_anything(vm_account, case):
 
 
 def test_account_that_may_not_create_the_database_gets_told(vm_account, tmp_path):
-    from crdsops import mysql
-    from crdsops.config import Database
+    from crdsops.config.model import Database
+    from crdsops.db import mysql
 
     user, password = f"crdsops_ro_{vm_account.tag}", vm_account.password + "x"
     root_sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}';")

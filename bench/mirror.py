@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""What `inv mirror` costs, measured against the plain tools in the same run.
+
+Figures (medians of the repetitions):
+
+  mirror_cache_sync_vs_rsync   the mirror's cache-sync step (crdsops.remote.rsync: one rsync
+                               pass over our host-key-checked SSH, then the held-back
+                               deletions) ÷ a plain `rsync -a --delete` over the same SSH
+                               between the same trees; 20,000 files, 1% changed before each
+                               repetition (rewritten, added, deleted), the two alternating.
+                               Target <= 1.2.
+  mirror_downtime_longest_gap_s the longest gap between answers to get_server_info, polled
+                               every 100 ms, during a full `inv mirror --obs hst --src test`
+                               whose staging database restore alone takes >= 10 s (both
+                               servers on MariaDB; the source padded with rows until its
+                               dump takes that long to load, calibrated by a first mirror;
+                               its shared latest made by a real `inv backup`). Target <= 2.
+  mirror_downtime_vs_restore   that gap ÷ the restore time (how much of the restore the
+                               server is down for). Target <= 0.2.
+
+Everything runs on this machine: the source host is an sshd on 127.0.0.2 with throwaway
+keys (tests/sshd.py), the two servers are installed with private configs (tests/vms.py) on
+two databases of a throwaway account (tests/mariadb.py). Needs openssh-server, rsync and a
+MariaDB with a passwordless root at 127.0.0.1:3306. Exit 0 when measured.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+STACK_PYTHON = CHECKOUT / ".venv" / "bin" / "python"
+if STACK_PYTHON.exists() and Path(sys.prefix).resolve() != STACK_PYTHON.parent.parent.resolve():
+    os.execv(STACK_PYTHON, [str(STACK_PYTHON), __file__, *sys.argv[1:]])  # the stack's inv, fab, crds
+sys.path[:0] = [str(CHECKOUT), str(CHECKOUT / "tests")]
+
+N_FILES = 20_000
+SYNC_REPEATS = 5
+MIRROR_REPEATS = 3
+RESTORE_TARGET_S = 15.0  # margin: the calibration run shares the CPU with its safety backup
+
+
+def make_tree(root: Path, rng: random.Random) -> list[Path]:
+    files = []
+    for sub, count in (("mappings/hst", 400), ("references/hst", N_FILES - 400 - 10), ("config/hst", 10)):
+        d = root / sub
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            p = d / f"f{i:06d}.{'rmap' if sub.startswith('map') else 'fits'}"
+            p.write_bytes(rng.randbytes(rng.randint(512, 4096)))
+            files.append(p)
+    (root / "pickles/hst").mkdir(parents=True, exist_ok=True)
+    return files
+
+
+def change_one_percent(root: Path, files: list[Path], rng: random.Random, round_: int) -> list[Path]:
+    n = len(files) // 100
+    for p in rng.sample(files, n - 20):
+        p.write_bytes(rng.randbytes(rng.randint(512, 4096)))
+    gone = rng.sample(files, 10)
+    for p in gone:
+        p.unlink()
+    files = [f for f in files if f not in gone]
+    for i in range(10):
+        p = root / "references/hst" / f"new{round_:02d}_{i}.fits"
+        p.write_bytes(rng.randbytes(1024))
+        files.append(p)
+    return files
+
+
+def bench_cache_sync(where: Path) -> float:
+    from sshd import SshLab
+
+    from crdsops.remote import rsync as cachesync
+    from crdsops.remote import ssh as remote
+
+    lab = SshLab(where / "ssh")
+    host = lab.host("127.0.0.2")
+    try:
+        rng = random.Random(6)
+        src = where / "src"
+        files = make_tree(src, rng)
+        ours_dir, plain_dir = where / "ours", where / "plain"
+        for d in (ours_dir, plain_dir):
+            shutil.copytree(src, d, symlinks=True)
+        target = remote.Target(host=host.address, user="root", port=host.port, key=lab.client_key,
+                               known_hosts=lab.known_hosts)
+        ssh = " ".join(shlex.quote(a) for a in remote.ssh_argv(target))
+        trees = ["references/hst", "mappings/hst", "config/hst", "pickles/hst"]
+
+        def ours():
+            t = time.perf_counter()
+            res = cachesync.pull(target, str(src), trees, ours_dir, say=lambda *_: None)
+            res.delete_extraneous(max_delete=10_000, must_have=("mappings/hst",), say=lambda *_: None)
+            return time.perf_counter() - t
+
+        def plain():
+            t = time.perf_counter()
+            subprocess.run(["rsync", "-a", "--delete", "-e", ssh, f"{host.address}:{src}/", f"{plain_dir}/"],
+                           check=True, stdin=subprocess.DEVNULL)
+            return time.perf_counter() - t
+
+        ratios = []
+        for r in range(SYNC_REPEATS):
+            files = change_one_percent(src, files, rng, r)
+            if r % 2 == 0:
+                a, b = ours(), plain()
+            else:
+                b, a = plain(), ours()
+            ratios.append(a / b)
+            print(f"  round {r + 1}: ours {a:.2f}s, plain rsync {b:.2f}s", file=sys.stderr)
+        mine = {str(p.relative_to(ours_dir)) for p in ours_dir.rglob("*") if p.is_file()}
+        theirs = {str(p.relative_to(plain_dir)) for p in plain_dir.rglob("*") if p.is_file()}
+        if mine != theirs:
+            raise RuntimeError("the two trees differ after the sync; the measurement is not comparable")
+        return statistics.median(ratios)
+    finally:
+        lab.close()
+
+
+def longest_unanswered_gap(url: str, action):
+    """Run ``action()`` while polling ``get_server_info`` at ``url`` every 0.1 s; (its result, longest gap)."""
+    from crdsops.runtime import health
+
+    answers: list[float] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                health.rpc(url, "get_server_info", timeout=0.5)
+                answers.append(time.monotonic())
+            except Exception:  # noqa: BLE001 - not answering is what is measured
+                pass
+            stop.wait(max(0.0, 0.1 - (time.monotonic() - t)))
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        result = action()
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        thread.join()
+    return result, max(b - a for a, b in zip(answers, answers[1:], strict=False))
+
+
+PADDING_SQL = """CREATE TABLE IF NOT EXISTS bench_padding (id INT PRIMARY KEY AUTO_INCREMENT,
+  a CHAR(32) NOT NULL, b VARCHAR(64) NOT NULL, KEY bench_padding_a (a)) ENGINE=InnoDB;
+INSERT INTO bench_padding (a, b) SELECT md5(seq + {offset}), repeat('x', 40) FROM seq_1_to_{rows};
+"""
+
+
+def pad(schema: str, rows: int, offset: int) -> None:
+    """More rows in a table of the source's own schema, so its dump takes a while to load."""
+    from mariadb import root_sql
+
+    root_sql(f"USE `{schema}`;\n" + PADDING_SQL.format(rows=rows, offset=offset))
+
+
+def staged_seconds(output: str) -> float:
+    found = re.search(r"database staged in ([\d.]+)s", output)
+    if not found:
+        raise RuntimeError("could not read the database staging time from the mirror's output")
+    return float(found.group(1))
+
+
+def bench_downtime(where: Path) -> tuple[float, float]:
+    """Both servers on MariaDB (the VMs' engine; a SQLite restore is a file copy and never takes 10 s)."""
+    from mariadb import MYSQL_MISSING, Account
+    from vms import Fleet
+
+    from crdsops.db import mysql
+
+    if MYSQL_MISSING:
+        raise RuntimeError(MYSQL_MISSING)
+    account = Account("bm")
+    account.create()
+    fleet = None
+    try:
+        option_file = mysql.write_option_file(where / "my.cnf", account.user, account.password)
+        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306}
+        fleet = Fleet(where, {kind: {"database": dict(db, name=f"{account.database}_{kind}")}
+                              for kind in ("test", "dev")})
+        src, dst = fleet.ops["test"], fleet.ops["dev"]
+        src_cfg, dst_cfg = src.config("hst", "test"), dst.config("hst", "dev")
+        src.inv("install", "--obs", "hst", "--kind", "test")
+        src.inv("manage", "--", "seed_demo")
+        src.inv("run")
+        dst.inv("install", "--obs", "hst", "--kind", "dev")
+        dst.inv("run")
+
+        def mirror() -> subprocess.CompletedProcess:
+            result = dst.inv("mirror", "--obs", "hst", "--src", "test", "--yes", check=False, timeout=900)
+            if result.returncode != 0:
+                raise RuntimeError(f"inv mirror failed: {result.stderr.strip()}")
+            return result
+
+        # calibrate: the restore (staging the dump) alone must take >= 10 s
+        rows = 300_000
+        pad(src_cfg.database.name, rows, 0)
+        src.inv("backup", timeout=900)
+        per_row = staged_seconds(mirror().stdout) / rows
+        more = max(0, int(RESTORE_TARGET_S / per_row) - rows)
+        pad(src_cfg.database.name, more, rows)
+        rows += more
+        src.inv("backup", timeout=900)  # a real `inv backup`: the shared latest the mirror reads
+        print(f"  source: {rows} padding rows", file=sys.stderr)
+
+        gaps, ratios = [], []
+        for r in range(MIRROR_REPEATS):
+            result, gap = longest_unanswered_gap(dst_cfg.local_url, mirror)
+            restore = staged_seconds(result.stdout)
+            gaps.append(gap)
+            ratios.append(gap / restore)
+            print(f"  mirror {r + 1}: restore {restore:.1f}s, longest gap {gap:.2f}s"
+                  + ("  (WARNING: restore under 10 s)" if restore < 10 else ""), file=sys.stderr)
+        return statistics.median(gaps), statistics.median(ratios)
+    finally:
+        try:
+            if fleet is not None:
+                fleet.close()  # no server or sshd may outlive the bench
+        finally:
+            account.drop()
+
+
+def main() -> int:
+    for tool in ("rsync", "ssh", "/usr/sbin/sshd"):
+        if not shutil.which(tool):
+            print(f"cannot measure: {tool} is missing (apt-get install rsync openssh-server)", file=sys.stderr)
+            return 1
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
+        tmp = Path(tmp)
+        try:
+            ratio = bench_cache_sync(tmp / "sync")
+            print(f"mirror_cache_sync_vs_rsync = {ratio:.2f} (target <= 1.2)", flush=True)
+            shutil.rmtree(tmp / "sync", ignore_errors=True)
+            gap, share = bench_downtime(tmp / "downtime")
+            print(f"mirror_downtime_longest_gap_s = {gap:.2f} (target <= 2)")
+            print(f"mirror_downtime_vs_restore = {share:.3f} (target <= 0.2)")
+        except Exception as err:
+            print(f"cannot measure: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

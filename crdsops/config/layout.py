@@ -1,0 +1,155 @@
+"""Where a server keeps its files: every path under its root, and its cache's trees, in one place.
+
+    <root>/env.sh, env.csh      the server's environment for a login shell (``inv install``)
+    <root>/secret_key           Django's secret key (0600)
+    <root>/.demo-seeded         marks that the first install seeded the demo catalog
+    <root>/run/                 pid files and the per-server lock ``crdsops.lock/``
+    <root>/logs/                server, Apache and cron logs; audit.jsonl (one line per changing task)
+    <root>/state/               the last result of each check (``last_result(task)``: runtests, check-cache)
+    <root>/static/              collected static files
+    <root>/dbbackup/            django-dbbackup's scratch storage
+    <root>/apache/              the Apache that mod_wsgi-express generates; crds.wsgi its entry
+    <root>/mirror/              the mirror's fetch area (the source's backup)
+
+The file cache (``CRDS_PATH``) holds ``references``, ``mappings``, ``config`` and ``pickles``,
+each with one directory per observatory; ``server_files`` holds the support directories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_TREES = ("references", "mappings", "config", "pickles")
+SERVER_FILES_TREES = ("catalogs", "deliveries", "uploads", "ingest", "archive_cache")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    cache: Path
+    server_files: Path
+    observatory: str
+
+    # --- the server root -----------------------------------------------------------
+    @property
+    def env_sh(self) -> Path:
+        return self.root / "env.sh"
+
+    @property
+    def env_csh(self) -> Path:
+        return self.root / "env.csh"
+
+    @property
+    def secret_key(self) -> Path:
+        return self.root / "secret_key"
+
+    @property
+    def seeded_marker(self) -> Path:
+        return self.root / ".demo-seeded"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def lock(self) -> Path:
+        return self.run / "crdsops.lock"
+
+    @property
+    def pid_file(self) -> Path:
+        """The runserver backend's pid file (Apache has its own: ``httpd_pid``)."""
+        return self.run / "server.pid"
+
+    @property
+    def httpd_pid(self) -> Path:
+        return self.run / "httpd.pid"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
+    def apache_error_log(self) -> Path:
+        return self.logs / "apache_error.log"
+
+    @property
+    def apache_access_log(self) -> Path:
+        return self.logs / "apache_access.log"
+
+    @property
+    def backup_log(self) -> Path:
+        return self.logs / "backup.log"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.jsonl"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def last_result(self, task: str) -> Path:
+        """Where the last result of ``task`` (``runtests``, ``check-cache``) is kept, for ``inv status``."""
+        return self.state / f"{task}.json"
+
+    @property
+    def static(self) -> Path:
+        return self.root / "static"
+
+    @property
+    def dbbackup(self) -> Path:
+        return self.root / "dbbackup"
+
+    @property
+    def apache(self) -> Path:
+        return self.root / "apache"
+
+    @property
+    def httpd_conf(self) -> Path:
+        return self.apache / "httpd.conf"
+
+    @property
+    def apachectl(self) -> Path:
+        return self.apache / "apachectl"
+
+    @property
+    def wsgi_entry(self) -> Path:
+        return self.root / "crds.wsgi"
+
+    @property
+    def mirror_work(self) -> Path:
+        return self.root / "mirror"
+
+    @property
+    def private_dirs(self) -> tuple[Path, ...]:
+        """Directories under the root that hold data or secrets (0700)."""
+        return (self.run, self.logs, self.dbbackup, self.state)
+
+    # --- the file cache and server files ---------------------------------------------
+    def cache_tree(self, tree: str) -> Path:
+        """``<cache>/<tree>/<observatory>``: references, mappings, config or pickles."""
+        return self.cache / tree / self.observatory
+
+    @property
+    def references(self) -> Path:
+        return self.cache_tree("references")
+
+    @property
+    def mappings(self) -> Path:
+        return self.cache_tree("mappings")
+
+    def server_files_tree(self, tree: str) -> Path:
+        return self.server_files / tree
+
+    @property
+    def catalogs(self) -> Path:
+        return self.server_files_tree("catalogs")
+
+    @property
+    def deliveries(self) -> Path:
+        return self.server_files_tree("deliveries")

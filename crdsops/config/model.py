@@ -1,0 +1,124 @@
+"""The typed record of a server's config: what ``crdsops.config.loader`` validates into.
+
+Frozen dataclasses, one per section of the YAML files; the loader derives each key's
+expected type from the annotations here, so a new key is one annotated field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from crdsops.config.layout import Layout
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+TIERS = ("django", "dev", "test", "ops")  # lowest to highest: data flows downward only
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: Literal["sqlite", "mysql"]
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 3306
+    option_file: Path | None = None
+
+    @property
+    def is_mysql(self) -> bool:
+        return self.engine == "mysql"
+
+
+@dataclass(frozen=True)
+class Web:
+    server: Literal["runserver", "mod_wsgi"]
+    host: str
+    port: int
+    processes: int = 1
+    threads: int = 1
+    wsgi_mode: Literal["embedded", "daemon"] = "embedded"
+    user: str | None = None
+    group: str | None = None
+    start_timeout: int = 60
+    stop_timeout: int = 20
+
+
+@dataclass(frozen=True)
+class Backups:
+    private_dir: Path
+    shared_dir: Path
+    keep: int = 7
+    keep_days: int = 14
+    min_keep: int = 2
+
+
+@dataclass(frozen=True)
+class Stack:
+    prefix: Path
+
+    @property
+    def python(self) -> Path:
+        return self.prefix / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str | None = None
+    port: int | None = None
+    key: Path | None = None
+    known_hosts: Path | None = None
+    gateway: str | None = None
+    checkout: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    observatory: str
+    kind: str
+    tier: Literal["django", "dev", "test", "ops"]
+    host: str
+    url: str
+    root: Path
+    cache: Path
+    server_files: Path
+    database: Database
+    web: Web
+    backups: Backups
+    stack: Stack
+    ssh: Ssh
+    sources: tuple = ()  # the files this config was read from, lowest precedence first
+    configs: Path | None = None  # the configs directory it was loaded from
+
+    @property
+    def name(self) -> str:
+        """The server's short name, as used for shared backups: ``hst.dev``."""
+        return f"{self.observatory}.{self.kind}"
+
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the server (the public URL may be a proxy)."""
+        return f"http://{self.web.host}:{self.web.port}"
+
+    @property
+    def tier_rank(self) -> int:
+        return TIERS.index(self.tier)
+
+    @property
+    def layout(self) -> Layout:
+        """Every path under the server root, and the cache's trees of this observatory."""
+        return Layout(self.root, self.cache, self.server_files, self.observatory)
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("sources")
+        data.pop("configs")
+        return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,225 @@
+"""The backups a server has: listing them, their verification state, retention, finding one.
+
+Private backups are the dated directories under ``backups.private_dir`` (newest first by
+their manifest's date, not their name); the shared latest is ``<shared_dir>/<obs>.<kind>``.
+Verification results are cached in ``<private_dir>/.verified.json``, keyed by the
+manifest's sha256, so ``inv backups`` shows them without reading every dump again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdsops.config.model import ServerConfig
+from crdsops.data import manifest as manifest_mod
+from crdsops.data.manifest import Manifest
+from crdsops.errors import CrdsOpsError
+from crdsops.files import digest, ensure_dir, write_atomic
+
+STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
+VERIFIED = ".verified.json"
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def shared_latest(config: ServerConfig) -> Path:
+    return config.backups.shared_dir / config.name
+
+
+@dataclass
+class Entry:
+    path: Path
+    where: str  # "private" | "shared" | "given"
+    manifest: Manifest | None = None
+    error: str = ""
+    size: int = 0
+    state: str = "unverified"  # "ok" | "BAD" | "unverified"
+    problems: list = field(default_factory=list)
+
+    @property
+    def created(self) -> datetime.datetime | None:
+        return self.manifest.created_at if self.manifest else None
+
+    @property
+    def engine(self) -> str:
+        return self.manifest.database.engine if self.manifest else "?"
+
+    @property
+    def purpose(self) -> str:
+        return self.manifest.purpose if self.manifest else "?"
+
+
+def entry_of(path: Path, where: str, cache: dict | None = None) -> Entry:
+    entry = Entry(path=path, where=where)
+    try:
+        entry.manifest = Manifest.load(path)
+    except CrdsOpsError as err:
+        entry.error = str(err)
+        entry.state = "BAD"
+        entry.problems = [str(err)]
+    entry.size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if entry.manifest is not None:
+        known = (cache or {}).get(_cache_key(path))
+        if known:
+            entry.state = "ok" if known["ok"] else "BAD"
+            entry.problems = known.get("problems", [])
+    return entry
+
+
+def private_backups(config: ServerConfig) -> list[Entry]:
+    """Every dated private backup, newest first (by manifest date; unreadable ones last)."""
+    directory = config.backups.private_dir
+    if not directory.exists():
+        return []
+    cache = _read_cache(config)
+    entries = [entry_of(p, "private", cache) for p in directory.iterdir()
+               if p.is_dir() and not p.name.startswith(".")]
+    epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return sorted(entries, key=lambda e: (e.created or epoch, e.path.name), reverse=True)
+
+
+def shared_entry(config: ServerConfig) -> Entry | None:
+    link = shared_latest(config)
+    if not link.exists():
+        return None
+    return entry_of(link, "shared", _read_cache(config))
+
+
+def all_entries(config: ServerConfig) -> list[Entry]:
+    """The private backups, newest first, then the shared latest."""
+    entries = private_backups(config)
+    shared = shared_entry(config)
+    return entries + ([shared] if shared else [])
+
+
+# --- verification state -------------------------------------------------------------------
+
+def _cache_key(path: Path) -> str:
+    try:
+        sha = digest(path / manifest_mod.NAME)
+    except OSError:
+        sha = "none"
+    return f"{path.resolve()}:{sha}"
+
+
+def _read_cache(config: ServerConfig) -> dict:
+    try:
+        return json.loads((config.backups.private_dir / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_verification(config: ServerConfig, path: Path, problems: list[str]) -> None:
+    cache = _read_cache(config)
+    private = config.backups.private_dir
+    live = {str(p.resolve()) for p in private.iterdir()} if private.exists() else set()
+    live.add(str(shared_latest(config).resolve()))
+    cache = {k: v for k, v in cache.items() if k.rsplit(":", 1)[0] in live}
+    cache[_cache_key(path)] = {"ok": not problems, "problems": problems[:20], "at": utcnow().isoformat(timespec="seconds")}
+    ensure_dir(private)
+    write_atomic(private / VERIFIED, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+
+
+def verify_entry(config: ServerConfig, entry: Entry, deep: bool = True) -> Entry:
+    entry.problems = manifest_mod.verify(entry.path, deep=deep)
+    entry.state = "ok" if not entry.problems else "BAD"
+    record_verification(config, entry.path, entry.problems)
+    return entry
+
+
+# --- retention ------------------------------------------------------------------------------
+
+def retention_plan(config: ServerConfig, now: datetime.datetime | None = None,
+                   verify=None) -> tuple[list[Entry], list[Entry]]:
+    """(keep, remove) among the private backups with a readable manifest.
+
+    Keep the newest ``keep`` and all younger than ``keep_days`` days; never fewer than
+    ``min_keep``; never the newest one that verifies. Dated by the manifest, not the name.
+    """
+    b = config.backups
+    now = now or utcnow()
+    entries = [e for e in private_backups(config) if e.created is not None]
+    keep: list[Entry] = []
+    for i, entry in enumerate(entries):
+        if i < b.keep or entry.created >= now - datetime.timedelta(days=b.keep_days):
+            keep.append(entry)
+    verify = verify or (lambda e: e.state == "ok" or (e.state == "unverified" and verify_entry(config, e).state == "ok"))
+    for entry in entries:
+        if verify(entry):
+            if entry not in keep:
+                keep.append(entry)
+            break
+    for entry in entries:
+        if len(keep) >= b.min_keep:
+            break
+        if entry not in keep:
+            keep.append(entry)
+    remove = [e for e in entries if e not in keep]
+    return keep, remove
+
+
+def apply_retention(config: ServerConfig) -> list[Path]:
+    _keep, remove = retention_plan(config)
+    removed = []
+    for entry in remove:
+        # rename first, so a half-deleted backup never looks like one
+        doomed = entry.path.with_name(f".tmp-deleting-{entry.path.name}")
+        os.rename(entry.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
+# --- finding one -----------------------------------------------------------------------------
+
+def find(config: ServerConfig, spec: str | None) -> Path:
+    """A backup by ``spec``: None (the shared latest), a path, or a date/name prefix of a private one."""
+    if spec is None:
+        link = shared_latest(config)
+        if not link.exists():
+            raise CrdsOpsError(f"{config.name} has no shared latest backup ({link}); run `inv backup` first "
+                               "or give --from DATE|PATH")
+        return link
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    key = spec.replace("-", "").replace(":", "")
+    matches = [e.path for e in private_backups(config) if e.path.name.startswith(key)]
+    if not matches:
+        raise CrdsOpsError(f"no backup matches {spec!r} in {config.backups.private_dir}; `inv backups` lists them")
+    return matches[0]  # the newest of that date (private_backups is newest first); the plan names it
+
+
+def newest_listing(config: ServerConfig) -> dict[str, tuple[int, int, str]]:
+    """{name: (size, mtime_ns, sha1)} from the newest private backup's reference listing."""
+    for entry in private_backups(config):
+        path = entry.path / (entry.manifest.listings.references if entry.manifest else "listings/references.tsv")
+        if path.exists():
+            return read_listing(path)
+    return {}
+
+
+def read_listing(path: Path) -> dict[str, tuple[int, int, str]]:
+    """A references listing: ``name<TAB>size<TAB>mtime_ns<TAB>sha1`` lines, ``#`` comments."""
+    out = {}
+    with open(path) as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 4 and not line.startswith("#"):
+                out[parts[0]] = (int(parts[1]), int(parts[2]), parts[3])
+    return out
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"

@@ -1,0 +1,126 @@
+"""Ctrl-C, SIGTERM and SIGHUP as one exception, and the sections they must not cut short.
+
+A changing task runs under ``raising_signals()``: each of the three signals raises
+``Interrupted`` in the main thread (a KeyboardInterrupt, so every ``try/finally`` and
+``except BaseException`` that cleans up already handles it), and sets ``cancelled`` so
+worker threads, which Python never interrupts, stop at their next ``check()``.
+
+Rolling back after an interrupt must finish even if the operator presses Ctrl-C again:
+``shielded(what)`` defers signals for its block, says that it is finishing ``what``, and
+raises the deferred interrupt when the block is done.
+
+Standard library only: the stack builder (run by a bare python3) uses it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+cancelled = threading.Event()  # set by a signal, or by parallel.side_by_side for its jobs
+received: list[int] = []  # the signals that arrived during this task
+_shield_depth = 0
+_shield_what: list[str] = []
+_deferred: list[int] = []
+_announce = [print]
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"interrupted by {self.name}"
+
+
+def describe(err: BaseException) -> str:
+    """A reason for any exception, never empty (``str(KeyboardInterrupt())`` is '')."""
+    if isinstance(err, Interrupted):
+        return str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    return str(err) or type(err).__name__
+
+
+def _handler(signum, _frame):
+    received.append(signum)
+    cancelled.set()
+    if _shield_depth:
+        what, name = _shield_what[0], signal.Signals(signum).name
+        if not _deferred:
+            _announce[0](f"{name} received: finishing {what} first, then stopping")
+        else:
+            _announce[0](f"{name} again: still finishing {what}; it must complete")
+        _deferred.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def raising_signals(say=print):
+    """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` for the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _announce[0] = say
+    for sig in SIGNALS:
+        signal.signal(sig, _handler)
+    cancelled.clear()
+    received.clear()
+    _deferred.clear()
+    try:
+        yield
+    finally:
+        # A signal after the task is done must not kill the process without a word (exit -2,
+        # nothing printed): the run ends as it would have. Ignored, not handled in Python:
+        # the interpreter puts back the default action for Python handlers as it exits.
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def shielded(what: str = "the clean-up"):
+    """Defer interrupts while the block runs (a rollback); raise the first one afterwards.
+
+    A signal that arrives meanwhile is announced (on stderr, under a task) as being deferred.
+    """
+    global _shield_depth
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals only ever reach the main thread
+        return
+    _shield_what.append(what)
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+        _shield_what.pop()
+    if not _shield_depth and _deferred:
+        signum = _deferred[0]
+        _deferred.clear()
+        raise Interrupted(signum)
+
+
+def check() -> None:
+    """In long loops of worker threads: stop when the task has been interrupted."""
+    if cancelled.is_set():
+        raise Interrupted(signal.SIGINT)
+
+
+def send_self(signum: int) -> None:
+    """Deliver ``signum`` to this process (failpoints use it to interrupt at a named point)."""
+    os.kill(os.getpid(), signum)

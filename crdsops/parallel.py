@@ -1,0 +1,102 @@
+"""Run a few jobs side by side in threads, and stop them all when one fails or the task is interrupted.
+
+Backups dump, archive and list at once; restores take the safety backup while they stage.
+Python cannot interrupt a thread, so when one job fails or a signal arrives, ``side_by_side``
+sets ``interrupts.cancelled`` (loops in the jobs check it), ends the child processes the jobs
+started (mysqldump, tar, zstd, rsync: our children in our own session; a server we started
+runs in a session of its own and is left alone), waits for every job to return, and only then
+raises, so the caller's clean-up never races a job still writing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdsops import interrupts
+from crdsops.errors import CrdsOpsError
+
+
+class JobsFailed(CrdsOpsError):
+    """One or more side-by-side jobs failed; ``failures`` holds (label, exception), first first."""
+
+    def __init__(self, failures: list[tuple[str, BaseException]]):
+        self.failures = failures
+        label, err = failures[0]
+        super().__init__(f"{label}: {interrupts.describe(err)}")
+
+
+@dataclass
+class Outcome:
+    results: dict = field(default_factory=dict)  # label -> what the job returned
+    seconds: dict = field(default_factory=dict)  # label -> how long it took
+
+
+def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
+    """Run every job at once; return their results, or raise once all have stopped."""
+    outcome = Outcome()
+    failures: list[tuple[str, BaseException]] = []
+
+    def timed(label, job):
+        start = time.monotonic()
+        try:
+            return job()
+        finally:
+            outcome.seconds[label] = time.monotonic() - start
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs)))
+    futures: dict[concurrent.futures.Future, str] = {}
+    try:
+        for label, job in jobs.items():
+            futures[pool.submit(timed, label, job)] = label
+        for future in concurrent.futures.as_completed(futures):
+            label = futures[future]
+            try:
+                outcome.results[label] = future.result()
+            except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
+                failures.append((label, err))
+                _stop_the_others()
+    except BaseException:  # an interrupt in this (the main) thread, even while submitting
+        _stop_the_others()
+        with interrupts.shielded():
+            pool.shutdown(wait=True)
+        raise
+    pool.shutdown(wait=True)
+    if not interrupts.received:
+        interrupts.cancelled.clear()  # it was set for the jobs only, not by a signal
+    if failures:
+        if interrupts.received and any(isinstance(e, KeyboardInterrupt) for _, e in failures):
+            raise next(e for _, e in failures if isinstance(e, KeyboardInterrupt))
+        raise JobsFailed(failures)
+    return outcome
+
+
+def _stop_the_others() -> None:
+    interrupts.cancelled.set()
+    for pid in children_in_our_session():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def children_in_our_session() -> list[int]:
+    """Pids of our live child processes that share our session (not servers we started)."""
+    me, session = os.getpid(), os.getsid(0)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields: state ppid pgrp session ...
+        if fields[0] != "Z" and int(fields[1]) == me and int(fields[3]) == session:
+            found.append(int(entry.name))
+    return found

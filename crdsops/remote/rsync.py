@@ -1,0 +1,189 @@
+"""Sync directory trees from another host with rsync over SSH, deletions held back and capped.
+
+One rsync pass copies what is new or changed (rsync writes each file under a temporary
+name and renames it, so a server reading the tree never sees half a file) and, because it
+runs with ``-ii``, also names every file the source has. The files here that the source
+lacks are *not* deleted by rsync: :meth:`SyncResult.delete_extraneous` removes them later,
+when the caller says so (a mirror does it once the new database is live), and refuses when
+
+* the source listed no files at all under a tree that must have some (empty or unmounted
+  source), or
+* more files would go than the cap (``max_delete``; default: 10% of what is here, at
+  least 100).
+
+The copy pass costs the same as a plain ``rsync -a --delete`` (one file-list exchange);
+the deletions are local unlinks of names the copy pass already listed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdsops.errors import CrdsOpsError
+from crdsops.remote.ssh import Target, ssh_argv
+
+# rsync exit codes worth a sentence
+_RSYNC_CODES = {
+    10: "socket I/O error", 12: "protocol data stream error (connection lost?)",
+    23: "some files could not be transferred", 24: "some source files vanished",
+    30: "timeout", 35: "timeout waiting for daemon", 255: "SSH failed (connection lost or refused)",
+}
+
+
+@dataclass
+class SyncResult:
+    local_root: Path
+    trees: list[str]
+    listed: dict[str, set[str]] = field(default_factory=dict)  # tree -> relative file names at the source
+    transferred: int = 0
+    seconds: float = 0.0
+
+    @property
+    def source_files(self) -> int:
+        return sum(len(v) for v in self.listed.values())
+
+    def extraneous(self) -> list[Path]:
+        """Files here, under the synced trees, that the source does not have."""
+        extra = []
+        for tree in self.trees:
+            names = self.listed.get(tree, set())
+            base = self.local_root / tree
+            for dirpath, _dirs, files in os.walk(base):
+                rel_dir = os.path.relpath(dirpath, self.local_root)
+                for name in files:
+                    rel = os.path.normpath(os.path.join(rel_dir, name))
+                    if rel not in names:
+                        extra.append(self.local_root / rel)
+        return sorted(extra)
+
+    def delete_extraneous(self, max_delete: int | None = None, must_have: tuple[str, ...] = (),
+                          dry_run: bool = False, say=print) -> list[Path]:
+        """Delete what the source lacks, unless the source looks empty or too much would go."""
+        for tree in must_have:
+            if not self.listed.get(tree):
+                raise CrdsOpsError(
+                    f"the source listed no files under {tree}: it looks empty or unmounted; "
+                    "deletions refused (check the source's file cache, then run the mirror again)"
+                )
+        extra = self.extraneous()
+        if not extra:
+            return []
+        if max_delete is None:
+            here = sum(len(files) for tree in self.trees for _, _, files in os.walk(self.local_root / tree))
+            max_delete = max(100, here // 10)
+        if len(extra) > max_delete:
+            raise CrdsOpsError(
+                f"{len(extra)} files here are not at the source, more than the cap of {max_delete}; "
+                f"deletions refused (check the source; if this is expected, pass --max-delete {len(extra)})"
+            )
+        if dry_run:
+            return extra
+        for path in extra:
+            path.unlink(missing_ok=True)
+        say(f"deleted {len(extra)} file(s) the source no longer has")
+        return extra
+
+
+def rsync_argv(target: Target, remote_root: str, trees: list[str], local_root: Path,
+               extra: tuple[str, ...] = ()) -> list[str]:
+    """``rsync -a -R -ii`` of ``remote_root/./TREE/`` for each tree, over our checked SSH."""
+    import shlex
+
+    ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
+    sources = [f"{target.host}:{remote_root.rstrip('/')}/./{tree.strip('/')}/" for tree in trees]
+    # --protect-args: remote paths are not split or expanded by the remote shell
+    return ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args", "-e", ssh, *extra,
+            *sources, str(local_root) + "/"]
+
+
+def pull(target: Target, remote_root: str, trees: list[str], local_root: Path, say=print,
+         label: str = "cache", progress_every: float = 2.0) -> SyncResult:
+    """Copy new and changed files of ``trees`` from the host; return what the source listed."""
+    local_root = Path(local_root)
+    local_root.mkdir(parents=True, exist_ok=True)
+    for tree in trees:
+        (local_root / tree).mkdir(parents=True, exist_ok=True)
+    result = SyncResult(local_root, [t.strip("/") for t in trees], {t.strip("/"): set() for t in trees})
+    argv = rsync_argv(target, remote_root, trees, local_root)
+    say(f"{label} sync from {target.name} ({target.host}:{remote_root}): {', '.join(trees)} ...")
+    start = last = time.monotonic()
+    listed = 0
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, errors="replace")
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            flags, name = line[:11], line[12:]  # "%i %n": the 11 flag characters may hold spaces
+            if len(line) < 13 or line[11] != " ":
+                continue
+            if flags[1] == "f":
+                listed += 1
+                tree = _tree_of(name, result.trees)
+                if tree is not None:
+                    result.listed[tree].add(os.path.normpath(name))
+                if flags[0] in "><c":
+                    result.transferred += 1
+            now = time.monotonic()
+            if now - last >= progress_every:
+                say(f"  {label}: {listed} files checked, {result.transferred} copied, {now - start:.0f}s")
+                last = now
+        stderr = proc.stderr.read()
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    result.seconds = time.monotonic() - start
+    if code != 0:
+        last_err = (stderr.strip().splitlines() or [""])[-1]
+        why = _RSYNC_CODES.get(code, "error")
+        raise CrdsOpsError(
+            f"{label} sync from {target.where} failed (rsync exit {code}: {why}; {last_err}); "
+            "nothing was deleted here; run the mirror again when the source is reachable"
+        )
+    say(f"{label} sync: {listed} files at the source, {result.transferred} copied in {result.seconds:.1f}s")
+    return result
+
+
+def _tree_of(name: str, trees: list[str]) -> str | None:
+    for tree in trees:
+        if name == tree or name.startswith(tree + "/"):
+            return tree
+    return None
+
+
+def probe_tree(conn, path: str) -> int | None:
+    """How many files the host has under ``path`` (capped at 1000 for speed); None if missing."""
+    from crdsops.remote import ssh as remote
+
+    res = remote.run(conn, ["sh", "-c", 'test -d "$1" || exit 3; find "$1" -type f | head -n 1000 | wc -l',
+                            "probe", path])
+    if res.exited == 3:
+        return None
+    if res.exited != 0:
+        raise CrdsOpsError(f"cannot inspect {path} on {conn.host}: {res.stderr.strip()}")
+    return int(res.stdout.strip() or 0)
+
+
+def pull_dir(target: Target, remote_dir: str, local_dir: Path, say=print, label: str = "") -> None:
+    """Make ``local_dir`` an exact copy of ``remote_dir`` on the host (a fetch area)."""
+    import shlex
+
+    local_dir = Path(local_dir)
+    local_dir.parent.mkdir(parents=True, exist_ok=True)
+    ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
+    argv = ["rsync", "-a", "--delete", "--protect-args", "-e", ssh, "--stats"]
+    argv += [f"{target.host}:{remote_dir.rstrip('/')}/", str(local_dir) + "/"]
+    start = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        last_err = (res.stderr.strip().splitlines() or [""])[-1]
+        raise CrdsOpsError(
+            f"{label or 'rsync'} from {target.where}:{remote_dir} failed (rsync exit {res.returncode}: "
+            f"{_RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); nothing here was changed"
+        )
+    say(f"{label or 'copy'}: {remote_dir} from {target.name} in {time.monotonic() - start:.1f}s")

@@ -1,0 +1,335 @@
+"""Apache with mod_wsgi in front of the Django server, for the VM kinds (dev, test, ops, I&T).
+
+``inv install`` runs ``mod_wsgi-express setup-server`` once per server into
+``<root>/apache`` (the generated ``httpd.conf`` and ``apachectl``); ``inv run`` and
+``inv stop`` are then ``apachectl start`` / ``apachectl stop`` on that Apache, with a sweep
+afterwards so no Apache or mod_wsgi daemon process of this server is left behind.
+
+Layout under the server root:
+
+    apache/           server root of the generated Apache (httpd.conf, apachectl)
+    crds.wsgi         the WSGI entry: sets the server's environment, then loads Django
+    run/httpd.pid     Apache's pid file
+    logs/apache_error.log, logs/apache_access.log
+
+Apache serves ``/static/`` and ``/unchecked_get/{references,mappings}/<obs>/`` straight
+from disk (``--url-alias``, with sendfile); only JSON-RPC and the status page go through
+Python. Processes, threads, host and port come from ``web.*`` in the config. Run as root,
+Apache needs a non-root ``web.user``/``web.group`` to serve as, and that user must be
+able to read the stack, the checkout's ``server/`` and the database option file:
+install checks this as that user and names the first directory that blocks it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from crdsops.config.model import ServerConfig
+from crdsops.errors import CrdsOpsError
+from crdsops.files import ensure_dir, write_atomic
+from crdsops.runtime.backends.base import (
+    Backend,
+    alive,
+    kill,
+    pids_matching,
+    read_pid_file,
+    run_foreground,
+    wait_gone,
+)
+from crdsops.runtime.environ import SERVER_DIR, child_environ, manage_argv, server_environ
+
+ENTRY_TEMPLATE = '''\
+"""WSGI entry of {name}, written by `inv install` (crdsops.runtime.backends.modwsgi); do not edit, reinstall."""
+import os
+import sys
+
+os.environ.update({environ!r})
+sys.path.insert(0, {server_dir!r})
+
+from crds_server.wsgi import application  # noqa: E402,F401
+'''
+
+
+class ModWsgiBackend(Backend):
+    """Apache + mod_wsgi, set up by mod_wsgi-express under ``<root>/apache``."""
+
+    name = "mod_wsgi"
+
+    # --- where things are -----------------------------------------------------------
+
+    @staticmethod
+    def server_root(config: ServerConfig) -> Path:
+        return config.layout.apache
+
+    @staticmethod
+    def entry(config: ServerConfig) -> Path:
+        return config.layout.wsgi_entry
+
+    def pid_file(self, config: ServerConfig) -> Path:
+        return config.layout.httpd_pid
+
+    def log_file(self, config: ServerConfig) -> Path:
+        return config.layout.apache_error_log
+
+    def access_log(self, config: ServerConfig) -> Path:
+        return config.layout.apache_access_log
+
+    def apachectl(self, config: ServerConfig) -> Path:
+        return config.layout.apachectl
+
+    def command(self, config: ServerConfig) -> list[str]:
+        return [str(self.apachectl(config)), "start"]
+
+    def looks_like_ours(self, cmdline: str) -> bool:
+        return "httpd.conf" in cmdline and ("mod_wsgi-express" in cmdline or "wsgi:" in cmdline)
+
+    # --- install time ---------------------------------------------------------------
+
+    def preflight(self, config: ServerConfig) -> None:
+        """Read-only checks before install changes anything."""
+        _express(config)
+        run_as(config)
+        check_readable_by_web_user(config, [config.stack.prefix, SERVER_DIR, _option_file(config)])
+
+    def prepare(self, config: ServerConfig) -> None:
+        """Write the WSGI entry and generate the Apache configuration under the server root."""
+        self.preflight(config)
+        user = run_as(config)
+        write_atomic(self.entry(config), render_entry(config), mode=0o644)
+        ensure_dir(config.layout.logs)
+        ensure_dir(config.layout.run)
+        result = subprocess.run(self.setup_argv(config, user), capture_output=True, text=True,
+                                cwd=SERVER_DIR, env=_plain_environ())
+        if result.returncode != 0:
+            last = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise CrdsOpsError(f"mod_wsgi-express setup-server failed: {' / '.join(last)}; check web.* in the config")
+        check_readable_by_web_user(config, [
+            self.entry(config), config.layout.static, config.layout.references, config.layout.mappings,
+            config.layout.secret_key,
+        ])
+        self.check_django_as_web_user(config)
+
+    def setup_argv(self, config: ServerConfig, user: tuple[str, str] | None) -> list[str]:
+        web = config.web
+        obs = config.observatory
+        argv = [
+            str(_express(config)), "setup-server", str(self.entry(config)),
+            "--server-root", str(self.server_root(config)),
+            "--host", web.host, "--port", str(web.port),
+            "--processes", str(max(1, web.processes)), "--threads", str(max(1, web.threads)),
+            "--log-directory", str(config.layout.logs),
+            "--error-log-name", self.log_file(config).name,
+            "--access-log", "--access-log-name", self.access_log(config).name,
+            "--pid-file", str(self.pid_file(config)),
+            "--working-directory", str(SERVER_DIR),
+            "--python-path", str(SERVER_DIR),
+            "--locale", "C.UTF-8",
+            "--enable-sendfile",
+            *(["--embedded-mode"] if web.wsgi_mode == "embedded" else []),
+            "--startup-timeout", str(max(15, web.start_timeout)),
+            "--shutdown-timeout", str(max(5, min(web.stop_timeout, 30))),
+            "--url-alias", "/static", str(config.layout.static),
+            "--url-alias", f"/unchecked_get/references/{obs}", str(config.layout.references),
+            "--url-alias", f"/unchecked_get/mappings/{obs}", str(config.layout.mappings),
+        ]
+        if user is not None:
+            argv += ["--user", user[0], "--group", user[1]]
+        return argv
+
+    def check_django_as_web_user(self, config: ServerConfig) -> None:
+        """``manage.py check --database default`` as the web user: imports, settings, DB login."""
+        user = run_as(config)
+        result = subprocess.run(
+            manage_argv(config, "check", "--database", "default"), cwd=SERVER_DIR, env=child_environ(config),
+            capture_output=True, text=True, **_as_user_kwargs(user),
+        )
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            who = f"as {user[0]} " if user else ""
+            raise CrdsOpsError(
+                f"the Django server cannot start {who}({lines[-1] if lines else 'exit ' + str(result.returncode)}); "
+                "fix that, then run `inv install` again"
+            )
+
+    # --- run time -------------------------------------------------------------------
+
+    def start(self, config: ServerConfig) -> int:
+        apachectl = self.apachectl(config)
+        if not apachectl.exists():
+            raise CrdsOpsError(f"{config.name} has no Apache set up at {self.server_root(config)}; run `inv install`")
+        if config.database.is_mysql:
+            from crdsops.db import mysql
+
+            mysql.connection_check(config.database)
+        self.pid_file(config).unlink(missing_ok=True)
+        log = self.log_file(config)
+        before = log.stat().st_size if log.exists() else 0
+        result = subprocess.run([str(apachectl), "start"], capture_output=True, text=True,
+                                cwd=SERVER_DIR, env=child_environ(config))
+        if result.returncode != 0:
+            raise CrdsOpsError(self._failure(config, "Apache failed to start", result, before))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid = read_pid_file(self.pid_file(config))
+            if pid is not None and alive(pid):
+                return pid
+            time.sleep(0.05)
+        self.sweep(config)
+        raise CrdsOpsError(self._failure(config, "Apache exited during start-up", result, before))
+
+    def _failure(self, config: ServerConfig, what: str, result, log_offset: int) -> str:
+        said = [line for line in (result.stderr + result.stdout).splitlines()
+                if line.strip() and "setlocale" not in line]
+        log = self.log_file(config)
+        new_log = _read_from(log, log_offset).strip()
+        parts = [f"{config.name}: {what} (apachectl exit {result.returncode})"]
+        if said:
+            parts.append(" / ".join(line.strip() for line in said[-4:]))
+        detail = "; ".join(parts) + f"; see {log}"
+        return detail + (f"; its last lines:\n{new_log}" if new_log else " (nothing new in it)")
+
+    def foreground(self, config: ServerConfig) -> int:
+        return run_foreground([str(self.apachectl(config)), "start", "-DFOREGROUND"],
+                              cwd=SERVER_DIR, env=child_environ(config))
+
+    def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
+        """``apachectl stop``, wait; then kill whatever of this Apache is left. Return whether forced."""
+        subprocess.run([str(self.apachectl(config)), "stop"], capture_output=True, text=True,
+                       cwd=SERVER_DIR, env=child_environ(config))
+        forced = not wait_gone(pid, timeout)
+        if forced:
+            kill(pid, signal.SIGKILL)
+            wait_gone(pid, 5)
+        return self.sweep(config) or forced
+
+    def sweep(self, config: ServerConfig, timeout: float = 5) -> bool:
+        """Kill any process still running this server's httpd.conf; return whether there was one."""
+        left = processes_of(config)
+        if not left:
+            return False
+        for pid in left:
+            kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and processes_of(config):
+            time.sleep(0.1)
+        for pid in processes_of(config):
+            kill(pid, signal.SIGKILL)
+        return True
+
+
+def processes_of(config: ServerConfig) -> list[int]:
+    """Pids of every Apache or mod_wsgi daemon process running this server's configuration."""
+    return pids_matching(f"-f {config.layout.httpd_conf} ")
+
+
+def render_entry(config: ServerConfig) -> str:
+    environ = {k: v for k, v in server_environ(config).items() if k != "PYTHONPATH"}
+    return ENTRY_TEMPLATE.format(name=config.name, environ=environ, server_dir=str(SERVER_DIR))
+
+
+# --- running as the web user -------------------------------------------------------------
+
+def run_as(config: ServerConfig) -> tuple[str, str] | None:
+    """(user, group) Apache serves as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    user, group = config.web.user, config.web.group or config.web.user
+    if not user or user == "root" or group == "root":
+        raise CrdsOpsError(
+            f"{config.name}: Apache refuses to serve as root; set web.user and web.group to an "
+            "unprivileged account (www-data on Debian) in the server's config"
+        )
+    try:
+        pwd.getpwnam(user)
+        import grp
+
+        grp.getgrnam(group)
+    except KeyError:
+        raise CrdsOpsError(f"web.user {user!r} or web.group {group!r} does not exist on this machine; create it or fix the config") from None
+    return user, group
+
+
+def _as_user_kwargs(user: tuple[str, str] | None) -> dict:
+    if user is None:
+        return {}
+    return {"user": user[0], "group": user[1], "extra_groups": []}
+
+
+_CHECK_SCRIPT = r'''
+for p in "$@"; do
+  kind=${p%%:*}; path=${p#*:}
+  case $kind in
+    x) [ -x "$path" ] || { echo "x:$path"; exit 1; } ;;
+    d) { [ -r "$path" ] && [ -x "$path" ]; } || { echo "d:$path"; exit 1; } ;;
+    f) [ -r "$path" ] || { echo "f:$path"; exit 1; } ;;
+  esac
+done
+'''
+
+
+def check_readable_by_web_user(config: ServerConfig, targets: list[Path]) -> None:
+    """Fail naming the first directory or file that the web user cannot get through to."""
+    user = run_as(config)
+    if user is None:
+        return
+    items: list[str] = []
+    for target in targets:
+        target = Path(target)
+        for ancestor in reversed(target.parents):
+            items.append(f"x:{ancestor}")
+        items.append(f"{'d' if target.is_dir() else 'f'}:{target}")
+        real = target.resolve()
+        if real != target:  # the stack's python is a symlink to the system one, say
+            items += [f"x:{a}" for a in reversed(real.parents)] + [f"{'d' if real.is_dir() else 'f'}:{real}"]
+    items = list(dict.fromkeys(items))
+    result = subprocess.run(["/bin/sh", "-c", _CHECK_SCRIPT, "sh", *items], capture_output=True, text=True,
+                            cwd="/", **_as_user_kwargs(user))
+    if result.returncode == 0:
+        return
+    kind, _, path = result.stdout.strip().partition(":")
+    if kind == "f" and config.database.is_mysql and Path(path) == Path(config.database.option_file or ""):
+        fix = f"`chown {user[0]} {path}` (keep it mode 0600; root can still read it)"
+    elif kind == "f":
+        fix = f"`chmod o+r {path}`, or install from a place {user[0]} can read"
+    else:
+        fix = (f"`chmod o+x {path}` (o+rx if it must be listed), or put the checkout, stack and "
+               f"option file under a directory {user[0]} can enter")
+    what = {"x": "cannot enter the directory", "d": "cannot read the directory"}.get(kind, "cannot read")
+    raise CrdsOpsError(f"Apache serves {config.name} as {user[0]}, who {what} {path}; fix: {fix}")
+
+
+def _option_file(config: ServerConfig) -> Path:
+    if not config.database.is_mysql:
+        return config.stack.prefix
+    from crdsops.db import mysql
+
+    return mysql.option_file(config.database)
+
+
+def _express(config: ServerConfig) -> Path:
+    express = config.stack.prefix / "bin" / "mod_wsgi-express"
+    if not express.exists():
+        raise CrdsOpsError(f"no mod_wsgi-express in the stack {config.stack.prefix}; rebuild it with `inv build`")
+    return express
+
+
+def _plain_environ() -> dict:
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read(64 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-15:])

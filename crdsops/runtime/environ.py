@@ -1,0 +1,114 @@
+"""The environment the Django server runs in, and the manage.py commands run inside it.
+
+One mapping feeds the subprocesses crdsops starts and the ``env.sh``/``env.csh`` files an
+operator sources in a login shell, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+from crdsops.config.model import CHECKOUT, ServerConfig
+from crdsops.errors import CrdsOpsError
+
+SERVER_DIR = CHECKOUT / "server"
+MANAGE_PY = SERVER_DIR / "manage.py"
+
+
+def settings_module(config: ServerConfig) -> str:
+    return "crds_server.settings." + ("local" if config.web.server == "runserver" else "production")
+
+
+def server_environ(config: ServerConfig) -> dict[str, str]:
+    layout = config.layout
+    db = config.database
+    env = {
+        "DJANGO_SETTINGS_MODULE": settings_module(config),
+        "CRDS_OBSERVATORY": config.observatory,
+        "CRDS_KIND": config.kind,
+        "CRDS_SERVER_URL": config.url,
+        "CRDS_SERVER_ROOT": str(config.root),
+        "CRDS_PATH": str(config.cache),
+        "CRDS_SERVER_FILES": str(config.server_files),
+        "CRDS_DB_ENGINE": db.engine,
+        "CRDS_DB_NAME": db.name,
+        "CRDS_STATIC_ROOT": str(layout.static),
+        "CRDS_SECRET_KEY_FILE": str(layout.secret_key),
+        "CRDS_ALLOWED_HOSTS": ",".join(_allowed_hosts(config)),
+        "CRDS_DBBACKUP_DIR": str(layout.dbbackup),
+        "PYTHONPATH": str(SERVER_DIR),
+    }
+    if db.is_mysql:
+        env.update(CRDS_DB_HOST=db.host, CRDS_DB_PORT=str(db.port), CRDS_DB_OPTION_FILE=str(db.option_file or ""))
+    return env
+
+
+def _allowed_hosts(config: ServerConfig) -> list[str]:
+    from urllib.parse import urlsplit
+
+    hosts = [urlsplit(config.url).hostname or "", config.web.host, "localhost", "127.0.0.1", config.host]
+    return list(dict.fromkeys(h for h in hosts if h))
+
+
+def render_env_sh(config: ServerConfig) -> str:
+    lines = [f"# {config.name}: written by `inv install`; source it to work in this server's environment"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in server_environ(config).items()]
+    lines.append(f"export PATH={shlex.quote(str(config.stack.prefix / 'bin'))}:\"$PATH\"")
+    return "\n".join(lines) + "\n"
+
+
+def render_env_csh(config: ServerConfig) -> str:
+    lines = [f"# {config.name}: written by `inv install`; source it to work in this server's environment"]
+    lines += [f"setenv {k} {_csh_quote(v)}" for k, v in server_environ(config).items()]
+    lines.append(f"setenv PATH {_csh_quote(str(config.stack.prefix / 'bin'))}:${{PATH}}")
+    return "\n".join(lines) + "\n"
+
+
+def _csh_quote(value: str) -> str:
+    if "'" in value or "!" in value or "\n" in value:
+        raise CrdsOpsError(f"value {value!r} cannot be quoted for csh; remove quotes or '!' from the config")
+    return f"'{value}'"
+
+
+def child_environ(config: ServerConfig) -> dict[str, str]:
+    """The process environment for a server subprocess: ours, with the server's on top."""
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(server_environ(config))
+    return env
+
+
+def stack_python(config: ServerConfig) -> Path:
+    python = config.stack.python
+    if not python.exists():
+        raise CrdsOpsError(f"no Python stack at {config.stack.prefix}; run `inv build` (or `make build`) first")
+    return python
+
+
+def manage_argv(config: ServerConfig, *args: str) -> list[str]:
+    return [str(stack_python(config)), str(MANAGE_PY), *args]
+
+
+def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool = True,
+           extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``manage.py ARGS`` in the server's environment.
+
+    With ``capture`` the output is returned (and shown in the error if it fails);
+    otherwise it streams to the terminal.
+    """
+    env = child_environ(config)
+    env.update(extra_env or {})
+    result = subprocess.run(
+        manage_argv(config, *args), env=env, cwd=SERVER_DIR,
+        capture_output=capture, text=True,
+    )
+    if check and result.returncode != 0:
+        detail = ""
+        if capture:
+            last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
+            detail = f": {last[0]}"
+        raise CrdsOpsError(f"manage.py {' '.join(args)} failed (exit {result.returncode}){detail}")
+    return result

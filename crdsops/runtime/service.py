@@ -1,0 +1,153 @@
+"""Start, stop and inspect the installed server, whichever web server fronts it.
+
+A backend knows how to launch one kind of web server (Django's ``runserver`` here, Apache
+with mod_wsgi in ``crdsops.runtime.backends.modwsgi``) and where its pid file is; the waiting, the health
+check, the graceful-then-forceful stop and the error reporting are shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from dataclasses import dataclass
+
+from crdsops import interrupts
+from crdsops.config.model import ServerConfig
+from crdsops.errors import CrdsOpsError
+from crdsops.files import tail
+from crdsops.runtime import health
+from crdsops.runtime.backends import backend_for
+from crdsops.runtime.backends.base import Backend, alive, cmdline, read_pid_file
+
+
+@dataclass
+class Status:
+    name: str
+    url: str
+    local_url: str
+    pid: int | None
+    answers: bool
+    info: dict | None
+    counts: dict | None
+    engine: str
+    problem: str = ""
+
+    @property
+    def up(self) -> bool:
+        return self.pid is not None and self.answers
+
+
+def running_pid(config: ServerConfig, backend: Backend | None = None) -> int | None:
+    """The pid of this server's running web server, or None (a stale pid file is ignored)."""
+    backend = backend or backend_for(config)
+    pid = read_pid_file(backend.pid_file(config))
+    if pid is None:
+        return None
+    line = cmdline(pid)
+    if line is None or not backend.looks_like_ours(line):
+        return None
+    return pid
+
+
+def start(config: ServerConfig, say=print) -> int:
+    """Start the server in the background and return once it answers ``get_server_info``."""
+    backend = backend_for(config)
+    pid = running_pid(config, backend)
+    if pid is not None:
+        say(f"{config.name} is already running (pid {pid}) at {config.local_url}; nothing started")
+        return pid
+    check_port_free(config.web.host, config.web.port)
+    say(f"starting {config.name} ({backend.name}) at {config.local_url} ...")
+    pid = backend.start(config)
+    if health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(pid)):
+        say(f"{config.name} is up (pid {pid}) at {config.local_url}; log: {backend.log_file(config)}")
+        return pid
+    still = alive(pid)
+    if still:
+        backend.stop(config, pid, config.web.stop_timeout)
+    backend.pid_file(config).unlink(missing_ok=True)
+    why = "did not answer within %ss" % config.web.start_timeout if still else "exited during start-up"
+    log = backend.log_file(config)
+    raise CrdsOpsError(
+        f"{config.name} {why}; see {log}; its last lines:\n{tail(log) or '(empty log)'}"
+    )
+
+
+def stop(config: ServerConfig, say=print) -> bool:
+    """Stop the server if it runs; return whether anything was stopped."""
+    backend = backend_for(config)
+    pid = running_pid(config, backend)
+    if pid is None:
+        backend.pid_file(config).unlink(missing_ok=True)
+        if backend.sweep(config):
+            say(f"{config.name}: stopped processes its pid file no longer named")
+            return True
+        say(f"{config.name} is not running")
+        return False
+    say(f"stopping {config.name} (pid {pid}) ...")
+    forced = backend.stop(config, pid, config.web.stop_timeout)
+    backend.pid_file(config).unlink(missing_ok=True)
+    say(f"{config.name} stopped" + (f" (killed after {config.web.stop_timeout}s)" if forced else ""))
+    return True
+
+
+@contextlib.contextmanager
+def kept_as_it_was(config: ServerConfig, say=print):
+    """Run the block; if it fails or is interrupted, put the server back up (or down) as it was.
+
+    ``inv rerun`` and ``inv stop`` run under it: whatever stopped the server starts it again,
+    and says in one line if it could not. The putting back finishes even through a second Ctrl-C.
+    """
+    was_up = running_pid(config) is not None
+    try:
+        yield
+    except BaseException:
+        with interrupts.shielded(f"putting {config.name} back as it was"):
+            put_back(config, was_up, say)
+        raise
+
+
+def put_back(config: ServerConfig, was_up: bool, say=print) -> None:
+    """Start the server if it was up and is not; stop it if it was down and is up now."""
+    now_up = running_pid(config) is not None
+    if was_up and not now_up:
+        say(f"starting {config.name} again (it was up before) ...")
+        try:
+            start(config, say=say)
+        except CrdsOpsError as err:
+            say(f"could not start {config.name} again ({str(err).splitlines()[0]}); run `inv run`")
+    elif not was_up and now_up:
+        say(f"stopping {config.name} again (it was not running before) ...")
+        try:
+            stop(config, say=say)
+        except CrdsOpsError as err:
+            say(f"could not stop {config.name} again ({str(err).splitlines()[0]}); run `inv stop`")
+
+
+def status(config: ServerConfig) -> Status:
+    backend = backend_for(config)
+    pid = running_pid(config, backend)
+    info = counts = None
+    problem = ""
+    try:
+        info = health.rpc(config.local_url, "get_server_info", timeout=5)
+        counts = health.rpc(config.local_url, "get_catalog_counts", timeout=5)
+    except CrdsOpsError as err:
+        problem = str(err)
+    return Status(config.name, config.url, config.local_url, pid, info is not None, info, counts,
+                  config.database.engine, problem)
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise CrdsOpsError(
+                    f"port {port} on {host} is in use by another program; stop it or set web.port "
+                    "in this server's config"
+                ) from None
+            raise CrdsOpsError(f"cannot listen on {host}:{port} ({err.strerror}); check web.host/web.port") from None

@@ -1,0 +1,669 @@
+"""The server's Python stack: lock it (conda-lock) and build it from the lock.
+
+Two worlds, one lock (`conda-lock.yml`, made from `environment.yml` +
+`environment-dev.yml` by `lock`):
+
+* conda: a machine with a conda executable (conda, mamba, micromamba) whose lock came
+  from real conda channels. `build` installs the lock's conda packages (an @EXPLICIT
+  list, every URL with its md5) with `conda create --file`, then the lock's pip layer.
+* system: a machine with no conda and no conda channel (CI, a laptop, a fresh VM).
+  `build` makes a venv from the system Python, which must match the lock's python
+  version, and installs the lock's pip layer into it.
+
+In both, the pip layer is `pip install --no-deps --require-hashes` of the lock's exact
+URLs and sha256s. The build moves the previous stack aside, builds in its place, puts it
+back if anything fails, and records what it installed in `<prefix>/crdsops-packages.txt`
+(pip-freeze format; conda packages as comments) and `<prefix>/crdsops-stack.json` (the
+stamp that makes an unchanged rebuild a no-op).
+
+This module needs only the standard library on the `build` path, so `bin/bootstrap` can
+run it with a bare Debian python3: ``python3 -m crdsops.stack build --prefix .venv``.
+`lock` needs conda-lock (and py-rattler where no conda exists): the dev category.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from crdsops.errors import CrdsOpsError
+
+CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
+ENV_FILES = ("environment.yml", "environment-dev.yml")
+LOCK_FILE = "conda-lock.yml"
+PACKAGE_LIST = "crdsops-packages.txt"
+STAMP = "crdsops-stack.json"
+DEFAULT_PYTHON = "/usr/bin/python3"
+PYPI_TO_CONDA = pathlib.Path(__file__).with_name("pypi_to_conda.json")
+LOCK_TIMEOUT = 1800  # seconds: conda-lock is killed after this, never left hanging
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def env_paths(root: pathlib.Path = CHECKOUT) -> list[pathlib.Path]:
+    return [root / name for name in ENV_FILES]
+
+
+def _sha256(path: pathlib.Path, fix: str = "restore it from git") -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise CrdsOpsError(f"{path} not found; {fix}") from None
+    except OSError as err:
+        raise CrdsOpsError(f"cannot read {path} ({err.strerror}); check its permissions") from None
+
+
+# --- conda executables ----------------------------------------------------------------
+
+def find_conda(explicit: str | None = None) -> str | None:
+    """A conda-compatible executable: EXPLICIT, $CRDSOPS_CONDA, then conda/mamba/micromamba on PATH."""
+    for candidate in (explicit, os.environ.get("CRDSOPS_CONDA")):
+        if candidate:
+            found = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
+            if not found:
+                raise CrdsOpsError(f"conda executable {candidate} not found or not executable; fix --conda / CRDSOPS_CONDA")
+            return found
+    for name in ("micromamba", "mamba", "conda"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def rattler_conda_exe(directory: pathlib.Path) -> pathlib.Path:
+    """Write an executable that runs crdsops.stack.rattler (conda on py-rattler)."""
+    try:
+        import rattler  # noqa: F401
+    except ImportError:
+        raise CrdsOpsError(
+            "no conda executable here and py-rattler is not installed to stand in for one; "
+            "install the dev tools (`bin/bootstrap --dev`) or pass --conda PATH"
+        ) from None
+    exe = directory / "conda"
+    exe.write_text(
+        f"#!/bin/sh\nPYTHONPATH={CHECKOUT}${{PYTHONPATH:+:$PYTHONPATH}} "
+        f'exec {sys.executable} -m crdsops.stack.rattler "$@"\n'
+    )
+    exe.chmod(0o755)
+    return exe
+
+
+# --- lock -----------------------------------------------------------------------------
+
+def lock(
+    *,
+    root: pathlib.Path = CHECKOUT,
+    env_files: list[pathlib.Path] | None = None,
+    lock_path: pathlib.Path | None = None,
+    channels: list[str] | None = None,
+    conda: str | None = None,
+    system_python: str | None = None,
+    mapping: pathlib.Path | None = None,
+    timeout: float = LOCK_TIMEOUT,
+) -> pathlib.Path:
+    """Run conda-lock for linux-64 on ENV_FILES and write LOCK_PATH; return it.
+
+    CHANNELS replace the environment's channels (conda-lock ``--channel``). With no conda
+    executable, conda-lock drives the py-rattler front end; with no channel given either,
+    the conda layer is solved against a local channel describing SYSTEM_PYTHON.
+    """
+    from crdsops.stack import channel as stack_channel
+    from crdsops.stack import condalock
+
+    env_files = env_files or env_paths(root)
+    lock_path = lock_path or root / LOCK_FILE
+    for env in env_files:
+        condalock.check_env_file(env)
+    channels = list(channels or [])
+    if not channels and os.environ.get("CRDSOPS_CONDA_CHANNEL"):
+        channels = os.environ["CRDSOPS_CONDA_CHANNEL"].replace(",", " ").split()
+    mapping = mapping or PYPI_TO_CONDA
+    conda_lock_cmd = _conda_lock_command()
+
+    with tempfile.TemporaryDirectory(prefix="crdsops-lock-") as tmp:
+        tmpdir = pathlib.Path(tmp)
+        conda_exe = find_conda(conda)
+        if conda_exe is None:
+            conda_exe = str(rattler_conda_exe(tmpdir))
+            if not channels:
+                python = system_python or DEFAULT_PYTHON
+                channel = root / "var" / "conda-channel"
+                shutil.rmtree(channel, ignore_errors=True)
+                facts = stack_channel.system_channel(channel, python)
+                channels = [channel.as_uri()]
+                _say(f"no conda executable: solving the conda layer against {channel} "
+                     f"(python {facts['python']} = {python}, pip {facts['pip']})")
+            _say("conda: crdsops py-rattler front end")
+        else:
+            _say(f"conda: {conda_exe}")
+        # conda-lock writes the lock itself (its header and `sources` name that path); the
+        # previous lock waits beside it and comes back if conda-lock fails
+        previous = lock_path.with_name(f".{lock_path.name}.previous")
+        if lock_path.exists():
+            os.replace(lock_path, previous)
+        args = [*conda_lock_cmd, "lock", "--conda", conda_exe,
+                "--pypi_to_conda_lookup_file", str(mapping), "-p", "linux-64",
+                "--lockfile", lock_path.name, "--md", "input_sha", "--md", "input_md5"]
+        for env in env_files:
+            args += ["-f", os.path.relpath(env, lock_path.parent)]
+        for channel in channels:
+            args += ["--channel", channel]
+        # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
+        env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
+        _say("running " + " ".join(a if " " not in a else repr(a) for a in args))
+
+        def put_back() -> None:
+            lock_path.unlink(missing_ok=True)
+            if previous.exists():
+                os.replace(previous, lock_path)
+
+        try:
+            proc = subprocess.run(args, cwd=lock_path.parent, env=env, timeout=timeout,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except subprocess.TimeoutExpired:
+            put_back()
+            raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; check network access to the pip index") from None
+        except BaseException:
+            put_back()
+            raise
+        if proc.returncode != 0 or not lock_path.exists():
+            put_back()
+            log = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
+            log.write_text(proc.stdout)
+            raise CrdsOpsError(f"conda-lock failed ({_last_error(proc.stdout)}); full output: {log}")
+        try:
+            made = condalock.read_lock(lock_path)
+            condalock.check_fresh(made, env_files)
+        except CrdsOpsError:
+            put_back()
+            raise
+        previous.unlink(missing_ok=True)
+    _say(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
+         f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
+    return lock_path
+
+
+def _conda_lock_command() -> list[str]:
+    try:
+        import conda_lock  # noqa: F401
+
+        return [sys.executable, "-m", "conda_lock"]
+    except ImportError:
+        found = shutil.which("conda-lock")
+        if found:
+            return [found]
+    raise CrdsOpsError("conda-lock is not installed; install the dev tools (`bin/bootstrap --dev`) or `pip install conda-lock`")
+
+
+def _last_error(output: str) -> str:
+    lines = [text.strip() for text in output.splitlines() if text.strip()]
+    for line in reversed(lines):
+        if any(w in line for w in ("Error", "error", "ERROR", "not found", "Could not")):
+            return line[:300]
+    return (lines[-1] if lines else "no output")[:300]
+
+
+# --- build ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Plan:
+    prefix: pathlib.Path
+    lock_path: pathlib.Path
+    env_files: list[pathlib.Path]
+    categories: list[str]
+    mode: str = ""
+    python: str = ""
+    python_version: str = ""
+    conda: str | None = None
+    up_to_date: bool = False
+    restamp: bool = False
+    reason: str = ""
+    freshness: str = ""
+    conda_packages: list = dataclasses.field(default_factory=list)
+    pip_packages: list = dataclasses.field(default_factory=list)
+    lock_sha256: str = ""
+    env_sha256: dict = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.up_to_date:
+            return f"stack at {self.prefix} is up to date with {self.lock_path.name} ({self.reason})"
+        where = f"python {self.python_version} ({self.python})" if self.mode == "system" else f"conda {self.conda}"
+        return (f"build {self.prefix} [{self.mode}, {where}] from {self.lock_path.name} "
+                f"(categories {','.join(self.categories)}: {len(self.conda_packages)} conda, "
+                f"{len(self.pip_packages)} pip packages, hash-checked); reason: {self.reason}")
+
+
+def read_stamp(prefix: pathlib.Path) -> dict:
+    try:
+        return json.loads((prefix / STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def plan(
+    prefix: pathlib.Path,
+    *,
+    root: pathlib.Path = CHECKOUT,
+    lock_path: pathlib.Path | None = None,
+    env_files: list[pathlib.Path] | None = None,
+    dev: bool | None = None,
+    mode: str | None = None,
+    python: str | None = None,
+    conda: str | None = None,
+    force: bool = False,
+) -> Plan:
+    """Decide what `build` would do; read-only. A no-op plan touches nothing but two hashes."""
+    prefix = pathlib.Path(prefix)
+    if not prefix.is_absolute():
+        prefix = root / prefix
+    lock_path = pathlib.Path(lock_path or root / LOCK_FILE)
+    # the sources conda-lock records are relative to the lock: look for them beside it
+    if not env_files:
+        beside = env_paths(lock_path.parent)
+        env_files = [e for e in beside if e.name == ENV_FILES[0] or e.exists()]
+    env_files = [pathlib.Path(e) for e in env_files]
+    stamp = read_stamp(prefix)
+    if dev is None:
+        dev = "dev" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_DEV", "") in ("1", "yes", "true")
+    categories = ["main", "dev"] if dev else ["main"]
+    p = Plan(prefix=prefix, lock_path=lock_path, env_files=env_files, categories=categories)
+    p.lock_sha256 = _sha256(lock_path, "run `inv lock` to make it from environment.yml")
+    p.env_sha256 = {e.name: _sha256(e) for e in env_files}
+
+    # the fast path: same lock, same sources, same categories as the last good build
+    if not force and stamp:
+        same = (stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("env_sha256") == p.env_sha256
+                and stamp.get("categories") == categories and (mode in (None, "auto") or stamp.get("mode") == mode))
+        if same:
+            p.up_to_date, p.mode = True, stamp.get("mode", "")
+            p.reason = f"lock sha256 {p.lock_sha256[:12]}, {','.join(categories)}"
+            return p
+
+    from crdsops.stack import condalock
+
+    lk = condalock.read_lock(lock_path)
+    p.freshness = condalock.check_fresh(lk, env_files)
+    missing = [c for c in categories if c not in lk.categories]
+    if missing:
+        raise CrdsOpsError(f"{lock_path.name} has no {'/'.join(missing)} packages; add environment-dev.yml and run `inv lock`")
+    if (not force and stamp and stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("categories") == categories
+            and (mode in (None, "auto") or stamp.get("mode") == mode)):
+        # the environment files' bytes changed, not what was locked: nothing to rebuild
+        p.up_to_date, p.restamp, p.mode = True, True, stamp.get("mode", "")
+        p.reason = f"lock sha256 {p.lock_sha256[:12]}; environment files changed, not their spec ({p.freshness})"
+        return p
+    p.conda_packages = [x for x in lk.select("conda", set(categories)) if not x.name.startswith("__")]
+    p.pip_packages = lk.select("pip", set(categories))
+    p.mode = _choose_mode(lk, mode, conda)
+    if p.mode == "conda":
+        p.conda = find_conda(conda)
+        if p.conda is None:
+            raise CrdsOpsError("--mode conda needs a conda executable; pass --conda PATH or use --mode system")
+        p.python_version = lk.python.version if lk.python else ""
+    else:
+        p.python = python or os.environ.get("CRDSOPS_STACK_PYTHON") or DEFAULT_PYTHON
+        p.python_version = _python_version(p.python)
+        locked = lk.python
+        if locked is None:
+            raise CrdsOpsError(f"{lock_path.name} pins no python; add python to environment.yml and run `inv lock`")
+        if p.python_version.split(".")[:2] != locked.version.split(".")[:2]:
+            raise CrdsOpsError(
+                f"{p.python} is Python {p.python_version} but {lock_path.name} pins python {locked.version}; "
+                f"build with a matching interpreter (--python) or re-lock with `inv lock` on this machine"
+            )
+    if force:
+        p.reason = "--force"
+    elif not stamp:
+        p.reason = "no stack yet" if not prefix.exists() else f"{prefix} has no crdsops stamp"
+    elif stamp.get("lock_sha256") != p.lock_sha256:
+        p.reason = "the lock changed"
+    elif stamp.get("categories") != categories:
+        p.reason = f"categories {','.join(stamp.get('categories', []))} -> {','.join(categories)}"
+    else:
+        p.reason = "sources or mode changed"
+    return p
+
+
+def _choose_mode(lk, mode: str | None, conda: str | None) -> str:
+    if mode in ("conda", "system"):
+        return mode
+    if mode not in (None, "auto"):
+        raise CrdsOpsError(f"unknown --mode {mode!r}; use auto, conda or system")
+    python = lk.python
+    if python is not None and python.build.startswith("system"):
+        return "system"  # the lock's conda layer describes a system Python (made with no conda)
+    return "conda" if find_conda(conda) else "system"
+
+
+def _python_version(python: str) -> str:
+    try:
+        proc = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                              capture_output=True, text=True, timeout=60)
+    except OSError as err:
+        raise CrdsOpsError(f"cannot run {python} ({err.strerror}); install Debian's python3 or pass --python") from None
+    if proc.returncode != 0:
+        raise CrdsOpsError(f"{python} does not run ({proc.stderr.strip()[-200:]}); pass another --python")
+    return proc.stdout.strip()
+
+
+def _check_writable(prefix: pathlib.Path) -> None:
+    parent = prefix.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{prefix.name}.probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CrdsOpsError(
+            f"cannot write in {parent} ({err.strerror}); the stack prefix {prefix} must be in a writable "
+            "directory: fix permissions or set stack.prefix / --prefix"
+        ) from None
+    if prefix.exists() and not prefix.is_dir():
+        raise CrdsOpsError(f"{prefix} exists and is not a directory; move it away or choose another --prefix")
+
+
+def build(prefix: pathlib.Path, *, dry_run: bool = False, **options) -> Plan:
+    """Build (or confirm) the stack at PREFIX from the lock; return the plan it carried out."""
+    p = plan(prefix, **options)
+    if p.restamp and not dry_run:
+        stamp = dict(read_stamp(p.prefix), env_sha256=p.env_sha256, freshness=p.freshness)
+        _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
+    if p.up_to_date or dry_run:
+        return p
+    _check_writable(p.prefix)
+    _say(p.describe())
+    with _build_lock(p.prefix):
+        _replace_stack(p)
+    return p
+
+
+class _build_lock:
+    """One build per prefix at a time (flock on a file beside the prefix)."""
+
+    def __init__(self, prefix: pathlib.Path):
+        self.prefix = prefix
+        self.path = prefix.with_name(f".{prefix.name}.build-lock")
+
+    def __enter__(self):
+        import fcntl
+
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise CrdsOpsError(f"another stack build is running on {self.prefix} ({holder}); wait for it") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()} since {_now()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _replace_stack(p: Plan) -> None:
+    """Move the old stack aside, build the new one in its place, restore the old on failure.
+
+    The old stack may hold the very interpreter running this code (`inv build` from
+    .venv): renaming its directory keeps the running process's open files valid, and
+    nothing below imports from it after the rename (stdlib lives outside a venv).
+    """
+    aside = None
+    if p.prefix.exists():
+        aside = p.prefix.with_name(f".{p.prefix.name}.previous-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.rename(p.prefix, aside)
+        except OSError as err:
+            raise CrdsOpsError(f"cannot move {p.prefix} aside ({err.strerror}); fix permissions on {p.prefix.parent}") from None
+    log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-build-{os.getpid()}.log"
+    started = time.monotonic()
+    try:
+        with open(log, "w") as logfh:
+            if p.mode == "conda":
+                _install_conda_layer(p, logfh)
+            else:
+                _run([p.python, "-m", "venv", str(p.prefix)], logfh, "python -m venv")
+            if p.pip_packages:
+                _install_pip_layer(p, logfh)
+            _record(p)
+    except BaseException as err:
+        shutil.rmtree(p.prefix, ignore_errors=True)
+        restored = ""
+        if aside is not None:
+            try:
+                os.rename(aside, p.prefix)
+                restored = f"; previous stack restored at {p.prefix}"
+            except OSError as err2:
+                restored = f"; could not restore the previous stack from {aside} ({err2.strerror}): move it back by hand"
+        else:
+            restored = f"; nothing was at {p.prefix} before"
+        if isinstance(err, CrdsOpsError):
+            raise CrdsOpsError(f"stack build failed: {err}{restored}; full log: {log}") from None
+        if isinstance(err, KeyboardInterrupt):
+            raise CrdsOpsError(f"stack build interrupted{restored}") from None
+        raise CrdsOpsError(f"stack build failed: {type(err).__name__}: {err}{restored}; full log: {log}") from None
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    log.unlink(missing_ok=True)
+    _say(f"built {p.prefix} in {time.monotonic() - started:.0f}s; installed packages listed in {p.prefix / PACKAGE_LIST}")
+
+
+def _run(args: list[str], logfh, what: str, env: dict | None = None) -> None:
+    logfh.write(f"$ {' '.join(args)}\n")
+    logfh.flush()
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    logfh.write(proc.stdout)
+    logfh.flush()
+    if proc.returncode != 0:
+        raise CrdsOpsError(f"{what} exited {proc.returncode} ({_last_error(proc.stdout)})")
+
+
+def _install_conda_layer(p: Plan, logfh) -> None:
+    with tempfile.TemporaryDirectory(prefix="crdsops-explicit-") as tmp:
+        explicit = pathlib.Path(tmp) / "explicit.txt"
+        lines = ["# conda packages of " + str(p.lock_path), "@EXPLICIT"]
+        lines += [f"{x.url}#{x.md5}" if x.md5 else x.url for x in p.conda_packages]
+        explicit.write_text("\n".join(lines) + "\n")
+        _run([p.conda, "create", "--quiet", "--yes", "--prefix", str(p.prefix), "--file", str(explicit)],
+             logfh, f"{pathlib.Path(p.conda).name} create")
+    if p.pip_packages and not (p.prefix / "bin" / "python").exists():
+        raise CrdsOpsError("the conda layer has no bin/python to install the pip layer with; add python to environment.yml")
+
+
+def files_cache() -> pathlib.Path:
+    """Where locked pip files are kept, by sha256 (CRDSOPS_STACK_CACHE, else ~/.cache/crdsops)."""
+    return pathlib.Path(os.environ.get("CRDSOPS_STACK_CACHE")
+                        or pathlib.Path.home() / ".cache" / "crdsops" / "stack-files")
+
+
+def fetch(packages, cache: pathlib.Path | None = None, workers: int = 8) -> dict[str, pathlib.Path]:
+    """Download each locked pip file once (in parallel) into CACHE/<sha256>/, checking its sha256.
+
+    A file already there is re-hashed, not re-downloaded, so an unchanged lock rebuilds
+    without the network (like build_conda3's installer directory, but content-addressed).
+    """
+    import concurrent.futures
+    import urllib.parse
+    import urllib.request
+
+    cache = cache or files_cache()
+
+    def one(pkg) -> pathlib.Path:
+        name = urllib.parse.unquote(pkg.url.rsplit("/", 1)[-1].split("#", 1)[0])
+        dest = cache / pkg.sha256 / name
+        if dest.is_file() and _sha256(dest) == pkg.sha256:
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{name}.{os.getpid()}.part")
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(pkg.url, timeout=120) as resp, open(tmp, "wb") as out:
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CrdsOpsError(f"cannot download {pkg.url} ({err}); check network access to the pip index") from None
+        if digest.hexdigest() != pkg.sha256:
+            tmp.unlink(missing_ok=True)
+            raise CrdsOpsError(f"hash mismatch: {name} has sha256 {digest.hexdigest()}, the lock says {pkg.sha256}")
+        os.replace(tmp, dest)
+        return dest
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return {pkg.name: path for pkg, path in zip(packages, pool.map(one, packages), strict=True)}
+
+
+def pip_requirements(packages, files: dict[str, pathlib.Path] | None = None,
+                     hashes: dict[str, str] | None = None) -> str:
+    """Requirement lines pinning each pip package to its file (the lock's URL or a local copy) and sha256."""
+    files, hashes = files or {}, hashes or {}
+    return "".join(
+        f"{x.name} @ {files[x.name].as_uri() if x.name in files else x.url} "
+        f"--hash=sha256:{hashes.get(x.name, x.sha256)}\n"
+        for x in packages
+    )
+
+
+def _built_wheel(p: Plan, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path, str]:
+    """The wheel built from a locked (hash-checked) sdist, built once and kept beside it.
+
+    pip refuses its own wheel cache in hash-checking mode, so without this every build
+    would recompile mysqlclient and mod_wsgi. The wheel's sha256 is recorded when it is
+    built and checked by pip (--require-hashes) whenever it is installed.
+    """
+    tag = f"built-{p.mode}-py{'.'.join((p.python_version or '0.0').split('.')[:2])}-{os.uname().machine}"
+    where = sdist.parent / tag
+    wheels = sorted(where.glob("*.whl")) if where.is_dir() else []
+    recorded = where / "sha256"
+    if len(wheels) == 1 and recorded.is_file() and recorded.read_text().strip() == _sha256(wheels[0]):
+        return wheels[0], recorded.read_text().strip()
+    shutil.rmtree(where, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="crdsops-wheel-", dir=sdist.parent) as tmp:
+        out = pathlib.Path(tmp) / "out"
+        req = pathlib.Path(tmp) / "req.txt"
+        req.write_text(pip_requirements([pkg], {pkg.name: sdist}))
+        _run([str(p.prefix / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+              "--use-pep517", "--progress-bar", "off", "-w", str(out), "-r", str(req)],
+             logfh, f"building {pkg.name} {pkg.version} from its sdist", env=_pip_env())
+        built = sorted(out.glob("*.whl"))
+        if len(built) != 1:
+            raise CrdsOpsError(f"building {pkg.name} from its sdist made {len(built)} wheels, expected 1")
+        digest = _sha256(built[0])
+        (out / "sha256").write_text(digest + "\n")
+        os.replace(out, where)
+    return where / built[0].name, digest
+
+
+def _pip_env() -> dict:
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _install_pip_layer(p: Plan, logfh) -> None:
+    files = fetch(p.pip_packages)
+    hashes = {}
+    for pkg in p.pip_packages:
+        if not files[pkg.name].name.endswith(".whl"):
+            files[pkg.name], hashes[pkg.name] = _built_wheel(p, pkg, files[pkg.name], logfh)
+    with tempfile.TemporaryDirectory(prefix="crdsops-pip-") as tmp:
+        req = pathlib.Path(tmp) / "requirements.txt"
+        req.write_text(pip_requirements(p.pip_packages, files, hashes))
+        _run([str(p.prefix / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--require-hashes",
+              "--progress-bar", "off", "-r", str(req)], logfh, "pip install (hash-checked)", env=_pip_env())
+
+
+_LIST_CODE = """
+import importlib.metadata as m, json, platform
+print(json.dumps({"python": platform.python_version(),
+                  "dists": sorted({(d.metadata["Name"], d.version) for d in m.distributions()
+                                   if d.metadata["Name"]}, key=lambda x: x[0].lower())}))
+"""
+
+
+def _record(p: Plan) -> None:
+    """Write <prefix>/crdsops-packages.txt (what is installed) and the stamp, each atomically."""
+    facts = {"python": "none", "dists": []}
+    if (p.prefix / "bin" / "python").exists():
+        proc = subprocess.run([str(p.prefix / "bin" / "python"), "-c", _LIST_CODE], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CrdsOpsError(f"the new stack's python does not run ({_last_error(proc.stderr)})")
+        facts = json.loads(proc.stdout)
+    header = [
+        f"# crdsops stack: what `inv build` installed in {p.prefix}",
+        f"# built {_now()} on {os.uname().nodename}, mode {p.mode}, python {facts['python']}",
+        f"# from {p.lock_path.name} sha256 {p.lock_sha256}, categories {','.join(p.categories)}",
+    ]
+    header += [f"# conda: {x.name}={x.version}={x.build} {x.url}" for x in p.conda_packages]
+    body = [f"{name}=={version}" for name, version in facts["dists"]]
+    _write_atomic(p.prefix / PACKAGE_LIST, "\n".join(header + body) + "\n")
+    stamp = {
+        "lock_sha256": p.lock_sha256,
+        "env_sha256": p.env_sha256,
+        "categories": p.categories,
+        "mode": p.mode,
+        "python": facts["python"],
+        "built_at": _now(),
+        "freshness": p.freshness,
+    }
+    _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- command line (bin/bootstrap runs this with a bare python3) -------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m crdsops.stack", description="Build the server stack from conda-lock.yml.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build the stack at --prefix from the lock (a no-op when unchanged)")
+    b.add_argument("--prefix", default=None, help="stack prefix (default: stack.prefix of the config, .venv)")
+    b.add_argument("--dev", action="store_true", default=None, help="include the dev category (test tools)")
+    b.add_argument("--mode", choices=("auto", "conda", "system"), default=None)
+    b.add_argument("--python", default=None, help=f"system Python for --mode system (default {DEFAULT_PYTHON})")
+    b.add_argument("--force", action="store_true", help="rebuild even when the stack is up to date")
+    b.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    args = parser.parse_args(argv)
+    prefix = args.prefix or os.environ.get("STACK") or ".venv"
+    try:
+        p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, mode=args.mode,
+                  python=args.python, force=args.force)
+    except CrdsOpsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if p.up_to_date or args.dry_run:
+        _say(("would " if args.dry_run and not p.up_to_date else "") + p.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""SIGINT and SIGTERM at every failpoint and at random moments of `inv backup` and `inv restore`,
+on SQLite and on MariaDB. After each: the server answers with the old or the new state (never a
+mix), no staging or temporary file is left, the lock is free, and the next run succeeds."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+
+from interrupting import at_failpoint, at_moment, leftovers
+from support import CHECKOUT, INV
+
+from crdsops.data import manifest
+
+BACKUP_POINTS = ["backup.started", "backup.dumped", "backup.manifest", "backup.renamed",
+                 "backup.shared_copied", "backup.published"]
+# a restore's own points, and those of the safety backup it takes while serving
+RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
+                  "backup.manifest", "backup.renamed"]
+RANDOM_RUNS = 20
+
+
+def _schema(server):
+    return server.cfg.database.name if server.account else None
+
+
+def _after_interrupt(server, run, states):
+    """The checks that hold after every interrupted run."""
+    run.check()
+    assert server.answers(), run.describe()
+    state = (server.rows(), server.support_files())
+    assert state in states, f"the server holds neither the old nor the new state\n{run.describe()}"
+    assert leftovers(server.cfg, _schema(server)) == [], run.describe()
+    return state
+
+
+def _visible_backups_verify(server):
+    for path in server.private_backups():
+        assert manifest.verify(path) == [], path
+    if server.shared().exists():
+        assert manifest.verify(server.shared()) == []
+
+
+def _backup_interrupts(server):
+    server.inv("backup")
+    state = (server.rows(), server.support_files())
+    for point in BACKUP_POINTS:
+        for sig in ("sigint", "sigterm"):
+            run = at_failpoint(["backup"], server.ops.env, point, sig)
+            assert not run.finished_first, f"{point}: {run.describe()}"
+            _after_interrupt(server, run, [state])
+            _visible_backups_verify(server)
+            assert server.inv("backup").returncode == 0
+    rng = random.Random(10)
+    for i in range(RANDOM_RUNS):
+        run = at_moment(["backup"], server.ops.env, server.cfg.layout.lock, rng.uniform(0, 1.2),
+                        ("sigint", "sigterm")[i % 2], group=bool(i % 3))
+        _after_interrupt(server, run, [state])
+        _visible_backups_verify(server)
+        assert server.inv("backup").returncode == 0
+
+
+def _restore_interrupts(server):
+    server.inv("backup")
+    new = (server.rows(), server.support_files())  # what the backup holds
+
+    def move_on():  # the live state differs from the backup's: a restore has something to do
+        server.sql("UPDATE catalog_catalogfile SET description = 'moved on' WHERE id = 1")
+        return (server.rows(), server.support_files())
+
+    old = move_on()
+    cases = [("point", p, s) for p in RESTORE_POINTS for s in ("sigint", "sigterm")]
+    cases += [("moment", i, ("sigint", "sigterm")[i % 2]) for i in range(RANDOM_RUNS)]
+    rng = random.Random(20)
+    for how, where, sig in cases:
+        if how == "point":
+            run = at_failpoint(["restore", "--yes"], server.ops.env, where, sig)
+            assert not run.finished_first, f"{where}: {run.describe()}"
+        else:
+            run = at_moment(["restore", "--yes"], server.ops.env, server.cfg.layout.lock, rng.uniform(0, 3.0),
+                            sig, group=bool(where % 3))
+        _after_interrupt(server, run, [old, new])
+        # the next run succeeds and leaves the backup's state
+        assert server.inv("restore", "--yes").returncode == 0
+        assert (server.rows(), server.support_files()) == new
+        assert leftovers(server.cfg, _schema(server)) == []
+        old = move_on()
+
+
+def test_interrupting_backup_sqlite(sqlite_server):
+    _backup_interrupts(sqlite_server)
+
+
+def test_interrupting_restore_sqlite(sqlite_server):
+    _restore_interrupts(sqlite_server)
+
+
+def test_interrupting_backup_mariadb(mysql_server):
+    _backup_interrupts(mysql_server)
+
+
+def test_interrupting_restore_mariadb(mysql_server):
+    _restore_interrupts(mysql_server)
+
+
+def test_a_second_ctrl_c_does_not_abandon_the_rollback(sqlite_server):
+    """Ctrl-C twice during the swap: the rollback says it is finishing, and finishes."""
+    server = sqlite_server
+    server.inv("backup")
+    server.sql("UPDATE catalog_catalogfile SET description = 'moved on' WHERE id = 1")
+    old = (server.rows(), server.support_files())
+    env = dict(server.ops.env, CRDSOPS_FAILPOINT="restore.swapped=sigint,restore.rollback=sigint")
+    run = subprocess.run([INV, "restore", "--yes"], cwd=CHECKOUT, env=env, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=300)
+    assert run.returncode == 130, run.stdout + run.stderr
+    assert "finishing the rollback first" in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: interrupted during swapping the new state in; "
+                                                          "hst.django is up as before")
+    assert server.answers() and (server.rows(), server.support_files()) == old
+    assert leftovers(server.cfg) == []

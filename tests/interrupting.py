@@ -1,0 +1,94 @@
+"""Interrupt a real `inv` run, at a named failpoint or at a random moment, and look at what it left.
+
+A run interrupted at a failpoint signals itself there (``CRDSOPS_FAILPOINT=NAME=sigint``).
+A run interrupted at a random moment is started in a session of its own; once it holds the
+server's lock (the task has begun), the test waits a random delay and sends the signal
+either to `inv` alone (``kill``) or to its whole process group, as Ctrl-C in a terminal
+does (its mysqldump, tar and zstd children get it too; the web server runs in a session of
+its own and does not).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from support import CHECKOUT, INV
+
+SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
+INTERRUPTED_LINE = re.compile(r"^error: interrupted during .+; .+$")
+
+
+@dataclass
+class Interrupted:
+    returncode: int
+    stdout: str
+    stderr: str
+    signal: int
+
+    @property
+    def finished_first(self) -> bool:
+        """The run ended before the signal reached it (a random moment past its end)."""
+        return self.returncode == 0
+
+    def check(self) -> None:
+        """Interrupted runs end with exit 128 + signal and one `error: interrupted during ...` line."""
+        if self.finished_first:
+            return
+        last = self.stderr.strip().splitlines()[-1] if self.stderr.strip() else ""
+        assert self.returncode == 128 + self.signal, self.describe()
+        assert INTERRUPTED_LINE.match(last), self.describe()
+
+    def describe(self) -> str:
+        return f"exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def at_failpoint(args: list[str], env: dict, point: str, sig: str, timeout: float = 300) -> Interrupted:
+    env = dict(env, CRDSOPS_FAILPOINT=f"{point}={sig}")
+    proc = subprocess.run([INV, *args], cwd=CHECKOUT, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    return Interrupted(proc.returncode, proc.stdout, proc.stderr, SIGNALS[sig])
+
+
+def at_moment(args: list[str], env: dict, lock: Path, delay: float, sig: str, group: bool,
+              timeout: float = 300) -> Interrupted:
+    proc = subprocess.Popen([INV, *args], cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    if proc.poll() is None:
+        try:
+            (os.killpg if group else os.kill)(proc.pid, SIGNALS[sig])
+        except ProcessLookupError:
+            pass
+    out, err = proc.communicate(timeout=timeout)
+    return Interrupted(proc.returncode, out, err, SIGNALS[sig])
+
+
+def leftovers(cfg, mysql_schema: str | None = None) -> list[str]:
+    """Staging and temporary files a task may create, and the lock: none may be left."""
+    from mariadb import root_sql
+
+    found = []
+    bases = {cfg.root, cfg.cache, cfg.server_files, cfg.backups.private_dir, cfg.backups.shared_dir}
+    if cfg.database.engine == "sqlite":
+        bases.add(Path(cfg.database.name).parent)
+    for base in bases:
+        if not base.exists():
+            continue
+        for path in base.rglob("*"):
+            name = path.name
+            if name.endswith(".crdsops-new") or name.startswith(".tmp-") or ".tmp-" in name \
+                    or name.startswith(".crdsops.lock.") or name == "crdsops.lock":
+                found.append(str(path))
+    if mysql_schema:
+        pattern = mysql_schema.replace("_", "\\_") + "\\_crdsops\\_new"
+        found += [f"mysql:{n}" for n in root_sql(f"SHOW DATABASES LIKE '{pattern}';").split()]
+    return sorted(found)

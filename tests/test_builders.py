@@ -1,0 +1,175 @@
+"""The pure builders, as tables: given these inputs, exactly this command line or SQL.
+
+Real-service tests (sshd, rsync, MariaDB) prove the commands work; these pin down what is
+built, without any service, so a change to quoting or flags shows up here first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from support import local_overrides, make_configs
+
+from crdsops.config.loader import load_config
+from crdsops.config.model import Database
+from crdsops.db import mysql
+from crdsops.db.mysql_loader import strip_secondary_keys
+from crdsops.errors import CrdsOpsError
+from crdsops.remote import mirror, rsync, ssh
+
+BASE = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10",
+        "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+
+
+@pytest.mark.parametrize("target, batch, expected", [
+    (ssh.Target("h"), True, [*BASE, "-o", "BatchMode=yes"]),
+    (ssh.Target("h"), False, BASE),
+    (ssh.Target("h", user="crds", port=2222), True, [*BASE, "-o", "BatchMode=yes", "-p", "2222", "-l", "crds"]),
+    (ssh.Target("h", key=Path("/k/id"), known_hosts=Path("/k/known")), True,
+     [*BASE, "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=/k/known", "-o", "GlobalKnownHostsFile=/dev/null",
+      "-i", "/k/id", "-o", "IdentitiesOnly=yes"]),
+    (ssh.Target("h", gateway="jump@bastion:22"), True, [*BASE, "-o", "BatchMode=yes", "-J", "jump@bastion:22"]),
+])
+def test_ssh_argv(target, batch, expected):
+    assert ssh.ssh_argv(target, batch=batch) == expected
+
+
+@pytest.mark.parametrize("checkout, argv, expected", [
+    ("/srv/crdsops", ["status"],
+     "cd /srv/crdsops && if [ -x .venv/bin/inv ]; then exec .venv/bin/inv status; else exec inv status; fi"),
+    ("/srv/my ops", ["backup", "--dry-run"],
+     "cd '/srv/my ops' && if [ -x .venv/bin/inv ]; then exec .venv/bin/inv backup --dry-run; "
+     "else exec inv backup --dry-run; fi"),
+    ("/c", ["manage", "--", "shell; rm -rf /"],
+     "cd /c && if [ -x .venv/bin/inv ]; then exec .venv/bin/inv manage -- 'shell; rm -rf /'; "
+     "else exec inv manage -- 'shell; rm -rf /'; fi"),
+])
+def test_inv_command_quotes_every_word(checkout, argv, expected):
+    assert ssh.inv_command(checkout, argv) == expected
+
+
+def test_inv_command_needs_a_checkout():
+    with pytest.raises(CrdsOpsError, match="ssh.checkout"):
+        ssh.inv_command(None, ["status"])
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("host", (None, "host", None)),
+    ("crds@host", ("crds", "host", None)),
+    ("crds@127.0.0.2:2222", ("crds", "127.0.0.2", 2222)),
+    ("host:22", (None, "host", 22)),
+])
+def test_parse_host(spec, expected):
+    assert ssh.parse_host(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["host:ssh", "@", "crds@"])
+def test_parse_host_refuses(spec):
+    with pytest.raises(CrdsOpsError, match="bad host"):
+        ssh.parse_host(spec)
+
+
+def test_rsync_argv_pulls_each_tree_relative_over_the_checked_ssh():
+    target = ssh.Target("src.example", user="crds", port=2200, known_hosts=Path("/k/known"))
+    argv = rsync.rsync_argv(target, "/cache/", ["references/hst", "pickles/hst/"], Path("/dest"))
+    ssh_words = " ".join(ssh.ssh_argv(target))
+    assert argv == ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args",
+                    "-e", ssh_words,
+                    "src.example:/cache/./references/hst/", "src.example:/cache/./pickles/hst/", "/dest/"]
+
+
+def test_rsync_argv_quotes_the_ssh_command():
+    target = ssh.Target("h", key=Path("/keys/my key"))
+    argv = rsync.rsync_argv(target, "/c", ["t"], Path("/d"))
+    assert "-i '/keys/my key'" in argv[argv.index("-e") + 1]
+
+
+DB = Database(engine="mysql", name="crds_hst", host="db.example", port=3307, option_file=Path("/etc/crds/my.cnf"))
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: mysql.client_argv(DB), ["mysql", "--defaults-extra-file=/etc/crds/my.cnf", "--host=db.example",
+                                     "--port=3307"]),
+    (lambda: mysql.mysql_argv(DB, database="crds_hst_crdsops_new"),
+     ["mysql", "--defaults-extra-file=/etc/crds/my.cnf", "--host=db.example", "--port=3307", "--batch",
+      "--skip-column-names", "crds_hst_crdsops_new"]),
+    (lambda: mysql.mysqldump_argv(DB), ["mysqldump", "--defaults-extra-file=/etc/crds/my.cnf", "--host=db.example",
+                                        "--port=3307", "--single-transaction", "--quick", "--routines", "crds_hst"]),
+    (lambda: mysql.mysql_restore_argv(DB, "crds_x"), ["mysql", "--defaults-extra-file=/etc/crds/my.cnf",
+                                                      "--host=db.example", "--port=3307", "crds_x"]),
+])
+def test_mysql_argv_has_the_option_file_first_and_no_password(build, expected):
+    argv = build()
+    assert argv == expected
+    assert not any("password" in word for word in argv)
+
+
+@pytest.mark.parametrize("name", ["crds; DROP DATABASE x", "a-b", "x" * 65, "`x`"])
+def test_database_names_must_be_plain_identifiers(name):
+    with pytest.raises(CrdsOpsError, match="not a plain identifier"):
+        mysql.mysqldump_argv(DB, database=name)
+
+
+CREATE = b"""CREATE TABLE `catalog_catalogfile` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `name` varchar(128) NOT NULL,
+  `sha1sum` varchar(40) NOT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `name` (`name`),
+  KEY `catalog_cat_sha1sum_idx` (`sha1sum`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"""
+
+
+@pytest.mark.parametrize("stmt, kept, keys", [
+    (CREATE,
+     b"""CREATE TABLE `catalog_catalogfile` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `name` varchar(128) NOT NULL,
+  `sha1sum` varchar(40) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;""",
+     [b"UNIQUE KEY `name` (`name`)", b"KEY `catalog_cat_sha1sum_idx` (`sha1sum`)"]),
+    (b"CREATE TABLE `t` (\n  `id` int NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;",
+     b"CREATE TABLE `t` (\n  `id` int NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;", []),
+])
+def test_strip_secondary_keys(stmt, kept, keys):
+    assert strip_secondary_keys(stmt) == (kept, keys)
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    where = tmp_path_factory.mktemp("direction")
+    return make_configs(where, {("hst", k): local_overrides(where) for k in ("django", "dev", "test", "ops")})
+
+
+@pytest.mark.parametrize("dest, src, upward_allowed, expected", [
+    ("django", "dev", False, False),
+    ("dev", "ops", False, False),
+    ("test", "ops", False, False),
+    ("test", "dev", True, True),
+    ("test", "dev", False, "refusing to mirror upward: hst.dev (dev) is below hst.test (test)"),
+    ("ops", "django", False, "refusing to mirror upward"),
+])
+def test_check_direction(configs, dest, src, upward_allowed, expected):
+    d, s = load_config("hst", dest, configs), load_config("hst", src, configs)
+    if isinstance(expected, bool):
+        assert mirror.check_direction(d, s, upward_allowed) is expected
+    else:
+        with pytest.raises(CrdsOpsError, match=re.escape(expected)):
+            mirror.check_direction(d, s, upward_allowed)
+
+
+@pytest.mark.parametrize("obs, src, expected", [
+    ("jwst", "ops", "this server is hst.test, of hst; it cannot mirror jwst.ops"),
+    ("hst", "test", "the source hst.test is this server"),
+])
+def test_source_config_refuses_another_observatory_or_itself(configs, obs, src, expected):
+    with pytest.raises(CrdsOpsError, match=re.escape(expected)):
+        mirror.source_config(load_config("hst", "test", configs), obs, src)
+
+
+def test_source_config_reads_the_destinations_configs(configs):
+    src = mirror.source_config(load_config("hst", "test", configs), "hst", "ops")
+    assert src.name == "hst.ops" and src.configs == configs.resolve()
