@@ -60,10 +60,10 @@ def _handler(signum, _frame):
     received.append(signum)
     cancelled.set()
     if _shield_depth:
-        what, name = _shield_what[0], signal.Signals(signum).name
-        if not _deferred:
+        what, name = next((w for w in _shield_what if w), ""), signal.Signals(signum).name
+        if what and not _deferred:
             _announce[0](f"{name} received: finishing {what} first, then stopping")
-        else:
+        elif what:
             _announce[0](f"{name} again: still finishing {what}; it must complete")
         _deferred.append(signum)
         return
@@ -93,16 +93,17 @@ def raising_signals(say=print):
 
 
 @contextlib.contextmanager
-def shielded(what: str = "the clean-up"):
+def shielded(what: str = "the clean-up", announce: bool = True):
     """Defer interrupts while the block runs (a rollback); raise the first one afterwards.
 
-    A signal that arrives meanwhile is announced (on stderr, under a task) as being deferred.
+    A signal that arrives meanwhile is announced (on stderr, under a task) as being deferred,
+    unless ``announce`` is false (the block looks at ``pending()`` and acts on it itself).
     """
     global _shield_depth
     if threading.current_thread() is not threading.main_thread():
         yield  # signals only ever reach the main thread
         return
-    _shield_what.append(what)
+    _shield_what.append(what if announce else "")
     _shield_depth += 1
     try:
         yield
@@ -113,6 +114,11 @@ def shielded(what: str = "the clean-up"):
         signum = _deferred[0]
         _deferred.clear()
         raise Interrupted(signum)
+
+
+def pending() -> bool:
+    """Whether a signal is waiting for the end of a shielded block."""
+    return bool(_deferred)
 
 
 def check() -> None:

@@ -50,23 +50,24 @@ def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
             outcome.seconds[label] = time.monotonic() - start
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs)))
-    futures: dict[concurrent.futures.Future, str] = {}
-    try:
-        for label, job in jobs.items():
-            futures[pool.submit(timed, label, job)] = label
-        for future in concurrent.futures.as_completed(futures):
-            label = futures[future]
-            try:
-                outcome.results[label] = future.result()
-            except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
-                failures.append((label, err))
+    # Signals are deferred for the whole block and looked at between waits: an exception raised
+    # inside the executor's own locks (submit, as_completed) can leave one held and hang the pool.
+    with interrupts.shielded("stopping the jobs under way", announce=False):
+        futures = {pool.submit(timed, label, job): label for label, job in jobs.items()}
+        pending = set(futures)
+        stopped = False
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.1,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                try:
+                    outcome.results[futures[future]] = future.result()
+                except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
+                    failures.append((futures[future], err))
+            if (failures or interrupts.pending()) and not stopped:
                 _stop_the_others()
-    except BaseException:  # an interrupt in this (the main) thread, even while submitting
-        _stop_the_others()
-        with interrupts.shielded():
-            pool.shutdown(wait=True)
-        raise
-    pool.shutdown(wait=True)
+                stopped = True
+        pool.shutdown(wait=True)
     if not interrupts.received:
         interrupts.cancelled.clear()  # it was set for the jobs only, not by a signal
     if failures:

@@ -24,13 +24,13 @@ BASE = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o
 
 
 @pytest.mark.parametrize("target, batch, expected", [
-    (ssh.Target("h"), True, [*BASE, "-o", "BatchMode=yes"]),
-    (ssh.Target("h"), False, BASE),
-    (ssh.Target("h", user="crds", port=2222), True, [*BASE, "-o", "BatchMode=yes", "-p", "2222", "-l", "crds"]),
-    (ssh.Target("h", key=Path("/k/id"), known_hosts=Path("/k/known")), True,
+    (ssh.Target(host="h"), True, [*BASE, "-o", "BatchMode=yes"]),
+    (ssh.Target(host="h"), False, BASE),
+    (ssh.Target(host="h", user="crds", port=2222), True, [*BASE, "-o", "BatchMode=yes", "-p", "2222", "-l", "crds"]),
+    (ssh.Target(host="h", key=Path("/k/id"), known_hosts=Path("/k/known")), True,
      [*BASE, "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=/k/known", "-o", "GlobalKnownHostsFile=/dev/null",
       "-i", "/k/id", "-o", "IdentitiesOnly=yes"]),
-    (ssh.Target("h", gateway="jump@bastion:22"), True, [*BASE, "-o", "BatchMode=yes", "-J", "jump@bastion:22"]),
+    (ssh.Target(host="h", gateway="jump@bastion:22"), True, [*BASE, "-o", "BatchMode=yes", "-J", "jump@bastion:22"]),
 ])
 def test_ssh_argv(target, batch, expected):
     assert ssh.ssh_argv(target, batch=batch) == expected
@@ -72,7 +72,7 @@ def test_parse_host_refuses(spec):
 
 
 def test_rsync_argv_pulls_each_tree_relative_over_the_checked_ssh():
-    target = ssh.Target("src.example", user="crds", port=2200, known_hosts=Path("/k/known"))
+    target = ssh.Target(host="src.example", user="crds", port=2200, known_hosts=Path("/k/known"))
     argv = rsync.rsync_argv(target, "/cache/", ["references/hst", "pickles/hst/"], Path("/dest"))
     ssh_words = " ".join(ssh.ssh_argv(target))
     assert argv == ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args",
@@ -81,7 +81,7 @@ def test_rsync_argv_pulls_each_tree_relative_over_the_checked_ssh():
 
 
 def test_rsync_argv_quotes_the_ssh_command():
-    target = ssh.Target("h", key=Path("/keys/my key"))
+    target = ssh.Target(host="h", key=Path("/keys/my key"))
     argv = rsync.rsync_argv(target, "/c", ["t"], Path("/d"))
     assert "-i '/keys/my key'" in argv[argv.index("-e") + 1]
 

@@ -204,3 +204,41 @@ def test_rerun_dry_run_plans_with_live_probes_and_changes_nothing(running_hst):
     assert f"stop it (pid {pid})" in out and "migrate" in out and "start it at" in out
     assert (cfg.root / "run" / "server.pid").read_text().split()[0] == pid  # the same server still runs
     assert health.answers(cfg.local_url)
+
+
+def _interrupted(ops, args, point, sig):
+    env = dict(ops.env, CRDSOPS_FAILPOINT=f"{point}={sig}")
+    saved, ops.env = ops.env, env
+    try:
+        return ops.inv(*args, check=False)
+    finally:
+        ops.env = saved
+
+
+def test_an_interrupted_rerun_or_stop_leaves_the_server_up(running_hst):
+    """Whatever stopped the server starts it again: rerun cut short while starting, stop cut short."""
+    from interrupting import INTERRUPTED_LINE, leftovers
+
+    ops = running_hst
+    cfg = ops.config("hst", "django")
+    for args, point, sig, code in ([("rerun",), "service.started", "sighup", 129],
+                                   [("rerun",), "service.started", "sigterm", 143],
+                                   [("stop",), "service.stopping", "sigint", 130]):
+        result = _interrupted(ops, args, point, sig)
+        assert result.returncode == code, result.stdout + result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert INTERRUPTED_LINE.match(last) and f"{cfg.name} is up as before" in last, result.stderr
+        assert health.answers(cfg.local_url)
+        assert leftovers(cfg) == []
+    assert ops.inv("rerun").returncode == 0 and health.answers(cfg.local_url)
+
+
+def test_an_interrupted_run_leaves_the_server_down_as_it_was(ops):
+    from interrupting import leftovers
+
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    cfg = ops.config("hst", "django")
+    result = _interrupted(ops, ("run",), "service.started", "sigint")
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(f"{cfg.name} is not running, as before")
+    assert not health.answers(cfg.local_url) and leftovers(cfg) == []

@@ -24,27 +24,21 @@ from __future__ import annotations
 
 import shlex
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from crdsops.config.model import ServerConfig
+from crdsops.config.model import ServerConfig, Ssh
 from crdsops.errors import CrdsOpsError
 
 CONNECT_TIMEOUT = 10
 LOCAL_HOSTS = ("localhost",)
 
 
-@dataclass(frozen=True)
-class Target:
-    """How to reach one host: everything a Connection (or ssh/rsync) needs."""
+@dataclass(frozen=True, kw_only=True)
+class Target(Ssh):
+    """How to reach one host: a config's ``ssh`` settings, resolved, plus the host itself."""
 
     host: str
-    user: str | None = None
-    port: int | None = None
-    key: Path | None = None
-    known_hosts: Path | None = None
-    gateway: str | None = None
-    checkout: Path | None = None
     label: str = ""
 
     @property
@@ -58,11 +52,8 @@ class Target:
 
 def target_for(config: ServerConfig, host: str | None = None) -> Target:
     """The target of a configured server (``host`` overrides the config's VM name)."""
-    ssh = config.ssh
-    return Target(
-        host=host or config.host, user=ssh.user, port=ssh.port, key=ssh.key,
-        known_hosts=ssh.known_hosts, gateway=ssh.gateway, checkout=ssh.checkout, label=config.name,
-    )
+    settings = {f.name: getattr(config.ssh, f.name) for f in fields(Ssh)}
+    return Target(host=host or config.host, label=config.name, **settings)
 
 
 def parse_host(spec: str) -> tuple[str | None, str, int | None]:
@@ -115,7 +106,6 @@ def _default_checkout() -> Path | None:
     """``ssh.checkout`` of defaults.yaml (validated): where crdsops lives on hosts no config names."""
     from crdsops.config.installed import configs_here
     from crdsops.config.loader import load_defaults_section
-    from crdsops.config.model import Ssh
 
     return load_defaults_section(Ssh, "ssh", configs_here()).checkout
 

@@ -12,7 +12,7 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from crdsops import interrupts
+from crdsops import failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import tail
@@ -45,7 +45,8 @@ def running_pid(config: ServerConfig, backend: Backend | None = None) -> int | N
     if pid is None:
         return None
     line = cmdline(pid)
-    if line is None or not backend.looks_like_ours(line):
+    # an empty command line is a process between fork and exec, or exiting: still ours to stop
+    if line is None or (line and not backend.looks_like_ours(line)):
         return None
     return pid
 
@@ -59,19 +60,31 @@ def start(config: ServerConfig, say=print) -> int:
         return pid
     check_port_free(config.web.host, config.web.port)
     say(f"starting {config.name} ({backend.name}) at {config.local_url} ...")
-    pid = backend.start(config)
-    if health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(pid)):
+    with interrupts.shielded(f"starting {config.name}"):  # a pid file for whatever was spawned
+        pid = backend.start(config)
+    try:
+        failpoints.hit("service.started")
+        answered = health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(pid))
+    except BaseException:
+        with interrupts.shielded(f"stopping the {config.name} it was starting"):
+            _stop_what_we_started(config, backend, pid)
+        raise
+    if answered:
         say(f"{config.name} is up (pid {pid}) at {config.local_url}; log: {backend.log_file(config)}")
         return pid
     still = alive(pid)
-    if still:
-        backend.stop(config, pid, config.web.stop_timeout)
-    backend.pid_file(config).unlink(missing_ok=True)
+    _stop_what_we_started(config, backend, pid)
     why = "did not answer within %ss" % config.web.start_timeout if still else "exited during start-up"
     log = backend.log_file(config)
     raise CrdsOpsError(
         f"{config.name} {why}; see {log}; its last lines:\n{tail(log) or '(empty log)'}"
     )
+
+
+def _stop_what_we_started(config: ServerConfig, backend: Backend, pid: int) -> None:
+    if alive(pid):
+        backend.stop(config, pid, config.web.stop_timeout)
+    backend.pid_file(config).unlink(missing_ok=True)
 
 
 def stop(config: ServerConfig, say=print) -> bool:
@@ -86,6 +99,7 @@ def stop(config: ServerConfig, say=print) -> bool:
         say(f"{config.name} is not running")
         return False
     say(f"stopping {config.name} (pid {pid}) ...")
+    failpoints.hit("service.stopping")
     forced = backend.stop(config, pid, config.web.stop_timeout)
     backend.pid_file(config).unlink(missing_ok=True)
     say(f"{config.name} stopped" + (f" (killed after {config.web.stop_timeout}s)" if forced else ""))

@@ -460,8 +460,9 @@ def _replace_stack(p: Plan) -> None:
             restored = f"; nothing was at {p.prefix} before"
         if isinstance(err, CrdsOpsError):
             raise CrdsOpsError(f"stack build failed: {err}{restored}; full log: {log}") from None
-        if isinstance(err, KeyboardInterrupt):
-            raise CrdsOpsError(f"stack build interrupted{restored}") from None
+        if isinstance(err, KeyboardInterrupt):  # the task boundary says where; this says what was put back
+            _say(f"stack build interrupted{restored}")
+            raise
         raise CrdsOpsError(f"stack build failed: {type(err).__name__}: {err}{restored}; full log: {log}") from None
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
@@ -654,12 +655,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
     prefix = args.prefix or os.environ.get("STACK") or ".venv"
+    from crdsops import interrupts
+
     try:
-        p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, mode=args.mode,
-                  python=args.python, force=args.force)
+        with interrupts.raising_signals(say=lambda line: print(line, file=sys.stderr, flush=True)):
+            p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, mode=args.mode,
+                      python=args.python, force=args.force)
     except CrdsOpsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except interrupts.Interrupted as err:
+        print(f"error: interrupted during the stack build of {prefix}; the stack there is as it was before",
+              file=sys.stderr)
+        return err.exit_code
     if p.up_to_date or args.dry_run:
         _say(("would " if args.dry_run and not p.up_to_date else "") + p.describe())
     return 0

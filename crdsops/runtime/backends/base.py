@@ -58,13 +58,17 @@ class Backend:
 # --- processes ---------------------------------------------------------------------------
 
 def cmdline(pid: int) -> str | None:
-    """The command line of a live process (words joined by spaces); None if gone or a zombie."""
+    """The command line of a live process (words joined by spaces); None if gone or a zombie.
+
+    A process whose main thread is a zombie while its other threads still exit (a threaded
+    server killed mid-request) still holds its files and its listening socket: it is alive.
+    """
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z" and len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1:
+            return None
     except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
-        return None
-    if state == "Z":
         return None
     return raw.replace(b"\0", b" ").decode(errors="replace")
 
