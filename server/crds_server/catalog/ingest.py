@@ -92,8 +92,9 @@ def ingest_file(path, state="delivered", description=""):
     return Ingested(name, "added", size, sha1sum)
 
 
-def record_context(context, description=""):
-    """Make `context` the operational context (a new newest history entry)."""
+def record_context(context, description="", start_date=None):
+    """Make `context` the operational context (a new newest history entry), from now or `start_date`."""
+    extra = {"start_date": start_date} if start_date is not None else {}
     return ContextHistory.objects.create(
-        observatory=settings.CRDS_OBSERVATORY, context=context, description=description
+        observatory=settings.CRDS_OBSERVATORY, context=context, description=description, **extra
     )
