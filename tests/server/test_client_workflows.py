@@ -126,11 +126,14 @@ def test_sync_files_and_all(demo_server, tmp_path):
         "--all without --fetch-references fetched references"
 
 
+def sync_operational(server, cache, *flags):
+    return crds(server, cache, "sync", "--contexts", f"{server.obs}-operational", "--fetch-references", *flags)
+
+
 def test_sync_symbolic_context_with_references_and_sha1_checks(demo_server, tmp_path):
     obs, demo = demo_server.obs, demo_set(demo_server.obs)
     cache = tmp_path / "c"
-    result = crds(demo_server, cache, "sync", "--contexts", f"{obs}-operational", "--fetch-references",
-                  "--check-files", "--check-sha1sum")
+    result = sync_operational(demo_server, cache, "--check-files", "--check-sha1sum")
     assert_clean(result)
     assert f"Symbolic context '{obs}-operational' resolves to '{demo.context}'" in result.stderr
     mappings, references = closure(demo_server, demo.context)
@@ -142,19 +145,16 @@ def test_sync_symbolic_context_with_references_and_sha1_checks(demo_server, tmp_
     assert repr(demo.context) in server_config and repr(demo.bad_files[0]) in server_config
 
     # Purging: the rejected and blacklisted references go, the rest stays and checks clean.
-    purge = crds(demo_server, cache, "sync", "--contexts", f"{obs}-operational", "--fetch-references",
-                 "--check-files", "--check-sha1sum", "--purge-rejected", "--purge-blacklisted")
+    purge = sync_operational(demo_server, cache, "--check-files", "--check-sha1sum", "--purge-rejected",
+                             "--purge-blacklisted")
     assert_clean(purge)
     assert set(cached_files(cache)) == set(mappings + references) - set(demo.bad_files)
 
 
 def test_sync_purge_rejected_never_fetches_them(demo_server, tmp_path):
-    obs, lay = demo_server.obs, layout(demo_server.obs)
-    cache = tmp_path / "c"
-    result = crds(demo_server, cache, "sync", "--contexts", f"{obs}-operational", "--fetch-references",
-                  "--purge-rejected", "--check-files")
-    assert_clean(result)
-    names = set(cached_files(cache))
+    lay = layout(demo_server.obs)
+    assert_clean(sync_operational(demo_server, tmp_path / "c", "--purge-rejected", "--check-files"))
+    names = set(cached_files(tmp_path / "c"))
     assert lay.refs["rejected"] not in names and lay.refs["current"] in names
 
 
