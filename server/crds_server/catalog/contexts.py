@@ -44,10 +44,18 @@ def parse_date(text):
 
 
 def by_date(date):
-    """The pipeline context in operation at `date`: the newest history entry that started at or before it."""
+    """The pipeline context in operation at `date`: the newest history entry that started at or before it.
+
+    A date in whole seconds covers its whole second, as the history shows its dates in seconds:
+    the start date the history lists for a context names that context.
+    """
     when = parse_date(date)
     history = ContextHistory.objects.filter(observatory=settings.CRDS_OBSERVATORY)
-    entry = history.filter(start_date__lte=when).order_by("-start_date", "-id").first()
+    if when.microsecond == 0 and "." not in date:
+        started = history.filter(start_date__lt=when + datetime.timedelta(seconds=1))
+    else:
+        started = history.filter(start_date__lte=when)
+    entry = started.order_by("-start_date", "-id").first()
     if entry is None:
         first = history.order_by("start_date", "id").first()
         since = f"; the history starts at {first.start_date:%Y-%m-%dT%H:%M:%S}" if first else " (the history is empty)"

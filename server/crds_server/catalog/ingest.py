@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from .filenames import (
     filekind_of,
@@ -93,8 +94,11 @@ def ingest_file(path, state="delivered", description=""):
 
 
 def record_context(context, description="", start_date=None):
-    """Make `context` the operational context (a new newest history entry), from now or `start_date`."""
-    extra = {"start_date": start_date} if start_date is not None else {}
+    """Make `context` the operational context (a new newest history entry), from now or `start_date`.
+
+    In whole seconds, as the history is shown and as clients name dates.
+    """
+    start = (start_date or timezone.now()).replace(microsecond=0)
     return ContextHistory.objects.create(
-        observatory=settings.CRDS_OBSERVATORY, context=context, description=description, **extra
+        observatory=settings.CRDS_OBSERVATORY, context=context, description=description, start_date=start
     )

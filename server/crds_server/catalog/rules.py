@@ -13,7 +13,10 @@ requests only read them), keyed by the mappings directory and the context name; 
 is reused while the directory's mtime and the catalog's mapping rows are unchanged (an
 ingest changes both), and reloaded otherwise.
 """
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 
@@ -32,9 +35,29 @@ _loaded = OrderedDict()  # (mappings dir, name) -> (signature, mapping)
 _offline = False
 
 
+def _library_dirs():
+    """Give astropy (imported by crds) writable config and cache directories.
+
+    Under Apache the server runs as the web user with the HOME it was started with, which it
+    cannot write; astropy would fail creating ~/.astropy. A private directory per process
+    then serves (XDG_CONFIG_HOME and XDG_CACHE_HOME), removed when the process ends.
+    """
+    home = os.path.expanduser("~")
+    if os.environ.get("XDG_CONFIG_HOME") and os.environ.get("XDG_CACHE_HOME"):
+        return
+    if os.path.isdir(home) and os.access(home, os.W_OK):
+        return
+    private = tempfile.mkdtemp(prefix="crds-server-libs-")
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        os.environ.setdefault(name, private)
+
+
 def _crds():
     """crds.core.rmap and crds.core.utils, with the library's JSON-RPC client switched off."""
     global _offline
+    if not _offline:
+        _library_dirs()
     from crds.client import api
     from crds.core import rmap, utils
 

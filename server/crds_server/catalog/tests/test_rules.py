@@ -110,6 +110,27 @@ class ContextTests(RulesCase):
         for spec, expected in cases.items():
             self.assertEqual(self.rpc_result("get_context_by_date", spec, obs), expected, spec)
 
+    def test_a_date_in_seconds_covers_its_second(self):
+        import datetime
+
+        from crds_server.catalog.models import ContextHistory
+
+        start = datetime.datetime(2026, 6, 1, 12, 0, 0, 700000, tzinfo=datetime.UTC)
+        ContextHistory.objects.create(observatory=self.obs, context=self.old, start_date=start)
+        spec = f"{self.obs}-2026-06-01T12:00:00"
+        self.assertEqual(self.rpc_result("get_context_by_date", spec, self.obs), self.old)
+        self.assertEqual(self.rpc_result("get_context_by_date", spec + ".5", self.obs), self.demo.context)
+        self.assertEqual(self.rpc_result("get_context_by_date", f"{self.obs}-2026-06-01T11:59:59", self.obs),
+                         self.demo.context)
+
+    def test_recorded_contexts_start_in_whole_seconds(self):
+        from crds_server.catalog.ingest import record_context
+
+        entry = record_context(self.old, "test")
+        self.assertEqual(entry.start_date.microsecond, 0)
+        self.assertEqual(self.rpc_result("get_context_by_date", f"{self.obs}-{entry.start_date:%Y-%m-%dT%H:%M:%S}",
+                                         self.obs), self.old)
+
     def test_instrument_and_type_forms(self):
         obs, lay = self.obs, self.layout
         self.assertEqual(self.rpc_result("get_context_by_date", f"{obs}-{lay.instrument}-2022-01-01T00:00:00", obs),
