@@ -10,8 +10,10 @@ fails at once, and loads mappings only from an explicit path.
 
 Loaded contexts are kept per process (CACHE_SIZE of them, fully loaded so concurrent
 requests only read them), keyed by the mappings directory and the context name; an entry
-is reused while the directory's mtime and the catalog's mapping rows are unchanged (an
-ingest changes both), and reloaded otherwise.
+is reused while the directory's mtime is unchanged, and reloaded otherwise. The catalog
+gains a mapping only by an ingest, which puts the file into that directory (a new mtime);
+restores and mirrors replace catalog and cache together and restart the server. One stat
+per request, no query: the catalog is asked only when a context is (re)loaded.
 """
 import atexit
 import os
@@ -21,7 +23,6 @@ import threading
 from collections import OrderedDict
 
 from django.conf import settings
-from django.db.models import Count, Max
 
 from . import queries
 from .errors import RpcError, UnknownContext
@@ -73,11 +74,9 @@ def mappings_dir():
 
 def _signature(directory):
     try:
-        mtime = os.stat(directory).st_mtime_ns
+        return os.stat(directory).st_mtime_ns
     except FileNotFoundError:
-        mtime = None
-    rows = queries.observatory_files().filter(filekind=MAPPING).aggregate(n=Count("id"), last=Max("id"))
-    return mtime, rows["n"], rows["last"]
+        return None
 
 
 def load(name):
