@@ -251,7 +251,9 @@ def workflow_bestrefs_file(server, where, mode):
     result = crds(server, where / "c", "bestrefs", "--files", str(path), "--new-context",
                   f"{obs}-operational", "--print-new-references", *types_argument(obs), CRDS_MODE=mode)
     assert_clean(result)
-    chosen = {line.split()[2]: line.split()[4] for line in result.stdout.splitlines() if line.startswith(str(path))}
+    # the client prints the dataset path lower-cased
+    chosen = {line.split()[2]: line.split()[4] for line in result.stdout.splitlines()
+              if line.lower().startswith(str(path).lower())}
     assert chosen == dataset.bestrefs, result.output
     # auto computes locally on the synced rules; remote asks the server, once per dataset
     expected = asked + (1 if mode == "remote" else 0)
