@@ -4,6 +4,7 @@ Every failure becomes a JSON-RPC error object with a message: the crds client on
 looks at jsonrpc["error"]["message"], and an HTML 500 would reach it as an opaque
 "HTTP Error 500" after several retries.
 """
+import functools
 import inspect
 import json
 import logging
@@ -222,6 +223,11 @@ def error_response(request_id, name, message):
     return {"result": None, "error": {"name": name, "message": message, "code": -32000}, "id": request_id}
 
 
+@functools.cache
+def _signature(func):
+    return inspect.signature(func)
+
+
 def _bind(func, request, params):
     """Call `func` with positional or named `params`, reporting a mismatch as bad params."""
     if params is None:
@@ -233,7 +239,7 @@ def _bind(func, request, params):
     else:
         raise RpcError("params must be a list or an object")
     try:
-        inspect.signature(func).bind(request, *args, **kwargs)
+        _signature(func).bind(request, *args, **kwargs)
     except TypeError as exc:
         raise RpcError(f"bad parameters for {func.__name__}: {exc}") from exc
     return func(request, *args, **kwargs)
