@@ -28,7 +28,7 @@ from . import queries
 from .errors import RpcError, UnknownContext
 from .models import MAPPING
 
-CACHE_SIZE = 8
+CACHE_SIZE = 4  # an ops context, fully loaded, is large; operational, edit and a date or two fit
 SERVERLESS_URL = "https://crds-serverless-mode.stsci.edu"  # crds.client.proxy refuses any URL with "serverless"
 
 _lock = threading.Lock()
