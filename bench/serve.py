@@ -5,6 +5,9 @@ Figures, all measured in this one run, alternating the two servers over REPEATS 
 medians of the rounds:
 
   apache_vs_runserver_server_info_rps   JSON-RPC get_server_info requests/s, hst dev ÷ hst django
+  apache_vs_runserver_bestrefs_rps      JSON-RPC get_best_references requests/s (the demo dataset under
+                                        the demo's operational context, computed by the crds library in
+                                        the server), hst dev ÷ hst django
   apache_vs_runserver_download_rps      1 MB reference downloads/s, hst dev ÷ hst django
   apache_download_vs_cat                bytes/s of 1 MB downloads from Apache ÷ bytes/s of
                                         `cat FILE > /dev/null` run once per file (how close
@@ -50,6 +53,14 @@ CAT_FILES = 40          # files per `cat` measurement
 REF_NAME = "d0m09999j_drk.fits"
 ROOT_SQL = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
 RPC_BODY = json.dumps({"jsonrpc": "1.0", "id": 1, "method": "get_server_info", "params": []}).encode()
+
+sys.path.insert(0, str(CHECKOUT / "server"))
+from crds_server.catalog.demo import demo_dataset, demo_set  # stdlib only: the demo both servers are seeded with
+
+sys.path.pop(0)
+DATASET = demo_dataset("hst")
+BESTREFS_BODY = json.dumps({"jsonrpc": "1.0", "id": 1, "method": "get_best_references",
+                            "params": [demo_set("hst").context, DATASET.header, None]}).encode()
 
 
 class CannotMeasure(Exception):
@@ -212,6 +223,46 @@ def cat_bytes_per_second(path: Path) -> float:
     return CAT_FILES * path.stat().st_size / (time.perf_counter() - start)
 
 
+def warm_up(url: str, body: bytes | None, seconds: float = 2 * SECONDS) -> None:
+    """Requests from CONCURRENCY threads, a connection each, for `seconds` and until every thread had two answers.
+
+    The first get_best_references of each server process imports the crds library and loads
+    the context, seconds on a busy machine: longer than one measurement, so not part of one.
+    """
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    hard_stop = deadline + 300
+
+    def worker() -> None:
+        answered = 0
+        while (time.monotonic() < deadline or answered < 2) and time.monotonic() < hard_stop:
+            request = urllib.request.Request(url, body, {"Content-Type": "application/json"} if body else {})
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    response.read()
+                answered += 1
+            except OSError:
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def check_bestrefs(kind: str, rpc_url: str) -> None:
+    """One get_best_references answered right (ab counts any HTTP 200, and JSON-RPC errors are 200s)."""
+    import urllib.request
+
+    request = urllib.request.Request(rpc_url, BESTREFS_BODY, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    if answer.get("result") != DATASET.bestrefs:
+        raise CannotMeasure(f"hst {kind}: get_best_references answered {answer}, not {DATASET.bestrefs}")
+
+
 # --- main ----------------------------------------------------------------------------
 
 def main() -> int:
@@ -257,9 +308,13 @@ def main() -> int:
         say(f"load: {'ab (a connection per request)' if load is ab_rps else 'python threads (no ab found)'}, {CONCURRENCY} connections, "
             f"{SECONDS}s per measurement, {REPEATS} rounds alternating the servers")
         for kind, (rpc_url, file_url) in urls.items():  # warm up every process of both servers
+            check_bestrefs(kind, rpc_url)
+            warm_up(rpc_url, BESTREFS_BODY)  # every process loads the crds library and the context
             load(rpc_url, RPC_BODY, where)
+            load(rpc_url, BESTREFS_BODY, where)
             load(file_url, None, where)
         info = {k: [] for k in urls}
+        best = {k: [] for k in urls}
         down = {k: [] for k in urls}
         cat = []
         for round_ in range(REPEATS):
@@ -270,6 +325,10 @@ def main() -> int:
                 if failed:
                     raise CannotMeasure(f"hst {kind}: {failed} get_server_info requests failed")
                 info[kind].append(rps)
+                rps, failed = load(rpc_url, BESTREFS_BODY, where)
+                if failed:
+                    raise CannotMeasure(f"hst {kind}: {failed} get_best_references requests failed")
+                best[kind].append(rps)
                 rps, failed = load(file_url, None, where)
                 if failed:
                     raise CannotMeasure(f"hst {kind}: {failed} downloads failed")
@@ -277,15 +336,18 @@ def main() -> int:
                 if kind == "dev":
                     cat.append(cat_bytes_per_second(reference))
             say(f"round {round_ + 1}: get_server_info/s dev {info['dev'][-1]:.0f} django {info['django'][-1]:.0f}; "
+                f"get_best_references/s dev {best['dev'][-1]:.0f} django {best['django'][-1]:.0f}; "
                 f"downloads/s dev {down['dev'][-1]:.0f} django {down['django'][-1]:.0f}; cat {cat[-1] / 1e6:.0f} MB/s")
         med = statistics.median
         apache_bytes = med(down["dev"]) * size
         say(f"load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores "
             "(the servers share them with ab, MariaDB and anything else running)")
         say(f"medians: get_server_info/s dev {med(info['dev']):.0f}, django {med(info['django']):.0f}; "
+            f"get_best_references/s dev {med(best['dev']):.0f}, django {med(best['django']):.0f}; "
             f"1 MB downloads/s dev {med(down['dev']):.0f} ({apache_bytes / 1e6:.0f} MB/s), "
             f"django {med(down['django']):.0f}; cat {med(cat) / 1e6:.0f} MB/s")
         print(f"apache_vs_runserver_server_info_rps = {med(info['dev']) / med(info['django']):.2f} (target >= 2)")
+        print(f"apache_vs_runserver_bestrefs_rps = {med(best['dev']) / med(best['django']):.2f} (target >= 2)")
         print(f"apache_vs_runserver_download_rps = {med(down['dev']) / med(down['django']):.2f} (target >= 2)")
         print(f"apache_download_vs_cat = {apache_bytes / med(cat):.2f} (target >= 0.5)")
         return 0

@@ -67,12 +67,13 @@ class RunningServer:
         self.env = sqlite_env(where, obs)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = where / "runserver.log"  # its output, one line per request
         self.process = None
 
     def start(self):
         manage(self.env, "migrate", "--noinput", "-v0")
         manage(self.env, "seed_demo")
-        log = open(self.where / "runserver.log", "wb")
+        log = open(self.log, "wb")
         self.process = subprocess.Popen(
             [PYTHON, str(SERVER_DIR / "manage.py"), "runserver", f"127.0.0.1:{self.port}", "--noreload"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -83,7 +84,7 @@ class RunningServer:
                 return rpc(self.url, "get_catalog_counts")
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((self.where / "runserver.log").read_text()) from None
+                    raise AssertionError(self.log.read_text()) from None
                 time.sleep(0.2)
 
     def stop(self):

@@ -103,7 +103,7 @@ def test_backup_and_restore_round_trip(mysql_server, tmp_path):
     manage(env, "migrate", "--noinput", "-v0")
     manage(env, "seed_demo")
     seeded = counts(env)
-    assert (seeded["references"], seeded["mappings"], seeded["contexts"]) == (3, 4, 1)
+    assert (seeded["references"], seeded["mappings"], seeded["contexts"]) == (4, 7, 2)
 
     watcher = ArgvWatcher(password)
     watcher.start()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from .filenames import (
     filekind_of,
@@ -92,8 +93,12 @@ def ingest_file(path, state="delivered", description=""):
     return Ingested(name, "added", size, sha1sum)
 
 
-def record_context(context, description=""):
-    """Make `context` the operational context (a new newest history entry)."""
+def record_context(context, description="", start_date=None):
+    """Make `context` the operational context (a new newest history entry), from now or `start_date`.
+
+    In whole seconds, as the history is shown and as clients name dates.
+    """
+    start = (start_date or timezone.now()).replace(microsecond=0)
     return ContextHistory.objects.create(
-        observatory=settings.CRDS_OBSERVATORY, context=context, description=description
+        observatory=settings.CRDS_OBSERVATORY, context=context, description=description, start_date=start
     )

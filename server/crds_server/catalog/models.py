@@ -40,8 +40,15 @@ INFO_FIELDS = (
 
 
 def file_info(values):
-    """CRDS-style file info from a row's values: every value a string, as the client expects."""
+    """CRDS-style file info from a row's values: every value a string, as the client expects.
+
+    Besides the row: `type` and `reference_file_type` (a CRDS server's names for our filekind
+    and reftype), `uploaded_as`, and `deliverer_user` (not recorded here; `crds list --cat`
+    reads it).
+    """
     info = dict(values)
+    info.update(type=values["filekind"], reference_file_type=values["reftype"], uploaded_as=values["name"],
+                deliverer_user="")
     info["size"] = str(values["size"])
     info["blacklisted"] = "true" if values["blacklisted"] else "false"
     info["rejected"] = "true" if values["rejected"] else "false"

@@ -159,6 +159,8 @@ def server_info(reference_base, mapping_base):
         "operational_context": operational,
         "latest_context": operational,
         "edit_context": edit_context(),
+        # `<obs>-versions` (calibration software versions) is not kept apart here.
+        "versions_context": operational,
         "bad_files": " ".join(bad),
         "bad_files_list": bad,
         # No checked (authenticated) delivery exists here, so both point at the same place.

@@ -4,7 +4,7 @@ import os
 
 from django.core.management import CommandError, call_command
 
-from crds_server.catalog.demo import demo_set
+from crds_server.catalog.demo import demo_dataset, demo_set
 from crds_server.catalog.ingest import sha1_of
 from crds_server.catalog.models import CatalogFile, ContextHistory
 
@@ -67,11 +67,18 @@ class SeedDemoTests(ScratchCacheTestCase):
         demo = demo_set(self.obs)
         self.assertIn(f"operational context {demo.context}", out)
         self.assertEqual(CatalogFile.objects.count(), len(demo.files))
-        self.assertEqual(list(ContextHistory.objects.values_list("context", flat=True)), [demo.context])
+        # newest first: the operational context heads the history, which keeps the demo's dates
+        history = ContextHistory.objects.values_list("start_date", "context")
+        self.assertEqual([(f"{start:%Y-%m-%d %H:%M:%S}", name) for start, name in history], demo.history[::-1])
+        self.assertEqual(history[0][1], demo.context)
+        bad = CatalogFile.objects.filter(blacklisted=True) | CatalogFile.objects.filter(rejected=True)
+        self.assertEqual(sorted(bad.values_list("name", flat=True)), demo.bad_files)
+        self.assertEqual(CatalogFile.objects.filter(blacklisted=True).count(), 1)
+        self.assertEqual(CatalogFile.objects.filter(rejected=True).count(), 1)
         again = run("seed_demo")
         self.assertIn("nothing to do", again)
         self.assertEqual(CatalogFile.objects.count(), len(demo.files))
-        self.assertEqual(ContextHistory.objects.count(), 1)
+        self.assertEqual(ContextHistory.objects.count(), len(demo.history))
 
     def test_deterministic_and_consistent_with_cache(self):
         self.assertEqual(demo_set(self.obs).files, demo_set(self.obs).files)
@@ -101,6 +108,28 @@ class SeedDemoTests(ScratchCacheTestCase):
                 loaded = kind.from_string(content.decode(), name, ignore_checksum=False)
                 self.assertEqual(loaded.header["name"], name)
 
+    def test_contexts_load_and_select_with_crds(self):
+        """Every demo context loads whole with crds.rmap; the operational one selects the dataset's references."""
+        from crds.core import rmap
+
+        demo, dataset = demo_set(self.obs), demo_dataset(self.obs)
+        where = os.path.join(self.scratch, "maps")
+        os.makedirs(where)
+        for name in demo.mappings:
+            with open(os.path.join(where, name), "wb") as out:
+                out.write(demo.files[name])
+        closure = set()
+        for _start, context in demo.history:
+            loaded = rmap.load_mapping(context, path=where)
+            loaded.force_load()
+            closure |= set(loaded.mapping_names()) | set(loaded.reference_names())
+        self.assertEqual(closure, set(demo.files))
+        self.assertEqual(loaded.basename, demo.context)
+        self.assertEqual(loaded.get_best_references(dataset.header), dataset.bestrefs)
+        # the bad files are in the operational rules (so sync --purge-* has work) but not chosen
+        self.assertLessEqual(set(demo.bad_files), set(loaded.reference_names()))
+        self.assertFalse(set(demo.bad_files) & set(dataset.bestrefs.values()))
+
 
 class CatalogCountsTests(ScratchCacheTestCase):
     def test_empty_then_seeded(self):
@@ -109,8 +138,10 @@ class CatalogCountsTests(ScratchCacheTestCase):
         self.assertIsNone(counts["operational_context"])
         run("seed_demo")
         counts = json.loads(run("catalog_counts"))
+        demo = demo_set(self.obs)
         self.assertEqual(counts, {
-            "references": 3, "mappings": 4, "contexts": 1,
-            "operational_context": demo_set(self.obs).context, "observatory": self.obs,
+            "references": 4, "mappings": 7, "contexts": 2,
+            "operational_context": demo.context, "observatory": self.obs,
             "kind": counts["kind"],
         })
+        self.assertEqual((len(demo.references), len(demo.mappings), len(demo.history)), (4, 7, 2))

@@ -24,12 +24,13 @@ class ServerInfoTests(SeededTestCase):
         self.assertEqual(info["observatory"], self.obs)
         self.assertEqual(info["operational_context"], demo.context)
         self.assertEqual(info["edit_context"], demo.context)
-        self.assertEqual(info["bad_files_list"], [])
-        self.assertEqual(info["bad_files"], "")
+        self.assertEqual(info["bad_files_list"], demo.bad_files)
+        self.assertEqual(info["bad_files"], " ".join(demo.bad_files))
+        self.assertEqual(info["versions_context"], demo.context)
         self.assertIs(info["force_remote_mode"], False)
         self.assertIn("str", info["crds_version"])
         self.assertEqual(sorted(info["mappings"]), sorted(n for n in demo.files if n.endswith("map")))
-        self.assertEqual(info["context_history"][0][1], demo.context)
+        self.assertEqual([row[1] for row in info["context_history"]], [c for _start, c in demo.history[::-1]])
         self.assertRegex(info["last_synced"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
     def test_download_urls_come_from_the_request(self):
@@ -85,22 +86,24 @@ class QueryMethodTests(SeededTestCase):
 
     def test_lists(self):
         demo = demo_set(self.obs)
-        self.assertEqual(self.rpc_result("list_mappings", self.obs, "*.pmap"), [demo.context])
+        self.assertEqual(self.rpc_result("list_mappings", self.obs, "*.pmap"), [c for _start, c in demo.history])
         refs = sorted(n for n in demo.files if n.endswith(".fits"))
         self.assertEqual(self.rpc_result("list_references", self.obs, "*"), refs)
         self.assertEqual(self.rpc_result("list_references", self.obs, "*.nothing"), [])
 
     def test_catalog_counts(self):
         counts = self.rpc_result("get_catalog_counts")
-        self.assertEqual(counts["references"], 3)
-        self.assertEqual(counts["mappings"], 4)
-        self.assertEqual(counts["contexts"], 1)
+        demo = demo_set(self.obs)
+        self.assertEqual(counts["references"], len(demo.references))
+        self.assertEqual(counts["mappings"], len(demo.mappings))
+        self.assertEqual(counts["contexts"], len(demo.history))
         self.assertEqual(counts["operational_context"], demo_set(self.obs).context)
         self.assertEqual(counts["observatory"], self.obs)
 
     def test_context_history(self):
         history = self.rpc_result("get_context_history", self.obs)
-        self.assertEqual([row[1] for row in history], [demo_set(self.obs).context])
+        demo = demo_set(self.obs)
+        self.assertEqual([tuple(row[:2]) for row in history], demo.history[::-1])
 
 
 class ErrorTests(SeededTestCase):
