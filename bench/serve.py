@@ -32,9 +32,7 @@ import json
 import os
 import random
 import re
-import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,15 +41,13 @@ import threading
 import time
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parent.parent
-STACK_BIN = CHECKOUT / ".venv" / "bin"
-INV = STACK_BIN / "inv"
+from common import CHECKOUT, INV, MYSQL_MISSING, STACK_BIN, Account, figure, free_port, note
+
 REPEATS = 5
 SECONDS = 2.5          # per measurement
 CONCURRENCY = 8
 CAT_FILES = 40          # files per `cat` measurement
 REF_NAME = "d0m09999j_drk.fits"
-ROOT_SQL = ["mysql", "-uroot", "-h127.0.0.1", "-P3306", "--batch", "--skip-column-names"]
 RPC_BODY = json.dumps({"jsonrpc": "1.0", "id": 1, "method": "get_server_info", "params": []}).encode()
 
 sys.path.insert(0, str(CHECKOUT / "server"))
@@ -67,24 +63,10 @@ class CannotMeasure(Exception):
     pass
 
 
-def say(text: str) -> None:
-    print(f"# {text}", flush=True)
+say = note
 
 
 # --- set-up --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def root_sql(sql: str) -> str:
-    result = subprocess.run(ROOT_SQL, input=sql, capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise CannotMeasure(f"MariaDB root at 127.0.0.1:3306 refused ({result.stderr.strip()}); start MariaDB")
-    return result.stdout
-
 
 def make_fits(path: Path, megabytes: int = 1) -> None:
     """A valid 1 MB int16 FITS reference (header + 1024 x 512 pixels), stdlib only."""
@@ -272,18 +254,19 @@ def main() -> int:
     load = ab_rps if shutil.which("ab") else python_rps
     where = Path(tempfile.mkdtemp(prefix="crdsops-bench-serve-", dir="/tmp"))
     where.chmod(0o755)
-    tag = secrets.token_hex(4)
-    user, db, password = f"crdsops_bench_{tag}", f"crds_bench_{tag}", secrets.token_urlsafe(18)
+    if MYSQL_MISSING:
+        print(f"cannot measure: {MYSQL_MISSING}", file=sys.stderr)
+        return 1
+    account = Account("bench")
+    db = account.database
     servers: list[Server] = []
     account_made = False
     try:
-        root_sql("".join(f"CREATE USER '{user}'@'{h}' IDENTIFIED BY '{password}';"
-                         f"GRANT ALL ON `{db}`.* TO '{user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
+        account.create()
         account_made = True
-        option_file = where / "hst-dev.my.cnf"
-        fd = os.open(option_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"[client]\nuser = {user}\npassword = {password}\n")
+        from crdsops.db import mysql
+
+        option_file = mysql.write_option_file(where / "hst-dev.my.cnf", account.user, account.password)
         if os.geteuid() == 0:
             import pwd
 
@@ -346,10 +329,10 @@ def main() -> int:
             f"get_best_references/s dev {med(best['dev']):.0f}, django {med(best['django']):.0f}; "
             f"1 MB downloads/s dev {med(down['dev']):.0f} ({apache_bytes / 1e6:.0f} MB/s), "
             f"django {med(down['django']):.0f}; cat {med(cat) / 1e6:.0f} MB/s")
-        print(f"apache_vs_runserver_server_info_rps = {med(info['dev']) / med(info['django']):.2f} (target >= 2)")
-        print(f"apache_vs_runserver_bestrefs_rps = {med(best['dev']) / med(best['django']):.2f} (target >= 2)")
-        print(f"apache_vs_runserver_download_rps = {med(down['dev']) / med(down['django']):.2f} (target >= 2)")
-        print(f"apache_download_vs_cat = {apache_bytes / med(cat):.2f} (target >= 0.5)")
+        figure("apache_vs_runserver_server_info_rps", med(info['dev']) / med(info['django']), ">= 2")
+        figure("apache_vs_runserver_bestrefs_rps", med(best['dev']) / med(best['django']), ">= 2")
+        figure("apache_vs_runserver_download_rps", med(down['dev']) / med(down['django']), ">= 2")
+        figure("apache_download_vs_cat", apache_bytes / med(cat), ">= 0.5")
         return 0
     except CannotMeasure as err:
         print(f"cannot measure: {err}", file=sys.stderr)
@@ -358,8 +341,7 @@ def main() -> int:
         for server in servers:
             server.stop()
         if account_made:
-            root_sql(f"DROP DATABASE IF EXISTS `{db}`;"
-                     + "".join(f"DROP USER IF EXISTS '{user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
+            account.drop()
         shutil.rmtree(where, ignore_errors=True)
 
 

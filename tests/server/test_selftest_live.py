@@ -1,7 +1,7 @@
-"""`inv runtests`'s live checks (crdsops.selftest.live_checks) against the real server, hst and jwst."""
+"""`inv runtests`'s live checks (crdsops.runtime.selftest.live_checks) against the real server, hst and jwst."""
 from serverproc import PYTHON, RunningServer, manage
 
-from crdsops import selftest
+from crdsops.runtime import selftest
 
 
 def run_checks(server):
