@@ -23,12 +23,11 @@ from crdsops.errors import CrdsOpsError
 
 
 class JobsFailed(CrdsOpsError):
-    """One or more side-by-side jobs failed; ``failures`` holds (label, exception), first first."""
+    """One or more side-by-side jobs failed; ``failures`` holds (label, exception), in the order they ended."""
 
     def __init__(self, failures: list[tuple[str, BaseException]]):
         self.failures = failures
-        label, err = failures[0]
-        super().__init__(f"{label}: {interrupts.describe(err)}")
+        super().__init__("; ".join(f"{label}: {interrupts.describe(err)}" for label, err in failures))
 
 
 @dataclass

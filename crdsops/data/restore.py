@@ -251,8 +251,9 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say
         ) from None
     stopped = time.monotonic() - stopped_at
     say(f"{config.name} was stopped for {stopped:.1f}s")
-    engine.discard_old()
-    support.discard_old()
+    with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
+        engine.discard_old()
+        support.discard_old()
     return stopped
 
 
