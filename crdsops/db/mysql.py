@@ -175,7 +175,11 @@ def run_sql(db: Database | ServerConfig, sql: str, database: str | None = None, 
     require_tool(MYSQL)
     argv = mysql_argv(db, "--connect-timeout=5", database=database)
     try:
-        result = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=timeout)
+        # A session of its own: Ctrl-C in the terminal signals our whole process group, and a
+        # statement of a swap or a rollback must not die half-way with the client. Our own
+        # interrupt still ends it (subprocess.run kills the child when we are interrupted).
+        result = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=timeout,
+                                start_new_session=True)
     except subprocess.TimeoutExpired:
         raise CrdsOpsError(f"MySQL at {db.host}:{db.port} did not answer within {timeout:.0f}s; check the server") from None
     if result.returncode != 0:
