@@ -256,7 +256,7 @@ def main() -> int:
                          f"http://127.0.0.1:{s.port}/unchecked_get/references/hst/{REF_NAME}") for s in servers}
         say(f"load: {'ab (a connection per request)' if load is ab_rps else 'python threads (no ab found)'}, {CONCURRENCY} connections, "
             f"{SECONDS}s per measurement, {REPEATS} rounds alternating the servers")
-        for kind, (rpc_url, file_url) in urls.items():  # warm up every process of both servers
+        for _kind, (rpc_url, file_url) in urls.items():  # warm up every process of both servers
             load(rpc_url, RPC_BODY, where)
             load(file_url, None, where)
         info = {k: [] for k in urls}
