@@ -69,7 +69,7 @@ def _forwarder(name: str, inv_task):
         if rest:
             argv += ["--", *rest]
         try:
-            result = remote.run_inv(conn, target.checkout, argv)
+            result = remote.run_inv(conn, target.checkout, argv, env=remote.control_env())
         finally:
             conn.close()
         if result.exited:
