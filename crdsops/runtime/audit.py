@@ -21,7 +21,8 @@ read it. A line (schema 1) says::
 
 Lines are appended with one ``write`` on a file opened ``O_APPEND``, so concurrent writers
 (a cron backup refused while a mirror runs) never interleave within a line. A line that does
-not parse (cut short by a power loss, edited by hand) is skipped by the readers.
+not parse (cut short by a power loss, edited by hand) is skipped by the readers, and the next
+line starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -130,10 +131,13 @@ def append(layout: Layout, entry: Entry) -> None:
     """Append one line to the server's audit log (created 0600 in a 0700 ``logs/``)."""
     ensure_dir(layout.logs)
     line = (json.dumps(entry.as_dict(), sort_keys=False, default=str) + "\n").encode()
-    fd = os.open(layout.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(layout.audit_log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        if os.fstat(fd).st_mode & 0o777 != 0o600:
+        st = os.fstat(fd)
+        if st.st_mode & 0o777 != 0o600:
             os.fchmod(fd, 0o600)
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            line = b"\n" + line  # the last line was cut short (a power loss): never glue ours onto it
         os.write(fd, line)
         os.fsync(fd)
     finally:

@@ -123,7 +123,7 @@ def ping_url(base: str, suffix: str, run_id: str) -> str:
 def subject(config: ServerConfig, task: str, ok: bool, host: str, line: str) -> str:
     if ok:
         return f"[crdsops] {task} of {config.name} on {host}: ok"
-    first = line.splitlines()[0] if line else "failed"
+    first = (line.splitlines()[0] if line.strip() else "failed").removeprefix("error: ")
     return f"[crdsops] {task} of {config.name} on {host} FAILED: {first[:120]}"
 
 
