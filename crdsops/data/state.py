@@ -36,7 +36,7 @@ EXIT_OK, EXIT_DOWN, EXIT_WARN = 0, 1, 2
 
 
 def age_text(delta: datetime.timedelta | float | None) -> str:
-    """``45s``, ``12m``, ``5h 3m``, ``3d 4h``: how long ago, for people."""
+    """``45s``, ``12m``, ``5h 3m``, ``30h``, ``3d 4h``: how long ago, for people (hours up to two days)."""
     if delta is None:
         return "?"
     seconds = int(delta.total_seconds() if isinstance(delta, datetime.timedelta) else delta)
@@ -49,6 +49,8 @@ def age_text(delta: datetime.timedelta | float | None) -> str:
         return f"{minutes}m"
     if seconds < 86400:
         return f"{hours}h {minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if seconds < 2 * 86400:
+        return f"{hours}h"
     return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
 
 

@@ -124,7 +124,7 @@ def subject(config: ServerConfig, task: str, ok: bool, host: str, line: str) -> 
     if ok:
         return f"[crdsops] {task} of {config.name} on {host}: ok"
     first = (line.splitlines()[0] if line.strip() else "failed").removeprefix("error: ")
-    return f"[crdsops] {task} of {config.name} on {host} FAILED: {first[:120]}"
+    return f"[crdsops] {task} of {config.name} on {host} FAILED: {first[:200]}"
 
 
 def _body(notifier: Notifier, ok: bool, line: str, output: str) -> str:
