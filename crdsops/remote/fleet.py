@@ -53,6 +53,7 @@ def fleet_targets(observatory: str, kinds: list[str] | None = None) -> list[remo
         if unknown:
             raise CrdsOpsError(f"unknown kind(s) {', '.join(sorted(unknown))} for {observatory}")
         configs = [c for c in configs if c.kind in kinds]
+    configs.sort(key=lambda c: (-c.tier_rank, c.kind))  # as data flows: ops, test, dev
     targets: dict[tuple, remote.Target] = {}
     for cfg in configs:
         t = remote.target_for(cfg)
@@ -222,7 +223,7 @@ def _compare(state: ServerState, by_name: dict, states: list[ServerState]) -> No
         state.drift_note = f"{'it' if not state.report.get('up') else state.source} is down"
         return
     if state.context != source.context:
-        state.drift.append(f"context {state.context} vs {source.context}")
+        state.drift.append(f"context {state.context or '-'} vs {source.context or '-'}")
     mine, theirs = state.report.get("counts") or {}, source.report.get("counts") or {}
     for key in DRIFT_KEYS:
         if mine.get(key) != theirs.get(key):
