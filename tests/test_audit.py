@@ -47,6 +47,7 @@ def test_every_changing_task_leaves_exactly_one_line(running_hst, fake_crontab):
         (["stop"], "stop"),
         (["run"], "run"),
         (["install", "--obs", "hst", "--kind", "django"], "install"),
+        (["install", "--if-none"], "install"),  # what `make run` does each time: a no-op, logged
         (["rerun"], "rerun"),
         (["restore", "--yes"], "restore"),
     ]
@@ -63,7 +64,7 @@ def test_every_changing_task_leaves_exactly_one_line(running_hst, fake_crontab):
         assert line["who"]["ssh"] is None and line["who"]["via"] is None
     by_task = {line["task"]: line for line in audit_lines(ops)}
     assert by_task["schedule"]["flags"] == {"remove": True}  # the later of the two
-    assert by_task["install"]["flags"] == {"obs": "hst", "kind": "django"}
+    assert by_task["install"]["flags"] == {"if-none": True}
     assert by_task["restore"]["flags"] == {"yes": True}
     assert by_task["restore"]["touched"]["backup"].startswith(str(ops.config("hst", "django").backups.shared_dir))
     assert "safety_backup" in by_task["restore"]["touched"]

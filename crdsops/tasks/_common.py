@@ -103,6 +103,17 @@ def audited_in(config) -> None:
         _runs[-1].log_to = config
 
 
+def audited_in_installed() -> None:
+    """``audited_in`` the installed server, if there is one whose config loads (else no audit line)."""
+    from crdsops.config.installed import resolve_installed_or_none
+    from crdsops.errors import CrdsOpsError
+
+    try:
+        audited_in(resolve_installed_or_none())
+    except CrdsOpsError:
+        pass
+
+
 def touched(**facts) -> None:
     """Record what the running task touched (a backup, a mirror's source ...) for its audit line."""
     if _runs:

@@ -12,7 +12,7 @@ import sys
 
 from invoke import Exit
 
-from crdsops.tasks._common import installed_config, ops_task, server
+from crdsops.tasks._common import audited_in_installed, installed_config, ops_task, server
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
@@ -48,6 +48,7 @@ def install(c, obs=None, kind=None, if_none=False, dry_run=False):
 
     installed = identity.read_installed()
     if if_none and installed is not None:
+        audited_in_installed()
         print(f"{installed.name} is already installed here; nothing to do")
         return
     if (obs is None or kind is None) and installed is None:

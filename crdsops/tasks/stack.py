@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pathlib
 
-from crdsops.tasks._common import audited_in, ops_task, touched
+from crdsops.tasks._common import audited_in_installed, ops_task, touched
 
 
 def _prefix(prefix):
@@ -47,23 +47,13 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
 
     if dev and no_dev:
         raise Exit("error: give --dev or --no-dev, not both")
-    _audit_in_installed()
+    audited_in_installed()  # the stack is the checkout's: its builds go into the installed server's log
     p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None), mode=mode, python=python, conda=conda,
                     lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
     touched(stack=p.prefix, up_to_date=p.up_to_date)
     if p.up_to_date or dry_run:
         print(("would " if dry_run and not p.up_to_date else "") + p.describe())
 
-
-def _audit_in_installed() -> None:
-    """The stack belongs to the checkout; its builds go into the installed server's audit log, if any."""
-    from crdsops.config.installed import resolve_installed_or_none
-    from crdsops.errors import CrdsOpsError
-
-    try:
-        audited_in(resolve_installed_or_none())
-    except CrdsOpsError:
-        pass
 
 
 @ops_task(iterable=["channel", "env_file"], help={
