@@ -116,7 +116,7 @@ class Report:
         return shown
 
     def text(self) -> str:
-        return "\n".join(f"{key + ':':12} {value}" for key, value in self.lines())
+        return "\n".join(f"{key + ':':11} {value}" for key, value in self.lines())
 
     def _entry_text(self, entry: Entry | None, none: str) -> str:
         if entry is None:

@@ -45,7 +45,7 @@ def test_an_old_backup_warns_with_exit_2_and_a_fresh_one_clears_it(sqlite_server
     line = line_of(result.stdout, "backup")
     assert f"{backup.name} made " in line and "30h ago, verified" in line
     assert "WARN: the newest verified backup is 30h old, more than 26h (monitoring.backup_max_age)" in line
-    assert line_of(result.stdout, "state") == "state:       WARN (1)"
+    assert line_of(result.stdout, "state") == "state:      WARN (1)"
     assert "WARN" not in line_of(result.stdout, "shared")  # its copy in the shared dir is fresh
     doc = status_json(server)
     assert doc["schema"] == 1 and doc["state"] == "warn" and doc["exit"] == 2 and doc["up"] is True
@@ -57,7 +57,7 @@ def test_an_old_backup_warns_with_exit_2_and_a_fresh_one_clears_it(sqlite_server
     server.inv("backup")
     result = status(server)
     assert result.returncode == 0, result.stdout
-    assert line_of(result.stdout, "state") == "state:       ok"
+    assert line_of(result.stdout, "state") == "state:      ok"
     assert "s ago, verified" in line_of(result.stdout, "backup") and "WARN" not in result.stdout
 
 
@@ -95,14 +95,14 @@ def test_a_bad_newest_backup_is_shown_and_the_age_of_the_newest_verified_counts(
 def test_a_server_with_no_backup_warns_once_it_is_older_than_the_threshold(sqlite_server):
     server = sqlite_server
     assert status(server).returncode == 0  # just installed: no backup expected yet
-    assert line_of(status(server).stdout, "backup") == "backup:      none yet"
+    assert line_of(status(server).stdout, "backup") == "backup:     none yet"
     set_keys(server, monitoring={"backup_max_age": "1s", "shared_max_age": "1s"})
     time.sleep(1.5)
     result = status(server)
     assert result.returncode == 2
     assert "WARN: no newest verified backup (installed " in line_of(result.stdout, "backup")
     assert "WARN: no shared latest" in line_of(result.stdout, "shared")
-    assert line_of(result.stdout, "state") == "state:       WARN (2)"
+    assert line_of(result.stdout, "state") == "state:      WARN (2)"
 
 
 def test_down_is_exit_1_whatever_the_warnings(sqlite_server):
@@ -112,7 +112,7 @@ def test_down_is_exit_1_whatever_the_warnings(sqlite_server):
     server.inv("stop")
     result = status(server)
     assert result.returncode == 1
-    assert line_of(result.stdout, "state") == "state:       DOWN, and 1 warning(s)"
+    assert line_of(result.stdout, "state") == "state:      DOWN, and 1 warning(s)"
     assert status_json(server)["state"] == "down"
 
 
@@ -122,10 +122,10 @@ def test_last_restore_runtests_and_check_cache_are_reported(sqlite_server):
     server.inv("restore", "--yes")
     text = status(server).stdout
     restore = line_of(text, "restore")
-    assert restore.startswith("restore:     ok ") and " ago by " in restore
+    assert restore.startswith("restore:    ok ") and " ago by " in restore
     assert f"from {server.shared().resolve()}" in restore and ", made 20" in restore
-    assert line_of(text, "mirror") == "mirror:      never (in the audit log)"
-    assert line_of(text, "runtests") == "runtests:    never run"
+    assert line_of(text, "mirror") == "mirror:     never (in the audit log)"
+    assert line_of(text, "runtests") == "runtests:   never run"
     assert line_of(text, "check-cache") == "check-cache: never run"
     doc = status_json(server)
     assert doc["last_restore"]["result"] == "ok" and doc["last_restore"]["touched"]["safety_backup"]
@@ -137,13 +137,13 @@ def test_last_restore_runtests_and_check_cache_are_reported(sqlite_server):
     server.inv("run")
     result = status(server)
     assert result.returncode == 2
-    assert line_of(result.stdout, "runtests").startswith("runtests:    FAILED ")
+    assert line_of(result.stdout, "runtests").startswith("runtests:   FAILED ")
     assert "0 passed, 1 failed" in line_of(result.stdout, "runtests")
     assert "WARN: the last run failed" in line_of(result.stdout, "runtests")
     server.inv("runtests", "--live-only")
     result = status(server)
     assert result.returncode == 0, result.stdout
-    assert line_of(result.stdout, "runtests").startswith("runtests:    ok ")
+    assert line_of(result.stdout, "runtests").startswith("runtests:   ok ")
 
     # check-cache's result, in the shape `inv check-cache` records it
     record = server.cfg.layout.last_result("check-cache")

@@ -83,7 +83,7 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     assert touched["backup"] == str((src.backups.shared_dir / "hst.test").resolve())
     assert touched["backup_created"] and touched["safety_backup"].startswith(str(dst.backups.private_dir))
     mirror_line = next(ln for ln in pair.ops["dev"].inv("status").stdout.splitlines() if ln.startswith("mirror:"))
-    assert mirror_line.startswith("mirror:      ok ") and "from hst.test (its backup " in mirror_line
+    assert mirror_line.startswith("mirror:     ok ") and "from hst.test (its backup " in mirror_line
 
 
 def test_second_mirror_keeps_unchanged_files(pair):
