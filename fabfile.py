@@ -32,9 +32,13 @@ def _flags(inv_task, kwargs: dict) -> list[str]:
         value = kwargs.get(arg.name, arg.default)
         if value == arg.default or value is None:
             continue
-        flag = "--" + arg.names[0]
+        name = arg.names[0]
+        flag = ("-" if len(name) == 1 else "--") + name  # invoke gives a one-letter name only -n
         if arg.kind is bool:
-            argv.append(flag if value else "--no-" + arg.names[0])
+            argv.append(flag if value else "--no-" + name)
+        elif len(name) == 1:
+            for each in value if isinstance(value, list) else [value]:
+                argv += [flag, str(each)]
         elif isinstance(value, list):
             argv += [f"{flag}={v}" for v in value]
         else:
@@ -69,7 +73,7 @@ def _forwarder(name: str, inv_task):
         if rest:
             argv += ["--", *rest]
         try:
-            result = remote.run_inv(conn, target.checkout, argv)
+            result = remote.run_inv(conn, target.checkout, argv, env=remote.control_env())
         finally:
             conn.close()
         if result.exited:

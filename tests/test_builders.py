@@ -50,6 +50,13 @@ def test_inv_command_quotes_every_word(checkout, argv, expected):
     assert ssh.inv_command(checkout, argv) == expected
 
 
+def test_inv_command_exports_the_environment_quoted():
+    """`fab` tells the host where the run came from; a name that is not a variable name is dropped."""
+    assert ssh.inv_command("/c", ["backup"], {"CRDSOPS_VIA": "ops@ctl 1; rm -rf /", "bad name": "x"}) == (
+        "cd /c && export CRDSOPS_VIA='ops@ctl 1; rm -rf /' && if [ -x .venv/bin/inv ]; then exec .venv/bin/inv "
+        "backup; else exec inv backup; fi")
+
+
 def test_inv_command_needs_a_checkout():
     with pytest.raises(CrdsOpsError, match="ssh.checkout"):
         ssh.inv_command(None, ["status"])
@@ -173,3 +180,62 @@ def test_source_config_refuses_another_observatory_or_itself(configs, obs, src, 
 def test_source_config_reads_the_destinations_configs(configs):
     src = mirror.source_config(load_config("hst", "test", configs), "hst", "ops")
     assert src.name == "hst.ops" and src.configs == configs.resolve()
+
+
+# --- the fleet: mirror sources, drift, the page ------------------------------------------------
+
+def _state(name, tier, up=True, context="hst_0001.pmap", refs=3, last_mirror=None, exited=0):
+    from crdsops.remote import fleet
+
+    obs, kind = name.split(".")
+    report = {"schema": 1, "server": {"name": name, "tier": tier}, "state": "ok" if up else "down", "up": up,
+              "context": context, "counts": {"references": refs, "mappings": 4, "contexts": 1},
+              "last_mirror": last_mirror, "warnings": [], "verified_backup": {"age_seconds": 7200}}
+    result = fleet.HostResult(ssh.Target(host="127.0.0.9", label=name), exited, "")
+    return fleet.ServerState(result, obs, report if exited is not None else None)
+
+
+@pytest.mark.parametrize("name, tier, others, last_mirror, expected", [
+    ("hst.dev", "dev", [("hst.test", "test")], None, "hst.test"),
+    ("hst.test", "test", [("hst.ops", "ops")], None, "hst.ops"),
+    ("hst.ops", "ops", [], None, None),
+    ("jwst.dit", "dev", [("jwst.cit", "test"), ("jwst.ait", "test")], None, "jwst.ait"),  # no jwst.test here
+    ("jwst.dit", "dev", [("jwst.cit", "test"), ("jwst.test", "test")], None, "jwst.test"),
+    ("hst.dev", "dev", [("hst.test", "test")], {"result": "ok", "touched": {"source": "hst.ops"}}, "hst.ops"),
+    ("hst.dev", "dev", [("hst.test", "test")], {"result": "failed", "touched": {"source": "hst.ops"}}, "hst.test"),
+])
+def test_mirror_source(name, tier, others, last_mirror, expected):
+    from crdsops.remote import fleet
+
+    me = _state(name, tier, last_mirror=last_mirror)
+    states = [me] + [_state(n, t) for n, t in others]
+    assert fleet.mirror_source(me, states) == expected
+
+
+def test_drift_names_what_differs_and_why_it_cannot_compare():
+    from crdsops.remote import fleet
+
+    ops, test, dev = _state("hst.ops", "ops", exited=None), _state("hst.test", "test"), \
+        _state("hst.dev", "dev", context="hst_0000.pmap", refs=1)
+    states = [ops, test, dev]
+    by_name = {s.name: s for s in states if s.report}
+    for each in states:
+        fleet._compare(each, by_name, states)
+    assert dev.source == "hst.test" and dev.drift == ["context hst_0000.pmap vs hst_0001.pmap", "references 1 vs 3"]
+    assert test.drift == [] and test.drift_note == "hst.ops unreachable"
+    assert ops.state == "UNREACHABLE" and ops.drift_note == "no status"
+    down = _state("hst.dev", "dev", up=False)
+    fleet._compare(down, by_name, [test, down])
+    assert down.drift_note == "it is down"
+
+
+def test_the_page_has_one_table_per_observatory_and_escapes_what_hosts_say():
+    from crdsops.remote import fleet_page
+
+    hst = [_state("hst.test", "test"), _state("hst.dev", "dev")]
+    jwst = [_state("jwst.ops", "ops", context="<b>jwst_0001.pmap</b>")]
+    page = fleet_page.render({"hst": hst, "jwst": jwst})
+    assert re.findall(r'<table data-observatory="([a-z]+)">', page) == ["hst", "jwst"]
+    assert re.findall(r'<tr data-server="([^"]+)" data-state="ok">', page) == ["hst.test", "hst.dev", "jwst.ops"]
+    assert "&lt;b&gt;jwst_0001.pmap&lt;/b&gt;" in page and "<b>jwst" not in page
+    assert ">2h ago<" in page  # times as ages

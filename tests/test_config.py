@@ -103,3 +103,39 @@ def test_a_new_observatory_is_config_only(tmp_path):
         {"tier": "dev", "host": "dlromancrdsdev", "url": "https://roman-crds-dev.stsci.edu"}))
     cfg = load_config("roman", "dev", configs)
     assert cfg.database.name == "crds_roman_dev" and cfg.name == "roman.dev"
+
+
+# --- monitoring: -----------------------------------------------------------------------------
+
+def test_monitoring_defaults_and_values(tmp_path):
+    import datetime
+
+    cfg = load_config("hst", "dev")
+    m = cfg.monitoring
+    assert m.backup_max_age == datetime.timedelta(hours=26) and m.shared_max_age == datetime.timedelta(hours=26)
+    assert m.runtests_max_age is None and m.ping_url is None and m.mail_to == () and m.smtp_host is None
+    configs = make_configs(tmp_path, {("hst", "dev"): {"monitoring": {
+        "backup_max_age": "1d12h", "check_cache_max_age": "90m", "ping_url": "https://hc.example.org/ping/abc",
+        "mail_to": "crds-ops@example.org", "smtp_host": "smtp.example.org", "smtp_port": 587}}})
+    m = load_config("hst", "dev", configs).monitoring
+    assert m.backup_max_age == datetime.timedelta(hours=36) and m.check_cache_max_age == datetime.timedelta(minutes=90)
+    assert m.mail_to == ("crds-ops@example.org",) and m.smtp_port == 587
+    shown = load_config("hst", "dev", configs).as_dict()["monitoring"]
+    assert shown["backup_max_age"] == "36h" and shown["check_cache_max_age"] == "1h30m"
+    assert shown["mail_to"] == ["crds-ops@example.org"]
+    yaml.safe_dump(shown)  # `inv config` prints it
+
+
+@pytest.mark.parametrize("monitoring, expected", [
+    ({"backup_max_age": "26"}, "key monitoring.backup_max_age: expected a duration such as 26h"),
+    ({"backup_max_age": 26}, "key monitoring.backup_max_age: expected a duration"),
+    ({"shared_max_age": "a day"}, "key monitoring.shared_max_age: expected a duration"),
+    ({"ping_url": "hc.example.org/ping/x"}, "key monitoring.ping_url: expected an http:// or https:// URL"),
+    ({"mail_to": ["ops@example.org", "nobody"]}, "key monitoring.mail_to: expected a mail address"),
+    ({"mail_on": "sometimes"}, "key monitoring.mail_on: expected one of failure, always"),
+    ({"smtp_port": 0}, "monitoring.smtp_port"),
+    ({"pager": "on"}, "unknown key monitoring.pager"),
+])
+def test_bad_monitoring_keys_name_the_key(tmp_path, monitoring, expected):
+    message = _error(tmp_path, "hst", "dev", {"monitoring": monitoring})
+    assert "hst/dev.yaml" in message and expected in message, message

@@ -12,6 +12,7 @@ Environment overrides (never edit tracked files to run a second server or a test
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 import types
@@ -20,7 +21,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
-from crdsops.config.model import CHECKOUT, ServerConfig
+from crdsops.config.model import CHECKOUT, ServerConfig, parse_duration
 from crdsops.errors import CrdsOpsError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -220,6 +221,15 @@ def _convert(hint: Any, value: Any, origin: dict, dotted: str):
         return _convert(args[0], value, origin, dotted)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, origin, dotted + ".")
+    if origin_t is tuple:  # tuple[str, ...]: a list in YAML, or one item alone
+        items = value if isinstance(value, list) else [value]
+        return tuple(_convert(typing.get_args(hint)[0], item, origin, dotted) for item in items)
+    if hint is datetime.timedelta:
+        duration = parse_duration(value) if isinstance(value, str) else None
+        if duration is None:
+            raise CrdsOpsError(f"{where}: key {dotted}: expected a duration such as 26h, 90m, 2d or 1h30m "
+                               f"(or null for none), got {value!r}")
+        return duration
     if origin_t is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
@@ -232,14 +242,16 @@ def _convert(hint: Any, value: Any, origin: dict, dotted: str):
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise CrdsOpsError(f"{where}: key {dotted}: expected a non-negative integer, got {value!r}")
-        if dotted.endswith(".port") and not 1 <= value <= 65535:
+        if dotted.endswith("port") and not 1 <= value <= 65535:
             raise CrdsOpsError(f"{where}: key {dotted}: expected a TCP port from 1 to 65535, got {value!r}")
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
             raise CrdsOpsError(f"{where}: key {dotted}: expected a non-empty string, got {value!r}")
-        if dotted == "url" and not re.match(r"^https?://[^/\s]+", value):
-            raise CrdsOpsError(f"{where}: key url: expected an http:// or https:// URL, got {value!r}")
+        if dotted.endswith("url") and not re.match(r"^https?://[^/\s]+", value):
+            raise CrdsOpsError(f"{where}: key {dotted}: expected an http:// or https:// URL, got {value!r}")
+        if dotted.endswith(("mail_to", "mail_from")) and not re.match(r"^[^@\s]+@[^@\s]+$", value):
+            raise CrdsOpsError(f"{where}: key {dotted}: expected a mail address (user@host), got {value!r}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value:

@@ -7,6 +7,8 @@ expected type from the annotations here, so a new key is one annotated field.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +75,52 @@ class Ssh:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Thresholds that turn stale results into WARN in ``inv status``, and where alerts go.
+
+    A ``None`` threshold is not checked. Durations are written ``26h``, ``90m``, ``2d``, ``1h30m``.
+    """
+
+    backup_max_age: datetime.timedelta | None = datetime.timedelta(hours=26)  # newest verified private backup
+    shared_max_age: datetime.timedelta | None = datetime.timedelta(hours=26)  # the shared latest a mirror reads
+    runtests_max_age: datetime.timedelta | None = None  # the last `inv runtests`
+    check_cache_max_age: datetime.timedelta | None = None  # the last `inv check-cache`
+    ping_url: str | None = None  # Healthchecks-style: <url>/start, <url>, <url>/fail
+    mail_to: tuple[str, ...] = ()
+    mail_on: Literal["failure", "always"] = "failure"
+    mail_from: str | None = None  # default crdsops@<this host>
+    smtp_host: str | None = None  # None: the local sendmail
+    smtp_port: int = 25
+    sendmail: Path = Path("/usr/sbin/sendmail")
+    timeout: int = 10  # seconds for each notification
+
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> datetime.timedelta | None:
+    """``26h``, ``90m``, ``2d``, ``1h30m``, ``45s`` as a timedelta; None when it is not one."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        return None
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s)
+
+
+def format_duration(value: datetime.timedelta) -> str:
+    """The inverse of ``parse_duration``: whole days as ``2d``, else hours (``26h``, ``1h30m``)."""
+    seconds = int(value.total_seconds())
+    if seconds and seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    out = ""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out or "0s"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     observatory: str
     kind: str
@@ -87,6 +135,7 @@ class ServerConfig:
     backups: Backups
     stack: Stack
     ssh: Ssh
+    monitoring: Monitoring = Monitoring()
     sources: tuple = ()  # the files this config was read from, lowest precedence first
     configs: Path | None = None  # the configs directory it was loaded from
 
@@ -119,6 +168,10 @@ class ServerConfig:
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, datetime.timedelta):
+        return format_duration(value)
     return value

@@ -23,6 +23,7 @@ from crdsops.files import digest, ensure_dir, write_atomic
 
 STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
 VERIFIED = ".verified.json"
+SCHEMA = 1  # of the --json documents of `inv backups` and `inv verify` (README, JSON output)
 
 
 def utcnow() -> datetime.datetime:
@@ -54,6 +55,26 @@ class Entry:
     @property
     def purpose(self) -> str:
         return self.manifest.purpose if self.manifest else "?"
+
+
+def entry_dict(entry: Entry, now: datetime.datetime | None = None) -> dict:
+    """One backup in the ``--json`` documents (``SCHEMA``)."""
+    now = now or utcnow()
+    m = entry.manifest
+    return {
+        "where": entry.where,
+        "path": str(entry.path),
+        "name": entry.path.resolve().name,
+        "created": entry.created.isoformat() if entry.created else None,
+        "age_seconds": int((now - entry.created).total_seconds()) if entry.created else None,
+        "size": entry.size,
+        "engine": entry.engine if m else None,
+        "purpose": entry.purpose if m else None,
+        "server": m.server.name if m else None,
+        "counts": m.counts if m else None,
+        "verified": entry.state,
+        "problems": list(entry.problems),
+    }
 
 
 def entry_of(path: Path, where: str, cache: dict | None = None) -> Entry:

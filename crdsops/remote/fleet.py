@@ -4,14 +4,24 @@ The fleet of an observatory is the set of its configured servers that live on an
 machine (``host`` is not ``localhost``), one entry per distinct host/port. Each host gets
 one result line; a host that cannot be reached, refuses our key or has an unknown or
 changed host key is one failed line among the others, never an exception that hides them.
+
+``fleet_status`` runs ``inv status --json`` on every host and adds what only the fleet can
+see: each server's drift from its mirror source (the server its last mirror came from, else
+the server of the tier above it: ``hst.dev`` from ``hst.test``), the context and catalog
+counts that differ between the two.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
+from crdsops.config.model import TIERS
 from crdsops.errors import CrdsOpsError
 from crdsops.remote import ssh as remote
+
+SCHEMA = 1  # of `inv fleet-status --json` (README, JSON output)
+DRIFT_KEYS = ("references", "mappings", "contexts")
 
 
 @dataclass
@@ -43,6 +53,7 @@ def fleet_targets(observatory: str, kinds: list[str] | None = None) -> list[remo
         if unknown:
             raise CrdsOpsError(f"unknown kind(s) {', '.join(sorted(unknown))} for {observatory}")
         configs = [c for c in configs if c.kind in kinds]
+    configs.sort(key=lambda c: (-c.tier_rank, c.kind))  # as data flows: ops, test, dev
     targets: dict[tuple, remote.Target] = {}
     for cfg in configs:
         t = remote.target_for(cfg)
@@ -80,7 +91,8 @@ def run_fleet(targets: list[remote.Target], argv: list[str]) -> list[HostResult]
     by_command: dict[str, list[int]] = {}
     for i in conns:
         try:
-            by_command.setdefault(remote.inv_command(targets[i].checkout, argv), []).append(i)
+            by_command.setdefault(remote.inv_command(targets[i].checkout, argv, remote.control_env()),
+                                  []).append(i)
         except CrdsOpsError as err:
             results[i] = HostResult(targets[i], None, str(err))
     for command, members in by_command.items():
@@ -107,3 +119,112 @@ def _summary(result) -> str:
     if result.exited != 0 and err:
         return err[-1].strip()
     return (out[-1] if out else (err[-1] if err else "")).strip()
+
+
+# --- fleet-status: every host's `inv status --json`, and drift ------------------------------
+
+@dataclass
+class ServerState:
+    """One host's answer to `inv status --json`, and how it differs from its mirror source."""
+
+    result: HostResult
+    observatory: str
+    report: dict | None = None  # the host's status document (schema 1), when it printed one
+    source: str | None = None  # the server it is compared with (its mirror source)
+    drift: list[str] = field(default_factory=list)  # what differs from the source
+    drift_note: str = ""  # why there is no comparison (top tier, source unreachable ...)
+
+    @property
+    def name(self) -> str:
+        server = (self.report or {}).get("server") or {}
+        return server.get("name") or self.result.target.name
+
+    @property
+    def state(self) -> str:
+        """ok, WARN, DOWN, FAILED (no status document) or UNREACHABLE."""
+        if self.result.exited is None:
+            return "UNREACHABLE"
+        if self.report is None:
+            return "FAILED" if self.result.exited else "ok"
+        return {"ok": "ok", "warn": "WARN", "down": "DOWN"}.get(self.report.get("state"), "FAILED")
+
+    @property
+    def tier(self) -> str | None:
+        return ((self.report or {}).get("server") or {}).get("tier")
+
+    @property
+    def context(self) -> str | None:
+        return (self.report or {}).get("context")
+
+    @property
+    def backup_age(self) -> int | None:
+        backup = (self.report or {}).get("verified_backup") or {}
+        return backup.get("age_seconds")
+
+    def as_dict(self) -> dict:
+        target = self.result.target
+        return {"name": self.name, "observatory": self.observatory, "host": target.where, "state": self.state,
+                "exit": self.result.exited, "summary": self.result.summary, "status": self.report,
+                "source": self.source, "drift": self.drift, "drift_note": self.drift_note or None}
+
+
+def fleet_status(observatory: str, targets: list[remote.Target]) -> list[ServerState]:
+    """`inv status --json` on every target in parallel, each compared with its mirror source."""
+    states = [ServerState(res, observatory, _status_document(res))
+              for res in run_fleet(targets, ["status", "--json"])]
+    by_name = {s.name: s for s in states if s.report is not None}
+    for each in states:
+        _compare(each, by_name, states)
+    return states
+
+
+def _status_document(res: HostResult) -> dict | None:
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("schema") == 1 and isinstance(data.get("server"), dict):
+        res.summary = ", ".join(data.get("warnings") or []) or res.summary
+        return data
+    return None
+
+
+def mirror_source(state: ServerState, states: list[ServerState]) -> str | None:
+    """The server ``state``'s data comes from: its last mirror's source, else the one of the tier above."""
+    last = ((state.report or {}).get("last_mirror") or {})
+    if last.get("result") == "ok" and (last.get("touched") or {}).get("source"):
+        return last["touched"]["source"]
+    tier = state.tier
+    if tier not in TIERS or TIERS.index(tier) == len(TIERS) - 1:
+        return None
+    above = TIERS[TIERS.index(tier) + 1]
+    named = f"{state.observatory}.{above}"  # the kind named after its tier (hst.test for the test tier)
+    candidates = [s for s in states if s.tier == above] or []
+    if any(s.name == named for s in candidates) or not candidates:
+        return named
+    return sorted(s.name for s in candidates)[0]
+
+
+def _compare(state: ServerState, by_name: dict, states: list[ServerState]) -> None:
+    if state.report is None:
+        state.drift_note = "no status"
+        return
+    state.source = mirror_source(state, states)
+    if state.source is None:
+        state.drift_note = "top tier"
+        return
+    source = by_name.get(state.source)
+    if source is None:
+        other = next((s for s in states if s.name == state.source), None)
+        why = "not in the fleet" if other is None else ("unreachable" if other.state == "UNREACHABLE" else "gave no status")
+        state.drift_note = f"{state.source} {why}"
+        return
+    if not (state.report.get("up") and source.report.get("up")):
+        state.drift_note = f"{'it' if not state.report.get('up') else state.source} is down"
+        return
+    if state.context != source.context:
+        state.drift.append(f"context {state.context or '-'} vs {source.context or '-'}")
+    mine, theirs = state.report.get("counts") or {}, source.report.get("counts") or {}
+    for key in DRIFT_KEYS:
+        if mine.get(key) != theirs.get(key):
+            state.drift.append(f"{key} {mine.get(key)} vs {theirs.get(key)}")

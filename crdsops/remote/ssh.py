@@ -22,6 +22,7 @@ Every word of that command is ``shlex.quote``d.
 
 from __future__ import annotations
 
+import re
 import shlex
 import socket
 from dataclasses import dataclass, fields, replace
@@ -215,21 +216,40 @@ def open_checked(conn):
 
 # --- running inv on a host -----------------------------------------------------------
 
-def inv_command(checkout: Path | str | None, argv: list[str]) -> str:
-    """The shell command that runs ``inv ARGV`` in ``checkout`` on the host."""
+def inv_command(checkout: Path | str | None, argv: list[str], env: dict[str, str] | None = None) -> str:
+    """The shell command that runs ``inv ARGV`` in ``checkout`` on the host (``env`` exported first)."""
     if not checkout:
         raise CrdsOpsError("no crdsops checkout known for this host; set ssh.checkout in its config")
     q = shlex.quote
     words = " ".join(q(a) for a in argv)
-    return (f"cd {q(str(checkout))} && if [ -x .venv/bin/inv ]; then exec .venv/bin/inv {words}; "
+    exports = "".join(f"export {name}={q(value)} && " for name, value in (env or {}).items()
+                      if _ENV_NAME.match(name))
+    return (f"cd {q(str(checkout))} && {exports}if [ -x .venv/bin/inv ]; then exec .venv/bin/inv {words}; "
             f"else exec inv {words}; fi")
 
 
-def run_inv(conn, checkout, argv: list[str], hide: bool = False):
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def control_env() -> dict[str, str]:
+    """What a task run from this control machine tells the host: ``CRDSOPS_VIA=user@this-host``.
+
+    The host's audit log records it as where the run came from (``crdsops.runtime.audit``).
+    """
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return {"CRDSOPS_VIA": f"{user}@{socket.gethostname()}"}
+
+
+def run_inv(conn, checkout, argv: list[str], hide: bool = False, env: dict[str, str] | None = None):
     """Run ``inv ARGV`` on the host behind ``conn``; return the fabric Result (``.exited``)."""
     open_checked(conn)
     try:
-        return conn.run(inv_command(checkout, argv), warn=True, hide=hide, pty=False, in_stream=False)
+        return conn.run(inv_command(checkout, argv, env), warn=True, hide=hide, pty=False, in_stream=False)
     except Exception as err:
         raise CrdsOpsError(explain(err, conn)) from None
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from crdsops.tasks._common import confirm, installed_config, ops_task
+from crdsops.tasks._common import confirm, installed_config, ops_task, touched
+
+JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
 
-@ops_task(aliases=["backup-server"], help={"dry_run": "print the plan, change nothing"})
+@ops_task(aliases=["backup-server"], changing=True, notifying=True, help={"dry_run": "print the plan, change nothing"})
 def backup(c, dry_run=False):
     """Back up the installed server: database, support dirs, listings; publish the shared latest."""
     from crdsops.data import backup as lib
+    from crdsops.data.inventory import shared_latest
     from crdsops.runtime.lock import server_lock
 
     cfg = installed_config()
@@ -25,16 +28,20 @@ def backup(c, dry_run=False):
         lib.plan(cfg).show()
         return
     with server_lock(cfg, "backup"):
-        lib.create(cfg)
+        made = lib.create(cfg)
+    touched(backup=made.name, path=made, shared=shared_latest(cfg))
 
 
 @ops_task(help={
     "backup": "a backup directory, a private backup's date or name, or `shared`; default: all private "
               "ones and the shared latest",
     "quick": "check sizes and sha256 only; skip reading compressed files to their end",
+    "json": JSON_HELP,
 })
-def verify(c, backup=None, quick=False):
+def verify(c, backup=None, quick=False, json_=False):
     """Check backups against their manifests and that their dumps read to the end: `inv verify [-b BACKUP]`."""
+    import json
+
     from crdsops.data import inventory
 
     cfg = installed_config()
@@ -48,44 +55,62 @@ def verify(c, backup=None, quick=False):
     bad = 0
     for entry in entries:
         inventory.verify_entry(cfg, entry, deep=not quick)
+        bad += bool(entry.problems)
+        if json_:
+            continue
         label = f"{entry.where:7} {entry.path}"
         if entry.problems:
-            bad += 1
             print(f"BAD     {label}")
             for problem in entry.problems:
                 print(f"          {problem}")
         else:
             print(f"ok      {label}")
-    print(f"{len(entries) - bad} ok, {bad} bad")
+    if json_:
+        print(json.dumps({"schema": inventory.SCHEMA, "server": cfg.name, "deep": not quick,
+                          "ok": len(entries) - bad, "bad": bad,
+                          "backups": [inventory.entry_dict(e) for e in entries]}, indent=2))
+    else:
+        print(f"{len(entries) - bad} ok, {bad} bad")
     if bad:
         raise Exit(code=1)
 
 
-@ops_task(help={"verify": "verify each backup now instead of showing the last recorded result (exit 1 if any is bad)"})
-def backups(c, verify=False):
+@ops_task(help={
+    "verify": "verify each backup now instead of showing the last recorded result (exit 1 if any is bad)",
+    "json": JSON_HELP,
+})
+def backups(c, verify=False, json_=False):
     """List private and shared backups: date, size, engine, purpose, verification state."""
+    import json
+
     from crdsops.data import inventory
 
     cfg = installed_config()
     entries = inventory.all_entries(cfg)
-    if not entries:
-        print(f"{cfg.name} has no backups yet (private dir {cfg.backups.private_dir})")
-        return
-    print(f"{'where':8} {'created (UTC)':26} {'size':>9} {'engine':7} {'purpose':8} {'verified':10} path")
-    for entry in entries:
-        if verify:
+    if verify:
+        for entry in entries:
             inventory.verify_entry(cfg, entry)
-        created = entry.created.isoformat() if entry.created else "?"
-        print(f"{entry.where:8} {created:26} {inventory.human(entry.size):>9} {entry.engine:7} {entry.purpose:8} "
-              f"{entry.state:10} {entry.path}")
-        if entry.problems and entry.state != "ok":
-            print(f"{'':8} {entry.problems[0]}")
     bad = [e for e in entries if e.state == "BAD"]
+    if json_:
+        print(json.dumps({"schema": inventory.SCHEMA, "server": cfg.name,
+                          "private_dir": str(cfg.backups.private_dir),
+                          "shared": str(inventory.shared_latest(cfg)),
+                          "backups": [inventory.entry_dict(e) for e in entries]}, indent=2))
+    elif not entries:
+        print(f"{cfg.name} has no backups yet (private dir {cfg.backups.private_dir})")
+    else:
+        print(f"{'where':8} {'created (UTC)':26} {'size':>9} {'engine':7} {'purpose':8} {'verified':10} path")
+        for entry in entries:
+            created = entry.created.isoformat() if entry.created else "?"
+            print(f"{entry.where:8} {created:26} {inventory.human(entry.size):>9} {entry.engine:7} "
+                  f"{entry.purpose:8} {entry.state:10} {entry.path}")
+            if entry.problems and entry.state != "ok":
+                print(f"{'':8} {entry.problems[0]}")
     if verify and bad:
         raise Exit(f"error: {len(bad)} of {len(entries)} backups failed verification; see above", code=1)
 
 
-@ops_task(aliases=["restore-server"], help={
+@ops_task(aliases=["restore-server"], changing=True, notifying=True, help={
     "from": "a date (2026-11-28, the newest of that day), a private backup's name, or a backup directory; "
             "default: the shared latest",
     "yes": "do not ask for confirmation",
@@ -99,8 +124,12 @@ def restore(c, from_=None, yes=False, dry_run=False):
 
     cfg = installed_config()
     source = inventory.find(cfg, from_)
+    touched(backup=source.resolve())
     with server_lock(cfg, "restore"):
-        steps = RestoreRun(cfg, source).plan()
+        run = RestoreRun(cfg, source)
+        steps = run.plan()
+        if run.manifest is not None:
+            touched(backup_created=run.manifest.created, backup_of=run.manifest.server.name)
         steps.show()
         if steps.problems:
             raise Exit(f"error: refusing backup {source}: {'; '.join(steps.problems[:3])}; nothing was changed")
@@ -108,10 +137,14 @@ def restore(c, from_=None, yes=False, dry_run=False):
             return
         if not confirm(f"replace {cfg.name}'s database and support directories with this backup?", yes):
             raise Exit("error: not confirmed; nothing was changed (use --yes when running without a terminal)")
-        steps.run()
+        try:
+            steps.run()
+        finally:
+            if run.staged is not None:
+                touched(safety_backup=run.staged.safety)
 
 
-@ops_task(help={
+@ops_task(changing=True, help={
     "remove": "remove this server's backup line instead of installing it",
     "at": "time of day for the nightly backup, HH:MM (default 03:17)",
 })
@@ -123,6 +156,8 @@ def schedule(c, remove=False, at="03:17"):
     if remove:
         gone = lib.remove(cfg)
         print(f"removed: {gone[0]}" if gone else f"no backup line for {cfg.name} in the crontab; nothing to do")
+        touched(cron_line="removed" if gone else "none")
         return
     line, changed = lib.install(cfg, at)
+    touched(cron_line=line, changed=changed)
     print(("installed: " if changed else "already installed: ") + line)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from crdsops.tasks._common import confirm, installed_config, ops_task
+from crdsops.tasks._common import confirm, installed_config, ops_task, touched
 
 
-@ops_task(aliases=("mirror-server",), help={
+@ops_task(aliases=("mirror-server",), changing=True, notifying=True, help={
     "obs": "observatory of the source; must be this server's",
     "src": "kind of the source server (a higher tier: ops > test > dev > django)",
     "src_url": "the source's URL (default: its config's url)",
@@ -29,13 +29,16 @@ def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, ye
     from crdsops.remote import mirror as m
     from crdsops.runtime.lock import server_lock
 
+    dest = installed_config()
     if not obs or not src:
         raise Exit("error: give --obs and --src (e.g. `inv mirror --obs hst --src test`)")
-    dest = installed_config()
     source = m.source_config(dest, obs, src)
+    touched(source=source.name)
     upward = m.check_direction(dest, source, allow_upward)  # refuse before any connection
     with server_lock(dest, "mirror"):  # held from the probes to the last deletion
         run = m.probe(dest, source, src_url, src_host, upward)
+        touched(source_host=run.target.where, source_url=run.src_url, backup=run.backup_remote,
+                backup_created=run.manifest.created if run.manifest else None)
         steps = run.plan()
         steps.show()
         if dry_run:
@@ -46,5 +49,9 @@ def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, ye
         if not confirm(f"replace {dest.name}'s database, support files and cache with {source.name}'s?", yes):
             raise Exit("error: not confirmed (use --yes to skip the question); nothing changed")
         run.max_delete = None if max_delete is None else int(max_delete)
-        steps.run()
+        try:
+            steps.run()
+        finally:
+            if run.staged is not None:
+                touched(safety_backup=run.staged.safety)
     print(f"mirror {source.name} -> {dest.name}: done")

@@ -4,7 +4,8 @@ Defaults: the fleet of ``--obs`` is every configured server of that observatory 
 ``host`` is another machine; ``--kinds`` narrows it. Connection settings come from each
 server's ``ssh`` section (then ~/.ssh/config); host keys are checked against
 ``ssh.known_hosts`` and unknown or changed keys are refused. One line per host; the exit
-code is 0 only when every host succeeded.
+code is 0 only when every host succeeded (fleet-status: 2 when none failed but some warn).
+``fleet-status`` without ``--obs`` covers every observatory.
 """
 
 from __future__ import annotations
@@ -41,10 +42,79 @@ def _fleet(obs, kinds, argv, verbose):
         raise Exit(code=1)
 
 
-@ops_task(name="fleet-status", help=_HELP)
-def fleet_status(c, obs=None, kinds=None, verbose=False):
-    """Run `inv status` on every server of an observatory; one line per host."""
-    _fleet(obs, kinds, ["status"], verbose)
+@ops_task(name="fleet-status", help=dict(
+    _HELP, obs="observatory whose servers to reach (default: every observatory with servers on other hosts)",
+    json="print JSON (a document with a `schema` version; see README, JSON output)",
+    html="also write the fleet as a self-contained HTML page to this file"))
+def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None):
+    """Run `inv status` on every server: state, context, backup age, drift from its mirror source."""
+    import datetime
+    import json
+    from pathlib import Path
+
+    from crdsops.data.state import age_text
+    from crdsops.files import write_atomic
+    from crdsops.remote import fleet, fleet_page
+
+    fleets = {}
+    for observatory, targets in _targets_by_observatory(obs, kinds).items():
+        if not json_:
+            print(f"running `inv status --json` on {len(targets)} host(s) of {observatory} ...", flush=True)
+        fleets[observatory] = fleet.fleet_status(observatory, targets)
+    states = [s for each in fleets.values() for s in each]
+    failed = [s for s in states if s.state in ("DOWN", "FAILED", "UNREACHABLE")]
+    warned = [s for s in states if s.state == "WARN"]
+    code = 1 if failed else (2 if warned else 0)
+    now = datetime.datetime.now(datetime.UTC)
+    if html:
+        path = Path(html).expanduser().resolve()
+        write_atomic(path, fleet_page.render(fleets, now), mode=0o644)
+    if json_:
+        print(json.dumps({"schema": fleet.SCHEMA, "at": now.isoformat(timespec="seconds"), "exit": code,
+                          "servers": [s.as_dict() for s in states]}, indent=2, default=str))
+    else:
+        for state in states:
+            backup = "-" if state.backup_age is None else age_text(state.backup_age) + " ago"
+            drift = (f"drift vs {state.source}: {'; '.join(state.drift)}" if state.drift
+                     else f"no drift vs {state.source}" if state.source and not state.drift_note
+                     else state.drift_note or "-")
+            res = state.result
+            exit_text = f"exit {res.exited}" if res.exited is not None else "no exit"
+            print(f"{state.name:<12} {res.target.where:<22} {state.state:<11} ({exit_text}) "
+                  f"context {state.context or '-'}, backup {backup}, {drift}"
+                  + (f"; {res.summary}" if res.summary and state.state != "ok" else ""))
+            if verbose and (res.stdout or res.stderr):
+                for text in (res.stdout, res.stderr):
+                    for ln in text.rstrip().splitlines():
+                        print(f"    {state.name}| {ln}")
+        ok = len(states) - len(failed) - len(warned)
+        print(f"{ok} of {len(states)} host(s) ok"
+              + (f"; warnings: {', '.join(s.name for s in warned)}" if warned else "")
+              + (f"; failed: {', '.join(s.name for s in failed)}" if failed else ""))
+        if html:
+            print(f"page: {path}")
+    if code:
+        raise Exit(code=code)
+
+
+def _targets_by_observatory(obs, kinds) -> dict:
+    from crdsops.config.installed import configs_here
+    from crdsops.config.loader import observatories
+    from crdsops.errors import CrdsOpsError
+    from crdsops.remote import fleet
+
+    wanted = [k for k in (kinds or "").split(",") if k] or None
+    if obs:
+        return {obs: fleet.fleet_targets(obs, wanted)}
+    found = {}
+    for each in observatories(configs_here()):
+        try:
+            found[each] = fleet.fleet_targets(each, wanted)
+        except CrdsOpsError:
+            continue  # no servers of it on other hosts (or not of those kinds)
+    if not found:
+        raise Exit("error: no configured servers on other hosts; nothing to do (give --obs to say which)")
+    return found
 
 
 @ops_task(name="fleet-backup", help=dict(_HELP, dry_run="pass --dry-run to each host's `inv backup`"))

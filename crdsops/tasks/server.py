@@ -1,4 +1,4 @@
-"""Tasks for one server's life cycle: config, install, run, stop, rerun, status, manage, runtests.
+"""Tasks for one server's life cycle: config, install, run, stop, rerun, status, history, manage, runtests.
 
 Defaults: none of these need flags once `inv install --obs OBS --kind KIND` has recorded
 which server this checkout runs (``var/installed.json``, or ``CRDSOPS_STATE``). Configs are
@@ -12,7 +12,9 @@ import sys
 
 from invoke import Exit
 
-from crdsops.tasks._common import installed_config, ops_task, server
+from crdsops.tasks._common import audited_in_installed, installed_config, ops_task, server
+
+JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
 
 @ops_task(help={
@@ -33,7 +35,7 @@ def config(c, obs=None, kind=None, json_=False):
     print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@ops_task(help={
+@ops_task(changing=True, help={
     "obs": "observatory to install: hst, jwst (the configs/ directories)",
     "kind": "server kind: django, dev, test, ops, or a JWST I&T kind (dit, bit, cit, ait)",
     "if_none": "do nothing when a server is already installed here (used by `make run`)",
@@ -46,6 +48,7 @@ def install(c, obs=None, kind=None, if_none=False, dry_run=False):
 
     installed = identity.read_installed()
     if if_none and installed is not None:
+        audited_in_installed()
         print(f"{installed.name} is already installed here; nothing to do")
         return
     if (obs is None or kind is None) and installed is None:
@@ -57,7 +60,7 @@ def install(c, obs=None, kind=None, if_none=False, dry_run=False):
     lib.install(cfg)
 
 
-@ops_task(help={"foreground": "run in this terminal (development); stop with Ctrl-C"})
+@ops_task(changing=True, help={"foreground": "run in this terminal (development); stop with Ctrl-C"})
 def run(c, foreground=False):
     """Start the installed server in the background; return once it answers."""
     from crdsops.runtime import service
@@ -75,7 +78,7 @@ def run(c, foreground=False):
         service.start(cfg)
 
 
-@ops_task
+@ops_task(changing=True)
 def stop(c):
     """Stop the installed server: gracefully, then forcefully after web.stop_timeout."""
     from crdsops.runtime import service
@@ -86,7 +89,7 @@ def stop(c):
         service.stop(cfg)
 
 
-@ops_task(help={"dry_run": "print the plan (its read-only checks run for real), change nothing"})
+@ops_task(changing=True, help={"dry_run": "print the plan (its read-only checks run for real), change nothing"})
 def rerun(c, dry_run=False):
     """Stop, reinstall (same identity) and start the installed server."""
     from crdsops.runtime import install as lib
@@ -109,29 +112,55 @@ def rerun(c, dry_run=False):
         plan.run()
 
 
-@ops_task(help={"json": "print the status as JSON"})
+@ops_task(help={"json": JSON_HELP})
 def status(c, json_=False):
-    """Say which server this is, whether it runs and answers; exit 1 when it is down."""
-    from dataclasses import asdict
-
-    from crdsops.runtime import service
+    """Say whether the server is up, its context, backups and last checks; exit 1 down, 2 warning."""
+    from crdsops.data import state
 
     cfg = installed_config()
-    st = service.status(cfg)
+    rep = state.report(cfg)
     if json_:
-        print(json.dumps(asdict(st) | {"up": st.up}, indent=2, default=str))
+        print(json.dumps(rep.as_dict(), indent=2, default=str))
     else:
-        context = (st.info or {}).get("operational_context", "-")
-        counts = st.counts or {}
-        print(f"server:     {cfg.name} ({cfg.tier} tier) on {cfg.host}")
-        print(f"url:        {cfg.url}  (local {cfg.local_url})")
-        print(f"pid:        {st.pid if st.pid else 'not running'}")
-        print(f"answers:    {'yes' if st.answers else 'no' + (' (' + st.problem + ')' if st.problem else '')}")
-        print(f"context:    {context}")
-        print(f"catalog:    {counts.get('references', '-')} references, {counts.get('mappings', '-')} mappings")
-        print(f"database:   {cfg.database.engine} {cfg.database.name}")
-    if not st.up:
-        raise Exit(code=1)
+        print(rep.text())
+    if rep.exit_code:
+        raise Exit(code=rep.exit_code)
+
+
+@ops_task(help={
+    "n": "how many entries to show, newest last (default 20; 0 for all)",
+    "task": "only the runs of this task (backup, restore, mirror, stop, ...)",
+    "json": JSON_HELP,
+})
+def history(c, n=20, task=None, json_=False):
+    """Show the audit log: who ran which changing task on this server, when, and how it ended."""
+    from crdsops.data.state import age_text, from_what
+    from crdsops.runtime import audit
+
+    cfg = installed_config()
+    n = int(n)
+    entries = audit.history(cfg.layout, limit=n or None, task=task)
+    if json_:
+        print(json.dumps({"schema": audit.SCHEMA, "server": cfg.name, "log": str(cfg.layout.audit_log),
+                          "entries": [e.as_dict() for e in entries]}, indent=2, default=str))
+        return
+    if not entries:
+        which = f" of `{task}`" if task else ""
+        print(f"no runs{which} in {cfg.layout.audit_log} yet")
+        return
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    print(f"{'when (UTC)':20} {'ago':>8} {'task':9} {'result':11} {'took':>7}  who / what")
+    for e in entries:
+        when = e.when.strftime("%Y-%m-%d %H:%M:%S") if e.when else e.at
+        ago = age_text(now - e.when) if e.when else "?"
+        flags = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in e.flags.items())
+        what = from_what(e)
+        detail = "; ".join(x for x in (e.who.describe(), flags, what, e.error or "") if x)
+        print(f"{when:20} {ago:>8} {e.task:9} {e.result:11} {e.seconds:6.1f}s  {detail}")
+        for warning in e.warnings:
+            print(f"{'':60}warning: {warning}")
 
 
 @ops_task(help={"args": "manage.py arguments as one string; or put them after `--`"})
@@ -156,10 +185,22 @@ def manage(c, args=""):
 })
 def runtests(c, django_only=False, live_only=False):
     """Run the server's Django tests, then live checks through the real crds client."""
-    from crdsops.runtime import selftest
+    import time
+
+    from crdsops.errors import CrdsOpsError
+    from crdsops.runtime import results, selftest
 
     cfg = installed_config()
-    checks = selftest.run(cfg, django_tests=not live_only, live=not django_only)
+    started = time.monotonic()
+    scope = {"django_only": bool(django_only), "live_only": bool(live_only)}
+    try:
+        checks = selftest.run(cfg, django_tests=not live_only, live=not django_only)
+    except CrdsOpsError as err:
+        results.write(cfg.layout, "runtests", False, time.monotonic() - started, error=str(err).splitlines()[0],
+                      **scope)
+        raise
+    results.write(cfg.layout, "runtests", not checks.failed, time.monotonic() - started, passed=checks.passed,
+                  failed=checks.failed, summary=checks.summary, **scope)
     print(f"runtests {cfg.name}: {checks.summary}")
     if checks.failed:
         raise Exit(code=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pathlib
 
-from crdsops.tasks._common import ops_task
+from crdsops.tasks._common import audited_in_installed, ops_task, touched
 
 
 def _prefix(prefix):
@@ -28,7 +28,7 @@ def _prefix(prefix):
     return stack_prefix()
 
 
-@ops_task(aliases=["build-conda3"], help={
+@ops_task(aliases=["build-conda3"], changing=True, help={
     "prefix": "where the stack goes (default: the config's stack.prefix, .venv in the checkout)",
     "dev": "include the dev category (pytest, py-rattler, conda-lock); default: as the current stack",
     "no_dev": "leave the dev category out (default: as the current stack)",
@@ -47,10 +47,13 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
 
     if dev and no_dev:
         raise Exit("error: give --dev or --no-dev, not both")
+    audited_in_installed()  # the stack is the checkout's: its builds go into the installed server's log
     p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None), mode=mode, python=python, conda=conda,
                     lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
+    touched(stack=p.prefix, up_to_date=p.up_to_date)
     if p.up_to_date or dry_run:
         print(("would " if dry_run and not p.up_to_date else "") + p.describe())
+
 
 
 @ops_task(iterable=["channel", "env_file"], help={

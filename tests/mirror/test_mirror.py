@@ -26,6 +26,12 @@ def _rows(db: str) -> dict:
         con.close()
 
 
+def _last_audit(cfg) -> dict:
+    import json
+
+    return json.loads(cfg.layout.audit_log.read_text().splitlines()[-1])
+
+
 def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     src, dst = pair.src_cfg, pair.dst_cfg
     stale = dst.cache / "references" / "hst" / "stale_only_on_dev.fits"
@@ -68,6 +74,16 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     assert set(got) == set(want)
     assert all(got[n] == want[n] for n in got)
     assert any(n.endswith(".fits") for n in got)
+
+    # the audit line and `inv status` say when, from what, and how it ended
+    line = _last_audit(dst)
+    assert line["task"] == "mirror" and line["result"] == "ok" and line["flags"] == {"obs": "hst", "src": "test", "yes": True}
+    touched = line["touched"]
+    assert touched["source"] == "hst.test" and touched["source_host"] == f"{pair.test_host.address}:{pair.test_host.port}"
+    assert touched["backup"] == str((src.backups.shared_dir / "hst.test").resolve())
+    assert touched["backup_created"] and touched["safety_backup"].startswith(str(dst.backups.private_dir))
+    mirror_line = next(ln for ln in pair.ops["dev"].inv("status").stdout.splitlines() if ln.startswith("mirror:"))
+    assert mirror_line.startswith("mirror:     ok ") and "from hst.test (its backup " in mirror_line
 
 
 def test_second_mirror_keeps_unchanged_files(pair):
@@ -238,6 +254,9 @@ def test_health_check_failure_rolls_back(pair):
     assert sha256_tree(pair.dst_cfg.cache / "mappings" / "hst") == mappings_before
     counts = pair.counts("dev")
     assert counts["kind"] == "dev" and counts["references"] == 0
+    line = _last_audit(pair.dst_cfg)
+    assert line["task"] == "mirror" and line["result"] == "failed" and "rolled back" in line["error"]
+    assert line["touched"]["safety_backup"]
 
 
 def test_health_check_expects_the_backup_not_the_live_source(pair):

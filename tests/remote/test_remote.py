@@ -128,7 +128,7 @@ def test_fleet_status_reports_every_host_and_fails_when_one_does(fleet):
     assert result.returncode == 1, result.stdout
     by_name = {ln.split()[0]: ln for ln in lines if ln.startswith("hst.")}
     assert " ok " in by_name["hst.test"]
-    assert "FAILED" in by_name["hst.dev"] and "(exit 1)" in by_name["hst.dev"]
+    assert "DOWN" in by_name["hst.dev"] and "(exit 1)" in by_name["hst.dev"]  # installed, not running
     assert "UNREACHABLE" in by_name["hst.ops"] and "cannot reach" in by_name["hst.ops"]
     assert "1 of 3 host(s) ok" in result.stdout
 

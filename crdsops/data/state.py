@@ -1,0 +1,281 @@
+"""A server's state, as ``inv status`` reports it: the questions an operator asks in the morning.
+
+Is it up and answering, with which context and counts; the newest private backup (its age,
+whether it verified), the shared latest (what a mirror would copy); the last backup run, the
+last restore and mirror (when, from what, how it ended: from the audit log); the last runtests
+and cache check (from ``Layout.last_result``). ``monitoring:`` thresholds turn stale results
+into warnings:
+
+* ``backup_max_age``: the newest verified private backup (purpose ``backup``: restore's safety
+  backups do not count) is older, or there is none and the server is older than that (its
+  age: its secret key's, which the first install writes);
+* ``shared_max_age``: the same for the shared latest;
+* ``runtests_max_age``, ``check_cache_max_age``: the last result is older; a last result that
+  failed is always a warning.
+
+A failed backup, restore or mirror run is shown, not warned about: its alert went out when it
+failed, and a missed backup turns stale within hours. Exit codes: 0 ok, 1 down, 2 warning.
+
+``Report.as_dict()`` is the ``--json`` document (``schema`` 1; README "JSON output").
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from crdsops.config.model import ServerConfig, format_duration
+from crdsops.data import inventory
+from crdsops.data.inventory import Entry
+from crdsops.runtime import audit, results, service
+from crdsops.runtime.audit import Entry as AuditEntry
+from crdsops.runtime.results import LastResult
+
+SCHEMA = 1
+EXIT_OK, EXIT_DOWN, EXIT_WARN = 0, 1, 2
+
+
+def age_text(delta: datetime.timedelta | float | None) -> str:
+    """``45s``, ``12m``, ``5h 3m``, ``30h``, ``3d 4h``: how long ago, for people (hours up to two days)."""
+    if delta is None:
+        return "?"
+    seconds = int(delta.total_seconds() if isinstance(delta, datetime.timedelta) else delta)
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes}m"
+    if seconds < 86400:
+        return f"{hours}h {minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if seconds < 2 * 86400:
+        return f"{hours}h"
+    return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
+
+
+@dataclass
+class Report:
+    config: ServerConfig
+    now: datetime.datetime
+    status: service.Status
+    newest: Entry | None = None  # the newest private backup
+    verified: Entry | None = None  # the newest private backup that verified
+    shared: Entry | None = None
+    last_backup: AuditEntry | None = None
+    last_restore: AuditEntry | None = None
+    last_mirror: AuditEntry | None = None
+    runtests: LastResult | None = None
+    check_cache: LastResult | None = None
+    since: datetime.datetime | None = None  # when the server was first installed
+    warnings: dict[str, str] = field(default_factory=dict)  # line key -> why it is a warning
+
+    @property
+    def state(self) -> str:
+        if not self.status.up:
+            return "down"
+        return "warn" if self.warnings else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return {"down": EXIT_DOWN, "warn": EXIT_WARN, "ok": EXIT_OK}[self.state]
+
+    def age(self, when: datetime.datetime | None) -> datetime.timedelta | None:
+        return None if when is None else self.now - when
+
+    # --- the text of `inv status` -------------------------------------------------------
+
+    def lines(self) -> list[tuple[str, str]]:
+        cfg, st = self.config, self.status
+        context = (st.info or {}).get("operational_context", "-")
+        counts = st.counts or {}
+        out = [
+            ("server", f"{cfg.name} ({cfg.tier} tier) on {cfg.host}"),
+            ("url", f"{cfg.url}  (local {cfg.local_url})"),
+            ("pid", f"{st.pid if st.pid else 'not running'}"),
+            ("answers", "yes" if st.answers else "no" + (f" ({st.problem})" if st.problem else "")),
+            ("context", f"{context}"),
+            ("catalog", f"{counts.get('references', '-')} references, {counts.get('mappings', '-')} mappings"),
+            ("database", f"{cfg.database.engine} {cfg.database.name}"),
+            ("backup", self._backup_text()),
+            ("shared", self._entry_text(self.shared, "none published")),
+            ("last backup", self._run_text(self.last_backup)),
+            ("restore", self._run_text(self.last_restore)),
+            ("mirror", self._run_text(self.last_mirror)),
+            ("runtests", self._result_text(self.runtests)),
+            ("check-cache", self._result_text(self.check_cache)),
+        ]
+        shown = []
+        for key, text in out:
+            warn = self.warnings.get(key)
+            shown.append((key, f"{text}  WARN: {warn}" if warn else text))
+        verdict = {"ok": "ok", "down": "DOWN"}.get(self.state) or f"WARN ({len(self.warnings)})"
+        if self.state == "down" and self.warnings:
+            verdict += f", and {len(self.warnings)} warning(s)"
+        shown.append(("state", verdict))
+        return shown
+
+    def text(self) -> str:
+        return "\n".join(f"{key + ':':11} {value}" for key, value in self.lines())
+
+    def _entry_text(self, entry: Entry | None, none: str) -> str:
+        if entry is None:
+            return none
+        made = entry.created.strftime("%Y-%m-%d %H:%M UTC") if entry.created else "?"
+        state = {"ok": "verified", "BAD": "BAD", "unverified": "not verified"}[entry.state]
+        text = f"{self._name(entry)} made {made}, {age_text(self.age(entry.created))} ago, {state}"
+        if entry.state == "BAD" and entry.problems:
+            text += f" ({entry.problems[0]})"
+        return text
+
+    def _name(self, entry: Entry) -> str:
+        """A backup's dated name (the shared latest's target is ``.<obs>.<kind>.<name>``)."""
+        return entry.path.resolve().name.removeprefix(f".{self.config.name}.")
+
+    def _backup_text(self) -> str:
+        text = self._entry_text(self.newest, "none yet")
+        if self.newest is not None and self.verified is not self.newest:
+            text += "; newest verified: " + (
+                f"{self.verified.path.name}, {age_text(self.age(self.verified.created))} ago" if self.verified else "none")
+        return text
+
+    def _run_text(self, entry: AuditEntry | None) -> str:
+        if entry is None:
+            return "never (in the audit log)"
+        result = {"ok": "ok", "failed": "FAILED", "interrupted": "INTERRUPTED"}.get(entry.result, entry.result)
+        text = f"{result} {age_text(self.age(entry.when))} ago by {entry.who.describe()}"
+        what = from_what(entry)
+        if what:
+            text += f", {what}"
+        if entry.error:
+            text += f": {entry.error}"
+        return text
+
+    def _result_text(self, result: LastResult | None) -> str:
+        if result is None:
+            return "never run"
+        return f"{'ok' if result.ok else 'FAILED'} {age_text(self.age(result.at))} ago: {result.summary}"
+
+    # --- the --json document -------------------------------------------------------------
+
+    def as_dict(self) -> dict:
+        cfg, st, m = self.config, self.status, self.config.monitoring
+        return {
+            "schema": SCHEMA,
+            "server": {"name": cfg.name, "observatory": cfg.observatory, "kind": cfg.kind, "tier": cfg.tier,
+                       "host": cfg.host, "url": cfg.url, "local_url": cfg.local_url,
+                       "database": {"engine": cfg.database.engine, "name": cfg.database.name}},
+            "state": self.state,
+            "exit": self.exit_code,
+            "up": st.up,
+            "pid": st.pid,
+            "answers": st.answers,
+            "problem": st.problem or None,
+            "context": (st.info or {}).get("operational_context"),
+            "counts": st.counts,
+            "backup": self._entry_dict(self.newest),
+            "verified_backup": self._entry_dict(self.verified),
+            "shared": self._entry_dict(self.shared),
+            "last_backup": self._run_dict(self.last_backup),
+            "last_restore": self._run_dict(self.last_restore),
+            "last_mirror": self._run_dict(self.last_mirror),
+            "runtests": self._result_dict(self.runtests),
+            "check_cache": self._result_dict(self.check_cache),
+            "thresholds": {name: (None if value is None else int(value.total_seconds()))
+                           for name, value in (("backup_max_age", m.backup_max_age),
+                                               ("shared_max_age", m.shared_max_age),
+                                               ("runtests_max_age", m.runtests_max_age),
+                                               ("check_cache_max_age", m.check_cache_max_age))},
+            "warnings": [f"{key}: {why}" for key, why in self.warnings.items()],
+        }
+
+    def _seconds(self, when: datetime.datetime | None) -> int | None:
+        delta = self.age(when)
+        return None if delta is None else int(delta.total_seconds())
+
+    def _entry_dict(self, entry: Entry | None) -> dict | None:
+        if entry is None:
+            return None
+        return {"name": self._name(entry), "path": str(entry.path), "where": entry.where,
+                "created": entry.created.isoformat() if entry.created else None,
+                "age_seconds": self._seconds(entry.created), "verified": entry.state,
+                "problems": list(entry.problems), "size": entry.size, "purpose": entry.purpose}
+
+    def _run_dict(self, entry: AuditEntry | None) -> dict | None:
+        if entry is None:
+            return None
+        return {"at": entry.at, "age_seconds": self._seconds(entry.when), "result": entry.result,
+                "error": entry.error, "seconds": entry.seconds, "by": entry.who.describe(),
+                "flags": entry.flags, "touched": entry.touched}
+
+    def _result_dict(self, result: LastResult | None) -> dict | None:
+        if result is None:
+            return None
+        return {"at": result.at.isoformat() if result.at else None, "age_seconds": self._seconds(result.at),
+                "ok": result.ok, "summary": result.summary, "result": result.data}
+
+
+def from_what(entry: AuditEntry) -> str:
+    """What a run touched, in a few words: ``from hst.test (its backup ...)``, a backup's name."""
+    t = entry.touched
+    if entry.task == "mirror" and t.get("source"):
+        made = f", made {t['backup_created']}" if t.get("backup_created") else ""
+        return f"from {t['source']} (its backup {t.get('backup', '?')}{made})"
+    if entry.task == "restore" and t.get("backup"):
+        made = f", made {t['backup_created']}" if t.get("backup_created") else ""
+        return f"from {t['backup']}{made}"
+    if entry.task == "backup" and t.get("backup"):
+        return str(t["backup"])
+    return ", ".join(f"{k} {v}" for k, v in t.items() if not k.endswith(("path", "_host", "_url")))
+
+
+def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report:
+    """Probe the server and read its records; the warnings are decided here."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    layout = config.layout
+    rep = Report(config, now, service.status(config))
+    nightly = [e for e in inventory.private_backups(config) if e.manifest is None or e.purpose == "backup"]
+    rep.newest = nightly[0] if nightly else None
+    rep.verified = next((e for e in nightly if e.state == "ok"), None)
+    rep.shared = inventory.shared_entry(config)
+    for entry in audit.newest_first(layout):
+        slot = {"backup": "last_backup", "restore": "last_restore", "mirror": "last_mirror"}.get(entry.task)
+        if slot and getattr(rep, slot) is None:
+            setattr(rep, slot, entry)
+        if rep.last_backup and rep.last_restore and rep.last_mirror:
+            break
+    rep.runtests = results.read(layout, "runtests")
+    rep.check_cache = results.read(layout, "check-cache")
+    try:
+        rep.since = datetime.datetime.fromtimestamp(layout.secret_key.stat().st_mtime, datetime.UTC)
+    except OSError:
+        rep.since = None
+    _judge(rep)
+    return rep
+
+
+def _judge(rep: Report) -> None:
+    m = rep.config.monitoring
+    shared_ok = rep.shared if rep.shared is not None and rep.shared.state != "BAD" else None
+    for key, entry, limit, name in (("backup", rep.verified, m.backup_max_age, "backup_max_age"),
+                                    ("shared", shared_ok, m.shared_max_age, "shared_max_age")):
+        if limit is None:
+            continue
+        what = "the newest verified backup" if key == "backup" else "the shared latest"
+        if entry is not None and entry.created is not None:
+            if rep.now - entry.created > limit:
+                rep.warnings[key] = f"{what} is {age_text(rep.now - entry.created)} old, " \
+                                    f"more than {format_duration(limit)} (monitoring.{name})"
+        elif rep.since is None or rep.now - rep.since > limit:
+            installed = f"installed {age_text(rep.now - rep.since)} ago, " if rep.since else ""
+            rep.warnings[key] = f"no {what.removeprefix('the ')} ({installed}monitoring.{name} {format_duration(limit)})"
+    for key, result, limit, name in (("runtests", rep.runtests, m.runtests_max_age, "runtests_max_age"),
+                                     ("check-cache", rep.check_cache, m.check_cache_max_age, "check_cache_max_age")):
+        if result is not None and not result.ok:
+            rep.warnings[key] = "the last run failed"
+        elif limit is not None:
+            if result is None or result.at is None:
+                rep.warnings[key] = f"never run (monitoring.{name} {format_duration(limit)})"
+            elif rep.now - result.at > limit:
+                rep.warnings[key] = f"last run {age_text(rep.now - result.at)} ago, more than " \
+                                    f"{format_duration(limit)} (monitoring.{name})"

@@ -1,0 +1,128 @@
+"""The fleet at a glance as one self-contained HTML page (``inv fleet-status --html FILE``).
+
+One table per observatory, one row per server; a server's state is shown by colour and in
+words (ok, WARN, DOWN, FAILED, UNREACHABLE), times as ages ("5h 3m ago", the exact time in
+the cell's tooltip). No script, no external style sheet, font or image: the file opens the
+same from a mail attachment, a shared disk or an intranet web server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+
+from crdsops import __version__
+from crdsops.data.state import age_text
+from crdsops.remote.fleet import ServerState
+
+COLOURS = {  # background, text: readable, and distinct for the usual colour blindness
+    "ok": ("#d7f5dd", "#0b5d1e"),
+    "WARN": ("#fff0c2", "#7a5200"),
+    "DOWN": ("#ffd9d6", "#8f1208"),
+    "FAILED": ("#ffd9d6", "#8f1208"),
+    "UNREACHABLE": ("#e4e4e4", "#333333"),
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #1d1d1d; }
+h1 { font-size: 1.4em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.6em; }
+p.meta { color: #555; margin-top: 0; }
+table { border-collapse: collapse; min-width: 60em; }
+th, td { border: 1px solid #c8c8c8; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.state { font-weight: bold; text-align: center; white-space: nowrap; }
+td.warn { background: #fff0c2; }
+span.note { color: #666; }
+ul { margin: 0; padding-left: 1.1em; }
+"""
+
+
+def render(fleets: dict[str, list[ServerState]], now: datetime.datetime | None = None) -> str:
+    """The page for ``{observatory: [ServerState, ...]}``."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    total = sum(len(v) for v in fleets.values())
+    bad = sum(1 for v in fleets.values() for s in v if s.state != "ok")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>CRDS servers: fleet status</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>CRDS servers: fleet status</h1>",
+        f'<p class="meta">made {_e(now.strftime("%Y-%m-%d %H:%M UTC"))} by crdsops {_e(__version__)} '
+        f"(<code>inv fleet-status</code>): {total} server(s), "
+        f"{'all ok' if not bad else f'{bad} not ok'}</p>",
+    ]
+    for observatory, states in fleets.items():
+        parts.append(f'<h2 id="{_e(observatory)}">{_e(observatory.upper())}</h2>')
+        parts.append(f'<table data-observatory="{_e(observatory)}">')
+        parts.append("<thead><tr><th>server</th><th>host</th><th>state</th><th>context</th><th>catalog</th>"
+                     "<th>newest verified backup</th><th>shared latest</th><th>last mirror</th>"
+                     "<th>drift from its source</th><th>warnings</th></tr></thead><tbody>")
+        for state in states:
+            parts.append(_row(state))
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _row(state: ServerState) -> str:
+    report = state.report or {}
+    background, colour = COLOURS.get(state.state, COLOURS["FAILED"])
+    warnings = report.get("warnings") or []
+    counts = report.get("counts") or {}
+    catalog = (f"{counts.get('references', '?')} references, {counts.get('mappings', '?')} mappings"
+               if counts else _note("-"))
+    cells = [
+        f"<td>{_e(state.name)}</td>",
+        f"<td>{_e(state.result.target.where)}</td>",
+        f'<td class="state" style="background:{background};color:{colour}">{_e(state.state)}</td>',
+        f"<td>{_e(state.context) if state.context else _note('-')}</td>",
+        f"<td>{catalog}</td>",
+        _backup_cell(report.get("verified_backup"), any(w.startswith("backup:") for w in warnings)),
+        _backup_cell(report.get("shared"), any(w.startswith("shared:") for w in warnings)),
+        f"<td>{_mirror(report.get('last_mirror'))}</td>",
+        f"<td>{_drift(state)}</td>",
+        f"<td>{_list(warnings) if warnings else (_note('none') if report else _e(state.result.summary))}</td>",
+    ]
+    return f'<tr data-server="{_e(state.name)}" data-state="{_e(state.state)}">' + "".join(cells) + "</tr>"
+
+
+def _backup_cell(backup: dict | None, warn: bool) -> str:
+    css = ' class="warn"' if warn else ""
+    if not backup:
+        return f"<td{css}>{_note('none')}</td>"
+    return f'<td{css} title="{_e(backup.get("created") or "")}">{_e(_ago(backup.get("age_seconds")))}</td>'
+
+
+def _mirror(last: dict | None) -> str:
+    if not last:
+        return _note("never")
+    source = (last.get("touched") or {}).get("source", "?")
+    result = "" if last.get("result") == "ok" else f" <b>{_e(str(last.get('result', '')).upper())}</b>"
+    return f'<span title="{_e(last.get("at") or "")}">{_e(_ago(last.get("age_seconds")))} from {_e(source)}</span>' \
+           + result
+
+
+def _drift(state: ServerState) -> str:
+    if state.drift:
+        return f"vs {_e(state.source)}:" + _list(state.drift)
+    if state.drift_note:
+        return _note(state.drift_note)
+    return f"none {_note('(vs ' + (state.source or '?') + ')')}"
+
+
+def _ago(seconds) -> str:
+    return "?" if seconds is None else f"{age_text(seconds)} ago"
+
+
+def _list(items) -> str:
+    return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
+
+
+def _note(text: str) -> str:
+    return f'<span class="note">{_e(text)}</span>'
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,181 @@
+"""`inv status` answering the morning questions, and its exit codes: 0 ok, 1 down, 2 warning."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+from support import make_configs
+
+
+def set_keys(server, **sections) -> None:
+    make_configs(server.ops.where, {(server.obs, server.kind): sections})
+
+
+def status(server):
+    return server.inv("status", check=False)
+
+
+def status_json(server) -> dict:
+    return json.loads(server.inv("status", "--json", check=False).stdout)
+
+
+def line_of(text: str, key: str) -> str:
+    return next(row for row in text.splitlines() if row.startswith(key + ":"))
+
+
+def age_backup(backup, hours: float) -> None:
+    """Make ``backup`` look ``hours`` old: its manifest's date moves back (`inv verify` re-records it)."""
+    manifest = backup / "manifest.json"
+    data = json.loads(manifest.read_text())
+    then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=hours)
+    data["created"] = then.isoformat(timespec="seconds")
+    manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def test_an_old_backup_warns_with_exit_2_and_a_fresh_one_clears_it(sqlite_server):
+    server = sqlite_server
+    server.inv("backup")
+    (backup,) = server.private_backups()
+    age_backup(backup, 30)
+    server.inv("verify", "-b", backup.name)  # a backup that verifies, 30 hours old
+    result = status(server)
+    assert result.returncode == 2, result.stdout
+    line = line_of(result.stdout, "backup")
+    assert f"{backup.name} made " in line and "30h ago, verified" in line
+    assert "WARN: the newest verified backup is 30h old, more than 26h (monitoring.backup_max_age)" in line
+    assert line_of(result.stdout, "state") == "state:      WARN (1)"
+    assert "WARN" not in line_of(result.stdout, "shared")  # its copy in the shared dir is fresh
+    doc = status_json(server)
+    assert doc["schema"] == 1 and doc["state"] == "warn" and doc["exit"] == 2 and doc["up"] is True
+    assert doc["warnings"] == ["backup: the newest verified backup is 30h old, more than 26h "
+                               "(monitoring.backup_max_age)"]
+    assert doc["verified_backup"]["name"] == backup.name and 30 * 3600 <= doc["verified_backup"]["age_seconds"]
+    assert doc["thresholds"]["backup_max_age"] == 26 * 3600
+
+    server.inv("backup")
+    result = status(server)
+    assert result.returncode == 0, result.stdout
+    assert line_of(result.stdout, "state") == "state:      ok"
+    assert "s ago, verified" in line_of(result.stdout, "backup") and "WARN" not in result.stdout
+
+
+def test_the_threshold_comes_from_the_config_and_null_turns_it_off(sqlite_server):
+    server = sqlite_server
+    server.inv("backup")
+    (backup,) = server.private_backups()
+    age_backup(backup, 30)
+    server.inv("verify", "-b", backup.name)
+    set_keys(server, monitoring={"backup_max_age": "2d"})
+    assert status(server).returncode == 0
+    set_keys(server, monitoring={"backup_max_age": "1h30m"})
+    assert "more than 1h30m" in status(server).stdout
+    set_keys(server, monitoring={"backup_max_age": None})
+    assert status(server).returncode == 0
+
+
+def test_a_bad_newest_backup_is_shown_and_the_age_of_the_newest_verified_counts(sqlite_server):
+    server = sqlite_server
+    server.inv("backup")
+    server.inv("backup")
+    old, new = server.private_backups()
+    age_backup(old, 40)
+    server.inv("verify", "-b", old.name)
+    dump = next(new.glob("database.*"))
+    dump.write_bytes(dump.read_bytes()[:-10])
+    server.inv("verify", "-b", new.name, check=False)
+    result = status(server)
+    assert result.returncode == 2
+    line = line_of(result.stdout, "backup")
+    assert f"{new.name} made " in line and ", BAD (" in line and f"newest verified: {old.name}, 40h ago" in line
+    assert "the newest verified backup is 40h old" in line
+
+
+def test_a_server_with_no_backup_warns_once_it_is_older_than_the_threshold(sqlite_server):
+    server = sqlite_server
+    assert status(server).returncode == 0  # just installed: no backup expected yet
+    assert line_of(status(server).stdout, "backup") == "backup:     none yet"
+    set_keys(server, monitoring={"backup_max_age": "1s", "shared_max_age": "1s"})
+    time.sleep(1.5)
+    result = status(server)
+    assert result.returncode == 2
+    assert "WARN: no newest verified backup (installed " in line_of(result.stdout, "backup")
+    assert "WARN: no shared latest" in line_of(result.stdout, "shared")
+    assert line_of(result.stdout, "state") == "state:      WARN (2)"
+
+
+def test_down_is_exit_1_whatever_the_warnings(sqlite_server):
+    server = sqlite_server
+    set_keys(server, monitoring={"backup_max_age": "1s"})
+    time.sleep(1.5)
+    server.inv("stop")
+    result = status(server)
+    assert result.returncode == 1
+    assert line_of(result.stdout, "state") == "state:      DOWN, and 1 warning(s)"
+    assert status_json(server)["state"] == "down"
+
+
+def test_last_restore_runtests_and_check_cache_are_reported(sqlite_server):
+    server = sqlite_server
+    server.inv("backup")
+    server.inv("restore", "--yes")
+    text = status(server).stdout
+    restore = line_of(text, "restore")
+    assert restore.startswith("restore:    ok ") and " ago by " in restore
+    assert f"from {server.shared().resolve()}" in restore and ", made 20" in restore
+    assert line_of(text, "mirror") == "mirror:     never (in the audit log)"
+    assert line_of(text, "runtests") == "runtests:   never run"
+    assert line_of(text, "check-cache") == "check-cache: never run"
+    doc = status_json(server)
+    assert doc["last_restore"]["result"] == "ok" and doc["last_restore"]["touched"]["safety_backup"]
+    assert doc["last_backup"]["result"] == "ok"
+
+    # a failing runtests (the server is stopped for it) is a warning once the server is back
+    server.inv("stop")
+    assert server.inv("runtests", "--live-only", check=False).returncode == 1
+    server.inv("run")
+    result = status(server)
+    assert result.returncode == 2
+    assert line_of(result.stdout, "runtests").startswith("runtests:   FAILED ")
+    assert "0 passed, 1 failed" in line_of(result.stdout, "runtests")
+    assert "WARN: the last run failed" in line_of(result.stdout, "runtests")
+    server.inv("runtests", "--live-only")
+    result = status(server)
+    assert result.returncode == 0, result.stdout
+    assert line_of(result.stdout, "runtests").startswith("runtests:   ok ")
+
+    # check-cache's result, in the shape `inv check-cache` records it
+    record = server.cfg.layout.last_result("check-cache")
+    record.write_text(json.dumps({"schema": 1, "task": "check-cache", "at": datetime.datetime.now(
+        datetime.UTC).isoformat(timespec="seconds"), "mode": "sizes", "ok": False, "checked": 3, "bytes": 1234,
+        "problems": {"missing": ["d0m00001j_drk.fits"]}, "seconds": 0.1}))
+    result = status(server)
+    assert result.returncode == 2
+    assert line_of(result.stdout, "check-cache").startswith("check-cache: FAILED ")
+    assert "3 files checked (sizes), 1 problem(s)" in line_of(result.stdout, "check-cache")
+    assert status_json(server)["check_cache"]["result"]["problems"] == {"missing": ["d0m00001j_drk.fits"]}
+    set_keys(server, monitoring={"check_cache_max_age": "1s"})
+    record.write_text(record.read_text().replace('"ok": false', '"ok": true'))
+    time.sleep(1.5)
+    assert "more than 1s (monitoring.check_cache_max_age)" in status(server).stdout
+
+
+def test_backups_and_verify_speak_json(sqlite_server):
+    server = sqlite_server
+    assert json.loads(server.inv("backups", "--json").stdout)["backups"] == []
+    server.inv("backup")
+    doc = json.loads(server.inv("backups", "--json").stdout)
+    assert doc["schema"] == 1 and doc["server"] == "hst.django"
+    private, shared = doc["backups"]
+    assert private["where"] == "private" and shared["where"] == "shared"
+    assert private["verified"] == "ok" and private["engine"] == "sqlite" and private["counts"]["references"] == 3
+    assert private["age_seconds"] >= 0 and private["size"] > 0
+    dump = next(server.private_backups()[0].glob("database.*"))
+    dump.write_bytes(dump.read_bytes()[:-10])
+    result = server.inv("verify", "--json", check=False)
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == 1 and doc["ok"] == 1 and doc["bad"] == 1 and doc["deep"] is True
+    assert doc["backups"][0]["verified"] == "BAD" and doc["backups"][0]["problems"]
+    assert doc["backups"][1]["verified"] == "ok"
