@@ -169,7 +169,7 @@ def test_backups_and_verify_speak_json(sqlite_server):
     assert doc["schema"] == 1 and doc["server"] == "hst.django"
     private, shared = doc["backups"]
     assert private["where"] == "private" and shared["where"] == "shared"
-    assert private["verified"] == "ok" and private["engine"] == "sqlite" and private["counts"]["references"] == 3
+    assert private["verified"] == "ok" and private["engine"] == "sqlite" and private["counts"]["references"] == 4
     assert private["age_seconds"] >= 0 and private["size"] > 0
     dump = next(server.private_backups()[0].glob("database.*"))
     dump.write_bytes(dump.read_bytes()[:-10])

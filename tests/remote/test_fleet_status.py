@@ -47,7 +47,7 @@ def test_fleet_status_json_says_state_backup_age_context_and_drift(both_up):
     assert test["status"]["verified_backup"]["age_seconds"] < 600
     assert test["source"] == "hst.ops" and test["drift_note"] == "hst.ops unreachable" and test["drift"] == []
     assert dev["state"] == "ok" and dev["source"] == "hst.test"
-    assert "references 0 vs 3" in dev["drift"] and "mappings 0 vs 4" in dev["drift"]
+    assert "references 0 vs 4" in dev["drift"] and "mappings 0 vs 7" in dev["drift"]
     assert any(d.startswith("context ") and d.endswith(" vs hst_0001.pmap") for d in dev["drift"])
     assert ops["state"] == "UNREACHABLE" and ops["exit"] is None and "cannot reach" in ops["summary"]
 
@@ -57,7 +57,7 @@ def test_fleet_status_text_is_one_line_per_host(both_up):
     assert result.returncode == 1
     by_name = {ln.split()[0]: ln for ln in result.stdout.splitlines() if ln.startswith("hst.")}
     assert re.search(r" ok +\(exit 0\) context hst_0001\.pmap, backup \d+s ago, hst\.ops unreachable", by_name["hst.test"])
-    assert "drift vs hst.test: " in by_name["hst.dev"] and "references 0 vs 3" in by_name["hst.dev"]
+    assert "drift vs hst.test: " in by_name["hst.dev"] and "references 0 vs 4" in by_name["hst.dev"]
     assert "UNREACHABLE" in by_name["hst.ops"] and "cannot reach" in by_name["hst.ops"]
     assert "2 of 3 host(s) ok; failed: hst.ops" in result.stdout
 
@@ -95,7 +95,7 @@ def test_the_html_page_renders_in_a_browser(both_up, tmp_path):
     test_row = re.search(r'<tr data-server="hst.test".*?</tr>', dom.stdout, re.S).group(0)
     assert "hst_0001.pmap" in test_row and re.search(r">\d+s ago<", test_row)
     dev_row = re.search(r'<tr data-server="hst.dev".*?</tr>', dom.stdout, re.S).group(0)
-    assert "vs hst.test:" in dev_row and "references 0 vs 3" in dev_row
+    assert "vs hst.test:" in dev_row and "references 0 vs 4" in dev_row
     shot = tmp_path / "fleet.png"
     taken = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
                             "--window-size=1400,700", page.as_uri()], capture_output=True, text=True, timeout=120)
