@@ -133,9 +133,10 @@ def ensure(names, *, say=print, dry_run: bool = False, path: pathlib.Path = PACK
     if apt is None:
         raise CrdsOpsError(f"missing system packages for {reason}: {' '.join(absent)}, and there is no apt-get "
                            "to install them with; install them with this machine's package manager")
-    say(f"installing system packages {' '.join(absent)} ({reason}) with apt-get")
     if dry_run:
+        say(f"would install system packages {' '.join(absent)} ({reason}) with apt-get")
         return absent
+    say(f"installing system packages {' '.join(absent)} ({reason}) with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-apt-{os.getpid()}.log"
     with open(log, "w") as logfh:
