@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import CHECKOUT, INV, make_configs
+from support import CHECKOUT, INV, copy_checkout, make_configs
 
 from crdsops.errors import CrdsOpsError
 from crdsops.stack import build, system
@@ -31,18 +31,6 @@ def world_dir(prefix: str) -> Path:
     where = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     where.chmod(0o755)
     return where
-
-
-def copy_checkout(dest: Path) -> Path:
-    """This checkout's files (tracked and new, not .venv or var/) copied to DEST."""
-    names = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], cwd=CHECKOUT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        source = CHECKOUT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
