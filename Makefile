@@ -29,8 +29,10 @@ run: $(INV)
 build:
 	bin/bootstrap
 
+# bin/bootstrap reads system-packages.txt: the default server's packages for build/run, every
+# purpose for test (which also starts MariaDB and sets up sshd, and builds the dev and vm categories).
 test:
-	bin/bootstrap --dev
+	bin/bootstrap --test
 	$(STACK)/bin/python -m pytest $(args)
 
 $(INV):

@@ -46,6 +46,18 @@ def make_configs(where: Path, overrides: dict[tuple[str, str], dict] | None = No
     return configs
 
 
+def copy_checkout(dest: Path) -> Path:
+    """This checkout's files (tracked and new; not .venv, var/ or anything git ignores) copied to DEST."""
+    names = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], cwd=CHECKOUT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        source = CHECKOUT / name
+        if source.is_file():
+            (Path(dest) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, Path(dest) / name)
+    return Path(dest)
+
+
 def local_overrides(where: Path, port: int | None = None) -> dict:
     """Keys that put a server entirely under ``where`` on a free port."""
     where = Path(where)
@@ -59,16 +71,21 @@ def local_overrides(where: Path, port: int | None = None) -> dict:
 class Ops:
     """One operator's view of one machine: `inv` with a given configs dir and install record."""
 
-    def __init__(self, where: Path, configs: Path | None = None):
+    def __init__(self, where: Path, configs: Path | None = None, checkout: Path | None = None):
+        """``checkout``: run the `inv` of another checkout (its .venv), e.g. a copy the web user can read."""
         self.where = Path(where)
         self.configs = configs or make_configs(self.where)
         self.state = self.where / "installed.json"
         self.env = dict(os.environ, CRDSOPS_CONFIGS=str(self.configs), CRDSOPS_STATE=str(self.state))
+        self.checkout = Path(checkout) if checkout else CHECKOUT
+        self.inv_path = str(self.checkout / ".venv" / "bin" / "inv") if checkout else INV
 
     def inv(self, *args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+        if "input" not in kwargs:
+            kwargs["stdin"] = subprocess.DEVNULL
         result = subprocess.run(
-            [INV, *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=timeout, **kwargs,
+            [self.inv_path, *args], cwd=self.checkout, env=self.env, capture_output=True, text=True,
+            timeout=timeout, **kwargs,
         )
         if check and result.returncode != 0:
             raise AssertionError(

@@ -66,17 +66,26 @@ def test_config_task_prints_the_resolved_config(ops):
     assert "name: crds_hst_dev" in out
 
 
-def test_output_into_a_closed_pipe_ends_quietly(ops):
-    """`inv config | head -1`: once the reader has gone, no error line, no traceback."""
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "block-buffered"])
+def test_output_into_a_closed_pipe_ends_quietly(ops, unbuffered):
+    """`inv config | head -1`: once the reader has gone, no error line, no traceback.
+
+    Both ways Python may write to a pipe: unbuffered (print() meets the closed pipe) and
+    block-buffered, as on a fresh machine with no PYTHONUNBUFFERED (the flush at the task's end
+    meets it; Python's own flush at exit said "Exception ignored ... BrokenPipeError").
+    """
     import os
     import subprocess
 
     from support import INV
 
+    env = {k: v for k, v in ops.env.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before inv writes a byte: every write is EPIPE
     try:
-        result = subprocess.run([INV, "config", "--obs", "hst", "--kind", "dev"], cwd=CHECKOUT, env=ops.env,
+        result = subprocess.run([INV, "config", "--obs", "hst", "--kind", "dev"], cwd=CHECKOUT, env=env,
                                 stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(write_end)

@@ -5,13 +5,19 @@ rights on ``crds_vm_<tag>`` and ``test_crds_vm_<tag>`` only, and a server root i
 directory the web user (www-data) can enter. Databases, the account and every Apache
 process are removed afterwards, whatever happened.
 
+Apache serves the server code and the stack as the web user. When it cannot read this
+checkout (a clone in root's home: /root is 0700), the tests serve a readable copy instead
+(``web_checkout``): the checkout's files under a world-readable /tmp directory with a stack of
+its own built from the same lock (main + vm, from the shared file cache), and run that copy's
+`inv`, as an operator would on a VM. `inv install` itself still refuses an unreadable checkout.
+
 Skipped (with the reason) when there is no MariaDB with a passwordless root at
-127.0.0.1:3306, no Apache, or when the web user cannot read this checkout (a clone under
-/root, say: move it, or `chmod o+x` the directories named in the reason).
+127.0.0.1:3306 or no Apache: `make test` (bin/bootstrap --test) sets both up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import secrets
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from mariadb import root_sql
-from support import CHECKOUT, free_port
+from support import CHECKOUT, Ops, copy_checkout, free_port
 
 WEB_USER = "www-data"
 
@@ -39,15 +45,12 @@ def _why_not() -> str | None:
     if not Path("/usr/sbin/apache2").exists():
         return "Apache needed (apt-get install apache2 apache2-dev)"
     if not (CHECKOUT / ".venv" / "bin" / "mod_wsgi-express").exists():
-        return "mod_wsgi-express missing from the stack (.venv); run bin/bootstrap"
+        return "mod_wsgi-express missing from the stack (.venv); run bin/bootstrap --test (it adds the vm category)"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(WEB_USER)
         except KeyError:
             return f"no {WEB_USER} user"
-        blocked = _blocked_for_web_user([CHECKOUT / "server" / "manage.py", CHECKOUT / ".venv" / "bin"])
-        if blocked:
-            return f"{WEB_USER} cannot enter {blocked}: Apache could not load this checkout (chmod o+x it)"
     return None
 
 
@@ -59,6 +62,61 @@ def _blocked_for_web_user(paths: list[Path]) -> str | None:
             if not ok:
                 return str(part)
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class WebCheckout:
+    """The checkout (and its stack) that Apache's user serves in these tests."""
+
+    root: Path
+    stack: Path
+    copied: bool
+
+
+_web: WebCheckout | None = None
+
+
+def web_checkout() -> WebCheckout:
+    """This checkout when the web user can read it (or we are not root), else a readable copy."""
+    global _web
+    if _web is None:
+        # CRDSOPS_TEST_WEB_COPY=1: serve the copy even where this checkout is readable (tests the copy)
+        blocked = os.geteuid() == 0 and (os.environ.get("CRDSOPS_TEST_WEB_COPY") == "1" or _blocked_for_web_user(
+            [CHECKOUT / "server" / "manage.py", CHECKOUT / ".venv" / "bin" / "python"]))
+        _web = _readable_copy() if blocked else WebCheckout(CHECKOUT, CHECKOUT / ".venv", False)
+    return _web
+
+
+def _readable_copy() -> WebCheckout:
+    """The checkout's files under a world-readable directory, with a stack of its own (main + vm)."""
+    root = web_dir("crdsops-vm-checkout-")
+    try:
+        copy_checkout(root)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CRDSOPS_STACK_DEV", "CRDSOPS_STACK_VM", "PYTHONPATH", "VIRTUAL_ENV")}
+        python = os.environ.get("CRDSOPS_STACK_PYTHON") or "/usr/bin/python3"
+        built = subprocess.run([python, "-m", "crdsops.stack", "build", "--prefix", str(root / ".venv"), "--vm"],
+                               cwd=root, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                               timeout=1200)
+        if built.returncode != 0:
+            raise RuntimeError(f"cannot build the stack of the web user's copy {root}: {built.stderr.strip()}")
+        for dirpath, dirs, files in os.walk(root):  # whatever the umask: others may read and enter
+            for name in dirs + files:
+                path = os.path.join(dirpath, name)
+                mode = os.lstat(path).st_mode
+                if not (mode & 0o170000 == 0o120000):  # not a symlink
+                    want = mode | 0o004 | (0o001 if mode & 0o111 or name in dirs else 0)
+                    if want != mode:
+                        os.chmod(path, want & 0o7777)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return WebCheckout(root, root / ".venv", True)
+
+
+def vm_ops(where: Path, configs: Path) -> Ops:
+    """An operator who runs the `inv` of the checkout the web user serves."""
+    return Ops(where, configs, checkout=web_checkout().root)
 
 
 SKIP_REASON = _why_not()
@@ -117,6 +175,7 @@ def vm_overrides(where: Path, account: Account, option_file: Path, **web) -> dic
         "database": {"name": account.database, "host": "127.0.0.1", "port": 3306, "option_file": str(option_file)},
         "web": {"port": free_port(), "processes": 2, "threads": 4, "start_timeout": 30, "stop_timeout": 15, **web},
         "backups": {"private_dir": "{root}/backups", "shared_dir": str(where / "shared-backups")},
+        "stack": {"prefix": str(web_checkout().stack)},
     }
 
 

@@ -88,6 +88,34 @@ def stack_python(config: ServerConfig) -> Path:
     return python
 
 
+_FIND_MODULES = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+
+
+def check_stack_has_vm(config: ServerConfig) -> None:
+    """A VM kind (Apache/mod_wsgi, MySQL) needs the stack's vm category: one line naming the command that adds it."""
+    needs = {}
+    if config.web.server == "mod_wsgi":
+        needs["mod_wsgi"] = "mod_wsgi"
+    if config.database.is_mysql:
+        needs["MySQLdb"] = "mysqlclient"
+    if not needs:
+        return
+    proc = subprocess.run([str(stack_python(config)), "-c", _FIND_MODULES, *needs], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if proc.returncode != 0:
+        raise CrdsOpsError(f"the stack's python {stack_python(config)} does not run ({proc.stderr.strip()[-200:]}); "
+                           "rebuild it with `inv build --force`")
+    absent = [needs[m] for m in proc.stdout.split() if m in needs]
+    if absent:
+        serves = " and ".join(w for w, on in (("Apache/mod_wsgi", config.web.server == "mod_wsgi"),
+                                             ("MySQL", config.database.is_mysql)) if on)
+        raise CrdsOpsError(
+            f"{config.name} runs on {serves}, and the stack {config.stack.prefix} has no {' or '.join(absent)} "
+            "(its vm category); add it with `inv build --vm` (or `bin/bootstrap --vm`, which also installs the "
+            "compiler and headers it builds with)"
+        )
+
+
 def manage_argv(config: ServerConfig, *args: str) -> list[str]:
     return [str(stack_python(config)), str(MANAGE_PY), *args]
 

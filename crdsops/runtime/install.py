@@ -16,7 +16,7 @@ from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
 from crdsops.runtime.backends import backend_for
-from crdsops.runtime.environ import manage, render_env_csh, render_env_sh, stack_python
+from crdsops.runtime.environ import check_stack_has_vm, manage, render_env_csh, render_env_sh, stack_python
 from crdsops.runtime.lock import server_lock
 from crdsops.steps import Plan
 
@@ -28,6 +28,7 @@ def plan(config: ServerConfig, say=print) -> Plan:
     installed here, the MySQL option file or login is wrong, or the web server cannot run.
     """
     stack_python(config)
+    check_stack_has_vm(config)
     _check_replacing(config)
     if config.database.is_mysql:
         from crdsops.db import mysql

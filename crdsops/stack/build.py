@@ -1,7 +1,9 @@
 """The server's Python stack: lock it (conda-lock) and build it from the lock.
 
 Two worlds, one lock (`conda-lock.yml`, made from `environment.yml` +
-`environment-dev.yml` by `lock`):
+`environment-dev.yml` + `environment-vm.yml` by `lock`). Its categories: main (the
+default django server: wheels only, no compiler), dev (test and lock tools) and vm
+(mysqlclient and mod_wsgi, built from their sdists, for the VM kinds):
 
 * conda: a machine with a conda executable (conda, mamba, micromamba) whose lock came
   from real conda channels. `build` installs the lock's conda packages (an @EXPLICIT
@@ -38,7 +40,8 @@ import time
 from crdsops.errors import CrdsOpsError
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
-ENV_FILES = ("environment.yml", "environment-dev.yml")
+ENV_FILES = ("environment.yml", "environment-dev.yml", "environment-vm.yml")
+CATEGORIES = ("main", "dev", "vm")  # the order a stamp records them in
 LOCK_FILE = "conda-lock.yml"
 PACKAGE_LIST = "crdsops-packages.txt"
 STAMP = "crdsops-stack.json"
@@ -258,6 +261,7 @@ def plan(
     lock_path: pathlib.Path | None = None,
     env_files: list[pathlib.Path] | None = None,
     dev: bool | None = None,
+    vm: bool | None = None,
     mode: str | None = None,
     python: str | None = None,
     conda: str | None = None,
@@ -276,7 +280,9 @@ def plan(
     stamp = read_stamp(prefix)
     if dev is None:
         dev = "dev" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_DEV", "") in ("1", "yes", "true")
-    categories = ["main", "dev"] if dev else ["main"]
+    if vm is None:
+        vm = "vm" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_VM", "") in ("1", "yes", "true")
+    categories = [c for c in CATEGORIES if c == "main" or (c == "dev" and dev) or (c == "vm" and vm)]
     p = Plan(prefix=prefix, lock_path=lock_path, env_files=env_files, categories=categories)
     p.lock_sha256 = _sha256(lock_path, "run `inv lock` to make it from environment.yml")
     p.env_sha256 = {e.name: _sha256(e) for e in env_files}
@@ -296,7 +302,8 @@ def plan(
     p.freshness = condalock.check_fresh(lk, env_files)
     missing = [c for c in categories if c not in lk.categories]
     if missing:
-        raise CrdsOpsError(f"{lock_path.name} has no {'/'.join(missing)} packages; add environment-dev.yml and run `inv lock`")
+        files = ", ".join(f"environment-{c}.yml" for c in missing)
+        raise CrdsOpsError(f"{lock_path.name} has no {'/'.join(missing)} packages; add {files} and run `inv lock`")
     if (not force and stamp and stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("categories") == categories
             and (mode in (None, "auto") or stamp.get("mode") == mode)):
         # the environment files' bytes changed, not what was locked: nothing to rebuild
@@ -443,6 +450,7 @@ def _replace_stack(p: Plan) -> None:
             if p.mode == "conda":
                 _install_conda_layer(p, logfh)
             else:
+                _check_venv_module(p.python)
                 _run([p.python, "-m", "venv", str(p.prefix)], logfh, "python -m venv")
             if p.pip_packages:
                 _install_pip_layer(p, logfh)
@@ -479,6 +487,27 @@ def _run(args: list[str], logfh, what: str, env: dict | None = None) -> None:
     logfh.flush()
     if proc.returncode != 0:
         raise CrdsOpsError(f"{what} exited {proc.returncode} ({_last_error(proc.stdout)})")
+
+
+def _check_venv_module(python: str) -> None:
+    """Debian's python3 makes no venv without python3-venv (ensurepip): say so, not "exited 1"."""
+    proc = subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise CrdsOpsError(f"{python} cannot make a venv (its venv/ensurepip module is missing); "
+                           "install python3-venv: apt-get install python3-venv")
+
+
+def _check_can_compile(pkg) -> None:
+    """Building an sdist (the vm category's mysqlclient, mod_wsgi) needs the vm system packages."""
+    from crdsops.stack import system
+
+    vm = system.wanted(["vm"])
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        line = system.apt_line(system.packages_of([p for p in vm if p.name == "vm"]), sudo=os.geteuid() != 0)
+        raise CrdsOpsError(f"building {pkg.name} {pkg.version} from its sdist needs a C compiler and there is "
+                           f"none on PATH (cc, gcc); install the vm packages: `{line}`")
+    system.require(["vm"])
 
 
 def _install_conda_layer(p: Plan, logfh) -> None:
@@ -561,6 +590,7 @@ def _built_wheel(p: Plan, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path
     recorded = where / "sha256"
     if len(wheels) == 1 and recorded.is_file() and recorded.read_text().strip() == _sha256(wheels[0]):
         return wheels[0], recorded.read_text().strip()
+    _check_can_compile(pkg)
     shutil.rmtree(where, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="crdsops-wheel-", dir=sdist.parent) as tmp:
         out = pathlib.Path(tmp) / "out"
@@ -649,17 +679,25 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the stack at --prefix from the lock (a no-op when unchanged)")
     b.add_argument("--prefix", default=None, help="stack prefix (default: stack.prefix of the config, .venv)")
     b.add_argument("--dev", action="store_true", default=None, help="include the dev category (test tools)")
+    b.add_argument("--vm", action="store_true", default=None,
+                   help="include the vm category (mysqlclient, mod_wsgi: what the VM kinds need)")
     b.add_argument("--mode", choices=("auto", "conda", "system"), default=None)
     b.add_argument("--python", default=None, help=f"system Python for --mode system (default {DEFAULT_PYTHON})")
     b.add_argument("--force", action="store_true", help="rebuild even when the stack is up to date")
     b.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    s = sub.add_parser("system", help="check (as root: install) the system packages of system-packages.txt")
+    s.add_argument("--for", dest="purposes", action="append", default=[], choices=("vm", "test"),
+                   help="add a purpose to default (repeatable): vm, test")
+    s.add_argument("--dry-run", action="store_true", help="say what would be installed, change nothing")
     args = parser.parse_args(argv)
+    if args.command == "system":
+        return _system_main(args)
     prefix = args.prefix or os.environ.get("STACK") or ".venv"
     from crdsops import interrupts
 
     try:
         with interrupts.raising_signals(say=lambda line: print(line, file=sys.stderr, flush=True)):
-            p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, mode=args.mode,
+            p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, vm=args.vm, mode=args.mode,
                       python=args.python, force=args.force)
     except CrdsOpsError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -670,6 +708,17 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     if p.up_to_date or args.dry_run:
         _say(("would " if args.dry_run and not p.up_to_date else "") + p.describe())
+    return 0
+
+
+def _system_main(args) -> int:
+    from crdsops.stack import system
+
+    try:
+        system.ensure(args.purposes, dry_run=args.dry_run, say=_say)
+    except CrdsOpsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -150,7 +150,11 @@ def ops_task(*args, changing: bool | str = False, notifying: bool = False, **kwa
             _runs.append(run)
             try:
                 with interrupts.raising_signals(say=_say_err):
-                    return func(c, *a, **kw)
+                    result = func(c, *a, **kw)
+                # block-buffered output (a pipe) meets a closed reader here, not in print(): the
+                # same quiet 141 as when a print() finds the pipe closed
+                sys.stdout.flush()
+                return result
             except CrdsOpsError as err:
                 run.result, run.exit, run.error = "failed", 1, f"error: {err}"
                 if debugging():
@@ -344,11 +348,22 @@ def _flush_quietly() -> None:
 
 
 def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null and drop what it still buffers, so Python's flush at exit is silent."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        sys.stdout.flush()  # the bytes the closed pipe refused now go to /dev/null
     except (OSError, ValueError):
         pass
+    if sys.__stdout__ is not None and sys.__stdout__ is not sys.stdout:
+        try:
+            sys.__stdout__.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def server(obs=None, kind=None):

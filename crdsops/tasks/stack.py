@@ -1,9 +1,10 @@
 """Tasks for the server's Python stack: `lock` (conda-lock) and `build` (alias build-conda3).
 
-Defaults: the lock is `conda-lock.yml`, made from `environment.yml` and
-`environment-dev.yml` in the checkout; the stack prefix is `stack.prefix` of the installed
+Defaults: the lock is `conda-lock.yml`, made from `environment.yml`, `environment-dev.yml`
+and `environment-vm.yml` in the checkout; the stack prefix is `stack.prefix` of the installed
 server's config (`crdsops.config.installed.stack_prefix()`, `.venv` by default); `build` keeps the
-categories the current stack has (main, or main+dev) unless --dev/--no-dev says otherwise,
+categories the current stack has (main, plus dev and/or vm) unless --dev/--no-dev or
+--vm/--no-vm say otherwise (vm: mysqlclient and mod_wsgi, what the VM kinds need),
 and picks its mode from the lock and the machine (conda where a conda executable and a
 conda-channel lock exist, else the system Python). `lock` uses the environment's channels
 unless --channel (or CRDSOPS_CONDA_CHANNEL) overrides them; with no conda executable it
@@ -32,6 +33,8 @@ def _prefix(prefix):
     "prefix": "where the stack goes (default: the config's stack.prefix, .venv in the checkout)",
     "dev": "include the dev category (pytest, py-rattler, conda-lock); default: as the current stack",
     "no_dev": "leave the dev category out (default: as the current stack)",
+    "vm": "include the vm category (mysqlclient, mod_wsgi: needed to install a VM kind; needs a compiler and apache2-dev)",
+    "no_vm": "leave the vm category out (default: as the current stack)",
     "mode": "auto (default), conda (conda create from the lock, then its pip layer) or system (venv of the system Python + pip layer)",
     "python": "system Python for --mode system (default /usr/bin/python3; must match the lock's python)",
     "conda": "conda/mamba/micromamba executable for --mode conda (default: CRDSOPS_CONDA, then PATH)",
@@ -39,7 +42,7 @@ def _prefix(prefix):
     "force": "rebuild even when the stack is up to date with the lock",
     "dry_run": "print the plan (lock freshness and interpreter checks run for real), change nothing",
 })
-def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda=None, lock_file=None, force=False, dry_run=False):
+def build(c, prefix=None, dev=False, no_dev=False, vm=False, no_vm=False, mode=None, python=None, conda=None, lock_file=None, force=False, dry_run=False):
     """Build the server stack from conda-lock.yml (a no-op when the lock is unchanged)."""
     from invoke import Exit
 
@@ -47,8 +50,11 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
 
     if dev and no_dev:
         raise Exit("error: give --dev or --no-dev, not both")
+    if vm and no_vm:
+        raise Exit("error: give --vm or --no-vm, not both")
     audited_in_installed()  # the stack is the checkout's: its builds go into the installed server's log
-    p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None), mode=mode, python=python, conda=conda,
+    p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None),
+                    vm=True if vm else (False if no_vm else None), mode=mode, python=python, conda=conda,
                     lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
     touched(stack=p.prefix, up_to_date=p.up_to_date)
     if p.up_to_date or dry_run:
@@ -59,7 +65,7 @@ def build(c, prefix=None, dev=False, no_dev=False, mode=None, python=None, conda
 @ops_task(iterable=["channel", "env_file"], help={
     "channel": "conda channel replacing the environment's (repeatable; default: CRDSOPS_CONDA_CHANNEL, then environment.yml's)",
     "conda": "conda-compatible executable for conda-lock (default: CRDSOPS_CONDA, conda/mamba/micromamba on PATH, else the py-rattler front end)",
-    "env_file": "environment file (repeatable; default: environment.yml and environment-dev.yml)",
+    "env_file": "environment file (repeatable; default: environment.yml, environment-dev.yml and environment-vm.yml)",
     "lock_file": "lock to write (default: conda-lock.yml in the checkout)",
     "python": "with no conda and no channel: the system Python the local channel describes (default /usr/bin/python3)",
     "timeout": "seconds before conda-lock is stopped (default 1800)",

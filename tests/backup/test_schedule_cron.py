@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (make test installs it)")
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_no_drift_and_a_warning_exit_2(both_up):
     assert dev["summary"].startswith("backup: no newest verified backup")
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make test installs it)")
 def test_the_html_page_renders_in_a_browser(both_up, tmp_path):
     page = tmp_path / "fleet.html"
     result = both_up.inv("fleet-status", "--obs", "hst", "--html", str(page))

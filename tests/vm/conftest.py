@@ -4,12 +4,21 @@ import secrets
 import shutil
 
 import pytest
-from support import Ops, make_configs
-from vmkinds import SKIP_REASON, Account, vm_overrides, web_dir
+from support import make_configs
+from vmkinds import SKIP_REASON, Account, vm_ops, vm_overrides, web_checkout, web_dir
+
+
+@pytest.fixture(scope="session")
+def web_checkout_served():
+    """The checkout Apache's user serves (a readable copy when this one is not); removed at the end."""
+    web = web_checkout()
+    yield web
+    if web.copied:
+        shutil.rmtree(web.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def vm_account():
+def vm_account(web_checkout_served):
     if SKIP_REASON:
         pytest.skip(SKIP_REASON)
     account = Account(secrets.token_hex(4))
@@ -26,7 +35,7 @@ def vm(vm_account):
     where = web_dir("crdsops-vm-")
     option_file = vm_account.write_option_file(where / "hst-dev.my.cnf")
     configs = make_configs(where, {("hst", "dev"): vm_overrides(where, vm_account, option_file)})
-    ops = Ops(where, configs)
+    ops = vm_ops(where, configs)
     ops.account = vm_account
     ops.option_file = option_file
     try:

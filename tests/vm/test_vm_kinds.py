@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from mariadb import root_sql
-from support import CHECKOUT, INV, Ops, free_port, make_configs
-from vmkinds import CmdlineSampler, apache_processes, requires_vm_services, vm_overrides, web_dir
+from support import CHECKOUT, free_port, make_configs
+from vmkinds import CmdlineSampler, apache_processes, requires_vm_services, vm_ops, vm_overrides, web_dir
 
 from crdsops.runtime import health
 
@@ -100,8 +100,7 @@ def test_install_run_sync_status_stop_without_password_on_any_command_line(vm, t
             assert account.rows("catalog_catalogfile") == catalog_rows, "runtests touched the live database"
             assert not account.database_exists(f"test_{account.database}")
 
-            shell = subprocess.run([INV, "manage", "--", "dbshell"], input="SELECT 40 + 2;\n", cwd=CHECKOUT,
-                                   env=vm.env, capture_output=True, text=True, timeout=60)
+            shell = vm.inv("manage", "--", "dbshell", input="SELECT 40 + 2;\n", check=False, timeout=60)
             assert shell.returncode == 0 and "42" in shell.stdout, shell.stderr
         finally:
             vm.inv("stop")
@@ -165,7 +164,7 @@ def test_django_failing_under_apache_shows_the_error_log(vm, vm_account):
     where = web_dir("crdsops-vm-broken-")
     try:
         configs = make_configs(where, {("hst", "dev"): vm_overrides(where, vm_account, vm.option_file, start_timeout=8)})
-        ops = Ops(where, configs)
+        ops = vm_ops(where, configs)
         ops.inv("install", "--obs", "hst", "--kind", "dev")
         cfg = ops.config("hst", "dev")
         (cfg.root / "secret_key").write_text("")  # production settings refuse an empty key
@@ -193,7 +192,7 @@ def test_bad_database_input_refuses_before_changing_anything(vm_account, case):
             port = free_port()
         overrides = vm_overrides(where, vm_account, option_file)
         overrides["database"].update(port=port, name=vm_account.database + "_bad")
-        ops = Ops(where, make_configs(where, {("hst", "dev"): overrides}))
+        ops = vm_ops(where, make_configs(where, {("hst", "dev"): overrides}))
         line = one_line_error(ops.inv("install", "--obs", "hst", "--kind", "dev", check=False))
         expected = {"mode 0644": "chmod 600", "wrong password": "refused the login",
                     "database server down": "cannot reach the MySQL server", "no such file": "does not exist"}[case]

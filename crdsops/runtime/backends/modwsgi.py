@@ -314,7 +314,7 @@ def _option_file(config: ServerConfig) -> Path:
 def _express(config: ServerConfig) -> Path:
     express = config.stack.prefix / "bin" / "mod_wsgi-express"
     if not express.exists():
-        raise CrdsOpsError(f"no mod_wsgi-express in the stack {config.stack.prefix}; rebuild it with `inv build`")
+        raise CrdsOpsError(f"no mod_wsgi-express in the stack {config.stack.prefix}; add the vm category with `inv build --vm`")
     return express
 
 
