@@ -12,6 +12,7 @@ from __future__ import annotations
 from invoke import Exit
 
 from crdsops.tasks._common import confirm, installed_config, ops_task, touched
+from crdsops.tasks.cache import end_check
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
@@ -142,6 +143,7 @@ def restore(c, from_=None, yes=False, dry_run=False):
         finally:
             if run.staged is not None:
                 touched(safety_backup=run.staged.safety)
+        end_check(cfg, "restore")
 
 
 @ops_task(changing=True, help={

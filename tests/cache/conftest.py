@@ -1,0 +1,55 @@
+"""Fixtures for the cache checks: a real installed hst django server (its demo catalog and cache).
+
+The server is installed, not started: `inv check-cache` reads the catalog's database and the
+cache on disk, and needs no running web server.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from support import Ops, local_overrides, make_configs
+
+
+class Cache:
+    """One installed server and ways to damage and inspect its cache."""
+
+    def __init__(self, ops: Ops):
+        self.ops = ops
+        self.cfg = ops.config("hst", "django")
+        self.refs = self.cfg.layout.references
+        self.maps = self.cfg.layout.mappings
+
+    def inv(self, *args, check=False, **kwargs):
+        return self.ops.inv(*args, check=check, **kwargs)
+
+    def check(self, *args, **kwargs):
+        return self.inv("check-cache", *args, **kwargs)
+
+    def json(self, *args):
+        result = self.check("--json", *args)
+        return result, json.loads(result.stdout)
+
+    def catalog(self) -> dict[str, tuple]:
+        con = sqlite3.connect(self.cfg.database.name)
+        try:
+            return {r[0]: r[1:] for r in con.execute(
+                "SELECT name, filekind, size, sha1sum, rejected, blacklisted FROM catalog_catalogfile")}
+        finally:
+            con.close()
+
+    def references(self) -> list[str]:
+        return sorted(n for n, r in self.catalog().items() if r[0] == "reference" and not r[3] and not r[4])
+
+    def mappings(self) -> list[str]:
+        return sorted(n for n, r in self.catalog().items() if r[0] == "mapping")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    configs = make_configs(tmp_path, {("hst", "django"): local_overrides(tmp_path)})
+    ops = Ops(tmp_path, configs)
+    ops.inv("install", "--obs", "hst", "--kind", "django")
+    return Cache(ops)
