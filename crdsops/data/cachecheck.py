@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crdsops import interrupts
+from crdsops import failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.db import catalog as catalog_mod
 from crdsops.db.catalog import CatalogFile
@@ -283,6 +283,7 @@ class _Pass:
                 if due:
                     self.last_write = time.monotonic()
                     self.save()
+            failpoints.hit("check-cache.batch")
 
     def problems(self) -> list[Problem]:
         return self.prior + [p for i in sorted(self.found) for p in self.found[i]]

@@ -53,3 +53,33 @@ def cache(tmp_path):
     ops = Ops(tmp_path, configs)
     ops.inv("install", "--obs", "hst", "--kind", "django")
     return Cache(ops)
+
+
+def add_references(cache: Cache, count: int, size: int = 1000, prefix: str = "zz") -> list[str]:
+    """``count`` more references of ``size`` bytes, in the cache and in the catalog (rows inserted directly)."""
+    import hashlib
+    import random
+
+    rng = random.Random(count * 7 + size)
+    rows = []
+    for i in range(count):
+        name = f"{prefix}{i:06d}_drk.fits"
+        data = rng.randbytes(size)
+        (cache.refs / name).write_bytes(data)
+        rows.append((name, "hst", "reference", "acs", "darkfile", size, hashlib.sha1(data).hexdigest(),
+                     "delivered", 0, 0, "2026-01-01 00:00:00", ""))
+    con = sqlite3.connect(cache.cfg.database.name)
+    try:
+        con.executemany("INSERT INTO catalog_catalogfile (name, observatory, filekind, instrument, reftype, size, "
+                        "sha1sum, state, blacklisted, rejected, delivery_date, description) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.commit()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
+def flip_byte(path, offset: int = 10) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
