@@ -147,7 +147,7 @@ def restore(c, from_=None, yes=False, dry_run=False):
 
 
 @ops_task(changing=True, help={
-    "remove": "remove this server's line (the backup's, or with --check-cache the cache check's) instead",
+    "remove": "remove this server's line instead of installing it (the cache check's line with check-cache)",
     "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check)",
     "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
     "slices": "with --check-cache: N, the nights a full sha1 pass is spread over (default 7)",
