@@ -166,15 +166,19 @@ class Report:
 
 # --- listing ---------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Listed:
-    size: int
-    regular: bool
-    error: str = ""
+@dataclass
+class Listing:
+    """One directory of the cache: regular files' sizes, and the entries that are not (or not statable)."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    odd: dict[str, str] = field(default_factory=dict)  # name -> why it is not a regular file
+
+    def __bool__(self) -> bool:
+        return bool(self.sizes or self.odd)
 
 
-def list_tree(base: Path) -> dict[str, Listed] | None:
-    """``{name: Listed}`` of the entries directly in ``base`` (one stat each); None if it is missing."""
+def list_tree(base: Path) -> Listing | None:
+    """The entries directly in ``base`` (one stat each); None if it is missing."""
     try:
         scan = os.scandir(base)
     except FileNotFoundError:
@@ -182,16 +186,20 @@ def list_tree(base: Path) -> dict[str, Listed] | None:
     except OSError as err:
         raise CacheUnavailable(f"cannot list {base} ({err.strerror}); check its mount and permissions; "
                                "nothing was checked") from None
-    out: dict[str, Listed] = {}
+    listing = Listing()
+    sizes, odd = listing.sizes, listing.odd
     with scan:
         for entry in scan:
             try:
                 st = entry.stat()
             except OSError as err:
-                out[entry.name] = Listed(-1, False, err.strerror or str(err))
+                odd[entry.name] = err.strerror or str(err)
                 continue
-            out[entry.name] = Listed(st.st_size, (st.st_mode & 0o170000) == 0o100000)
-    return out
+            if st.st_mode & 0o170000 == 0o100000:
+                sizes[entry.name] = st.st_size
+            else:
+                odd[entry.name] = "not a regular file"
+    return listing
 
 
 def _broken_links(base: Path) -> list[Problem]:
@@ -354,44 +362,47 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
     if not config.cache.is_dir():
         raise CacheUnavailable(f"the file cache {config.cache} (cache) is missing: is its storage mounted? "
                                "nothing was checked")
-    rows = catalog_mod.files(config)
-    report.catalog_files = len(rows)
+    expected = catalog_mod.sizes(config)  # {tree: {name: size}}: compared in C, as dicts
+    total = sum(len(v) for v in expected.values())
+    report.catalog_files = report.checked = total
     listings = {tree: list_tree(layout.cache_tree(tree)) for tree in TREES}
-    if rows and not any(listings.values()):
+    if total and not any(listings.values()):
         raise CacheUnavailable(
             f"the file cache {config.cache} holds no references or mappings of {config.observatory} while the "
-            f"catalog lists {len(rows)} files: it looks unmounted or wiped; nothing was checked (mount it, or "
+            f"catalog lists {total} files: it looks unmounted or wiped; nothing was checked (mount it, or "
             "bring the files back with `inv mirror`)")
-    empty: dict[str, Listed] = {}
-    to_hash: list[CatalogFile] = []
-    for row in rows:
-        listed = (listings[row.tree] or empty).pop(row.name, None)
-        if listed is None:
-            report.problems.append(Problem("missing", row.tree, row.name))
-            continue
-        if listed.error:
-            report.problems.append(Problem("unreadable", row.tree, row.name, listed.error))
-            continue
-        if not listed.regular:
-            report.problems.append(Problem("missing", row.tree, row.name, "not a regular file"))
-            continue
-        if listed.size != row.size:
-            short = "truncated: " if listed.size < row.size else ""
-            report.problems.append(Problem("size", row.tree, row.name,
-                                           f"{short}{listed.size} bytes, the catalog says {row.size}"))
+    bad: set[str] = set()  # catalog files not present with their size
+    for tree in TREES:
+        want, listing = expected[tree], listings[tree] or Listing()
+        have, odd = listing.sizes, listing.odd
+        if want == have and not odd:
+            continue  # the usual case, decided in C
+        for name, size in sorted(want.items() - have.items()):
+            bad.add(name)
+            if name in odd:
+                kind = "missing" if odd[name] == "not a regular file" else "unreadable"
+                report.problems.append(Problem(kind, tree, name, odd[name]))
+            elif name not in have:
+                report.problems.append(Problem("missing", tree, name))
+            else:
+                short = "truncated: " if have[name] < size else ""
+                report.problems.append(Problem("size", tree, name,
+                                               f"{short}{have[name]} bytes, the catalog says {size}"))
+        for name in sorted(have.keys() - want.keys()):
+            report.problems.append(Problem("orphan", tree, name, f"{have[name]} bytes, in no catalog row"))
+        for name in sorted(odd.keys() - want.keys()):
+            report.problems.append(Problem("orphan", tree, name, f"{odd[name]}, in no catalog row"))
+    for row in catalog_mod.files(config, "flagged"):
+        if row.name in bad or row.name not in expected[row.tree]:
             continue
         if row.rejected:
             report.notes.append(Problem("rejected", row.tree, row.name, "rejected in the catalog, still in the cache"))
         if row.blacklisted:
             report.notes.append(Problem("blacklisted", row.tree, row.name,
                                         "blacklisted in the catalog, still in the cache"))
-        if row.tree == "mappings" or (sha1 and (sample is None or sample.covers(row.name))):
-            to_hash.append(row)
-    report.checked = len(rows)
-    for tree in TREES:
-        for name, listed in sorted((listings[tree] or {}).items()):
-            detail = f"{listed.size} bytes" if listed.regular else (listed.error or "not a regular file")
-            report.problems.append(Problem("orphan", tree, name, f"{detail}, in no catalog row"))
+    rows = catalog_mod.files(config) if sha1 else catalog_mod.files(config, "mapping")
+    to_hash = [r for r in rows if r.name not in bad
+               and (r.tree == "mappings" or sample is None or sample.covers(r.name))]
     report.problems.extend(_broken_links(layout.deliveries))
 
     to_hash.sort(key=lambda r: r.name)

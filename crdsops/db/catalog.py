@@ -35,39 +35,50 @@ class CatalogFile(NamedTuple):
         return TREES.get(self.filekind, "references")
 
 
-def files(config: ServerConfig) -> list[CatalogFile]:
-    """Every catalog row of the server's observatory (references and mappings)."""
+FILTERS = {None: "", "mapping": " AND filekind = 'mapping'", "reference": " AND filekind = 'reference'",
+           "flagged": " AND (rejected OR blacklisted)"}
+
+
+def files(config: ServerConfig, only: str | None = None) -> list[CatalogFile]:
+    """The catalog rows of the server's observatory: all, or ``only`` mapping, reference or flagged ones."""
+    rows = _query(config, f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = %s{FILTERS[only]}")
     if config.database.is_mysql:
-        return _mysql(config)
-    return _sqlite(config)
+        return [CatalogFile(n, k, int(s), h, r == "1", b == "1") for n, k, s, h, r, b in rows]
+    return list(map(CatalogFile._make, rows))  # size is an INTEGER column; the flags are 0/1
 
 
-def _sqlite(config: ServerConfig) -> list[CatalogFile]:
+def sizes(config: ServerConfig) -> dict[str, dict[str, int]]:
+    """``{tree: {name: size}}`` of the whole catalog (what quick mode compares with the listing)."""
+    out = {}
+    for kind, tree in TREES.items():
+        rows = _query(config, f"SELECT name, size FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'")
+        out[tree] = dict(rows) if not config.database.is_mysql else {n: int(s) for n, s in rows}
+    return out
+
+
+def _query(config: ServerConfig, sql: str):
+    """Rows of ``sql`` (``%s``: the observatory): a cursor (SQLite) or lists of strings (MySQL)."""
+    if config.database.is_mysql:
+        return _mysql(config, sql)
     path = config.database.name
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as err:
         raise CrdsOpsError(f"cannot open the catalog database {path} ({err}); is {config.name} installed?") from None
     try:
-        rows = con.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = ?", (config.observatory,)).fetchall()
+        return con.execute(sql.replace("%s", "?"), (config.observatory,)).fetchall()
     except sqlite3.Error as err:
         raise CrdsOpsError(f"cannot read the catalog in {path} ({err}); run `inv install` to migrate it") from None
     finally:
         con.close()
-    return list(map(CatalogFile._make, rows))  # size is an INTEGER column; the flags are 0/1
 
 
-def _mysql(config: ServerConfig) -> list[CatalogFile]:
+def _mysql(config: ServerConfig, sql: str) -> list[list[str]]:
     from crdsops.db import mysql
 
     obs = config.observatory
     if not obs.isalnum():
         raise CrdsOpsError(f"observatory {obs!r} is not a plain name")
-    out = mysql.run_sql(config, f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = '{obs}';",
-                        database=config.database.name, timeout=600)
-    found = []
-    for line in out.splitlines():  # --batch --skip-column-names: rows only, tab-separated
-        parts = line.split("\t")
-        if len(parts) == 6:
-            found.append(CatalogFile(parts[0], parts[1], int(parts[2]), parts[3], parts[4] == "1", parts[5] == "1"))
-    return found
+    out = mysql.run_sql(config, sql.replace("%s", f"'{obs}'") + ";", database=config.database.name, timeout=600)
+    # --batch --skip-column-names: rows only, tab-separated
+    return [line.split("\t") for line in out.splitlines() if line]
