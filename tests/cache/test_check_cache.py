@@ -133,3 +133,40 @@ def test_flags_that_need_another_are_refused(cache):
     assert "go with --sha1" in cache.check("--sample", "1/7").stderr
     assert "go with --repair" in cache.check("--dry-run").stderr
     assert "K must be 1..7" in cache.check("--sha1", "--sample", "9/7").stderr
+
+
+def test_the_progress_bar_shows_on_a_terminal_only(cache):
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from support import CHECKOUT, INV
+
+    add_references(cache, 50)
+    quiet = cache.check("--sha1")
+    assert "files" not in quiet.stderr and "it/s" not in quiet.stderr and "B/s" not in quiet.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal has a width
+    try:
+        proc = subprocess.run([INV, "check-cache", "--sha1"], cwd=CHECKOUT, env=cache.ops.env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "sha1" in text and "/61 files" in text and "B/s" in text, text
