@@ -170,3 +170,39 @@ def test_the_progress_bar_shows_on_a_terminal_only(cache):
     assert proc.returncode == 0
     text = shown.decode(errors="replace")
     assert "sha1" in text and "/61 files" in text and "B/s" in text, text
+
+
+def test_a_mysql_catalog_is_read_through_the_mysql_client(tmp_path):
+    from mariadb import MYSQL_MISSING, Account
+    from support import Ops, deep_merge, local_overrides, make_configs
+
+    if MYSQL_MISSING:
+        import pytest
+
+        pytest.skip(MYSQL_MISSING)
+    from crdsops.db import mysql
+
+    account = Account("cc")
+    account.create()
+    try:
+        option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
+        overrides = deep_merge(local_overrides(tmp_path), {
+            "database": {"engine": "mysql", "name": account.database, "option_file": str(option_file),
+                         "host": "127.0.0.1", "port": 3306},
+            "web": {"server": "runserver", "processes": 1, "threads": 1, "user": None, "group": None},
+        })
+        ops = Ops(tmp_path, make_configs(tmp_path, {("hst", "dev"): overrides}))
+        ops.inv("install", "--obs", "hst", "--kind", "dev")
+        ops.inv("manage", "--", "seed_demo")
+        cfg = ops.config("hst", "dev")
+        result = ops.inv("check-cache", "--sha1", "--json", check=False)
+        doc = json.loads(result.stdout)
+        assert result.returncode == 0 and doc["checked"] == 11 and doc["hashed"] == 11, result.stderr
+        assert {n["kind"] for n in doc["notes"]} == {"rejected", "blacklisted"}
+        victim = sorted(cfg.layout.references.iterdir())[0]
+        flip_byte(victim)
+        result = ops.inv("check-cache", "--sha1", "--json", check=False)
+        assert result.returncode == 1
+        assert problems_of(json.loads(result.stdout)) == {("damaged", victim.name)}
+    finally:
+        account.drop()
