@@ -140,11 +140,14 @@ class Report:
 
     def summary(self) -> str:
         counts = self.counts()
-        found = ", ".join(f"{counts[k]} {k}" for k in (*PROBLEMS, *NOTES) if counts.get(k))
+        failing = (*PROBLEMS, *NOTES) if self.strict else PROBLEMS
+        found = ", ".join(f"{counts[k]} {k}" for k in failing if counts.get(k))
+        noted = "" if self.strict else ", ".join(f"{counts[k]} {k}" for k in NOTES if counts.get(k))
         hashed = f", {self.hashed} hashed ({_human(self.bytes)})" if self.hashed else ""
         resumed = f", resumed after {self.resumed_after}" if self.resumed_after else ""
         return (f"{self.checked} files checked ({self.mode}){hashed}{resumed}, {len(self.failing)} problem(s)"
-                + (f": {found}" if found else "") + f" in {self.seconds:.1f}s")
+                + (f": {found}" if found else "") + (f" (noted: {noted} still present)" if noted else "")
+                + f" in {self.seconds:.1f}s")
 
     def as_dict(self) -> dict:
         return {"schema": SCHEMA, "server": self.server, "mode": self.mode, "ok": self.ok, "strict": self.strict,
