@@ -1,50 +1,14 @@
 """Fixtures for the cache checks: a real installed hst django server (its demo catalog and cache).
 
 The server is installed, not started: `inv check-cache` reads the catalog's database and the
-cache on disk, and needs no running web server.
+cache on disk, and needs no running web server. Helpers: tests/cachelab.py.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 import pytest
+from cachelab import Cache
 from support import Ops, local_overrides, make_configs
-
-
-class Cache:
-    """One installed server and ways to damage and inspect its cache."""
-
-    def __init__(self, ops: Ops):
-        self.ops = ops
-        self.cfg = ops.config("hst", "django")
-        self.refs = self.cfg.layout.references
-        self.maps = self.cfg.layout.mappings
-
-    def inv(self, *args, check=False, **kwargs):
-        return self.ops.inv(*args, check=check, **kwargs)
-
-    def check(self, *args, **kwargs):
-        return self.inv("check-cache", *args, **kwargs)
-
-    def json(self, *args):
-        result = self.check("--json", *args)
-        return result, json.loads(result.stdout)
-
-    def catalog(self) -> dict[str, tuple]:
-        con = sqlite3.connect(self.cfg.database.name)
-        try:
-            return {r[0]: r[1:] for r in con.execute(
-                "SELECT name, filekind, size, sha1sum, rejected, blacklisted FROM catalog_catalogfile")}
-        finally:
-            con.close()
-
-    def references(self) -> list[str]:
-        return sorted(n for n, r in self.catalog().items() if r[0] == "reference" and not r[3] and not r[4])
-
-    def mappings(self) -> list[str]:
-        return sorted(n for n, r in self.catalog().items() if r[0] == "mapping")
 
 
 @pytest.fixture
@@ -53,33 +17,3 @@ def cache(tmp_path):
     ops = Ops(tmp_path, configs)
     ops.inv("install", "--obs", "hst", "--kind", "django")
     return Cache(ops)
-
-
-def add_references(cache: Cache, count: int, size: int = 1000, prefix: str = "zz") -> list[str]:
-    """``count`` more references of ``size`` bytes, in the cache and in the catalog (rows inserted directly)."""
-    import hashlib
-    import random
-
-    rng = random.Random(count * 7 + size)
-    rows = []
-    for i in range(count):
-        name = f"{prefix}{i:06d}_drk.fits"
-        data = rng.randbytes(size)
-        (cache.refs / name).write_bytes(data)
-        rows.append((name, "hst", "reference", "acs", "darkfile", size, hashlib.sha1(data).hexdigest(),
-                     "delivered", 0, 0, "2026-01-01 00:00:00", ""))
-    con = sqlite3.connect(cache.cfg.database.name)
-    try:
-        con.executemany("INSERT INTO catalog_catalogfile (name, observatory, filekind, instrument, reftype, size, "
-                        "sha1sum, state, blacklisted, rejected, delivery_date, description) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.commit()
-    finally:
-        con.close()
-    return [r[0] for r in rows]
-
-
-def flip_byte(path, offset: int = 10) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
-    path.write_bytes(bytes(data))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import add_references, flip_byte
+from cachelab import add_references, flip_byte
 from vms import Fleet
 
 

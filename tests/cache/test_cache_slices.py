@@ -8,7 +8,7 @@ import os
 import stat
 
 import pytest
-from conftest import add_references, flip_byte
+from cachelab import add_references, flip_byte
 
 from crdsops.data.cachecheck import Sample
 

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 
-from conftest import add_references, flip_byte
+from cachelab import add_references, flip_byte
 
 
 def problems_of(doc: dict) -> set[tuple[str, str]]:
