@@ -6,7 +6,7 @@ drives; here they are gathered at the top level, where the historical names expe
 
 from invoke import Collection
 
-from crdsops.tasks import backup, mirror, remote, server, stack
+from crdsops.tasks import backup, cache, mirror, remote, server, stack
 
 ns = Collection()
 for each in (
@@ -15,6 +15,7 @@ for each in (
     stack.build, stack.lock,
     backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule,
     mirror.mirror,
+    cache.check_cache,
     remote.fleet_status, remote.fleet_backup,
 ):
     ns.add_task(each)

@@ -19,6 +19,7 @@ def make_n(*args: str) -> list[str]:
     (["status"], ["status"]),
     (["history", "args=-n 5"], ["history", "-n", "5"]),
     (["rerun"], ["rerun"]),
+    (["check-cache", "src=test", "args=--repair --sha1"], ["check-cache", "--src=test", "--repair", "--sha1"]),
 ])
 def test_make_forwards_to_inv(args, expected):
     calls = make_n(*args)

@@ -86,6 +86,11 @@ class Layout:
         return self.logs / "backup.log"
 
     @property
+    def check_cache_log(self) -> Path:
+        """The nightly sample cache check's log (its cron line)."""
+        return self.logs / "check-cache.log"
+
+    @property
     def audit_log(self) -> Path:
         return self.logs / "audit.jsonl"
 

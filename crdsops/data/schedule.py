@@ -1,8 +1,10 @@
-"""The nightly cron line that runs ``inv backup`` for the installed server.
+"""The nightly cron lines that run ``inv backup`` (and the sample cache check) for the installed server.
 
-One line per server, recognised by its trailing marker ``# crdsops backup <obs>.<kind>``;
-installing again replaces it (idempotent), ``remove`` deletes it. Output goes to
-``<root>/logs/backup.log``. The ``crontab`` command is ``crontab`` (or ``CRDSOPS_CRONTAB``,
+One line per server and job, recognised by its trailing marker ``# crdsops backup <obs>.<kind>``
+(``# crdsops check-cache <obs>.<kind>`` for ``inv check-cache --sha1 --sample auto/N``: each
+night hashes the slice of that day, so N nights cover every file once); installing again
+replaces it (idempotent), ``remove`` deletes it. Output goes to ``<root>/logs/backup.log``
+(``check-cache.log``). The ``crontab`` command is ``crontab`` (or ``CRDSOPS_CRONTAB``,
 for tests and for machines where it lives elsewhere).
 """
 
@@ -21,26 +23,35 @@ from crdsops.errors import CrdsOpsError
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-def marker(config: ServerConfig) -> str:
-    return f"# crdsops backup {config.name}"
+JOBS = ("backup", "check-cache")
+DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47"}
+
+
+def marker(config: ServerConfig, job: str = "backup") -> str:
+    return f"# crdsops {job} {config.name}"
 
 
 def crontab_cmd() -> list[str]:
     return shlex.split(os.environ.get("CRDSOPS_CRONTAB", "crontab"))
 
 
-def cron_line(config: ServerConfig, at: str = "03:17") -> str:
+def cron_line(config: ServerConfig, at: str = "03:17", job: str = "backup", slices: int = 7) -> str:
     match = _TIME.match(at)
     if not match:
         raise CrdsOpsError(f"--at {at!r} is not a time of day; give HH:MM, e.g. 03:17")
     hour, minute = int(match.group(1)), int(match.group(2))
     inv = Path(sys.executable).parent / "inv"
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("CRDSOPS_CONFIGS", "CRDSOPS_STATE") if os.environ.get(k)]
-    log = config.layout.backup_log
-    # umask 077: the log the shell's `>>` creates holds the backup's output, so it is 0600 like the rest
-    command = " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), "backup",
+    if job == "backup":
+        log, words = config.layout.backup_log, ["backup"]
+    else:
+        if slices < 1:
+            raise CrdsOpsError(f"--slices {slices}: give the number of nights a full sha1 pass is spread over (>= 1)")
+        log, words = config.layout.check_cache_log, ["check-cache", "--sha1", "--sample", f"auto/{slices}"]
+    # umask 077: the log the shell's `>>` creates holds the task's output, so it is 0600 like the rest
+    command = " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), *words,
                         ">>", shlex.quote(str(log)), "2>&1"])
-    line = f"{minute} {hour} * * * {command} {marker(config)}"
+    line = f"{minute} {hour} * * * {command} {marker(config, job)}"
     if "%" in line:
         raise CrdsOpsError("a path in the cron line contains '%', which cron treats as a newline; move it")
     return line
@@ -65,11 +76,11 @@ def write_crontab(lines: list[str]) -> None:
         raise CrdsOpsError(f"installing the crontab failed: {result.stderr.strip()}")
 
 
-def install(config: ServerConfig, at: str = "03:17") -> tuple[str, bool]:
-    """Install (or replace) this server's line; return (line, whether the crontab changed)."""
-    line = cron_line(config, at)
+def install(config: ServerConfig, at: str = "03:17", job: str = "backup", slices: int = 7) -> tuple[str, bool]:
+    """Install (or replace) this server's line for ``job``; return (line, whether the crontab changed)."""
+    line = cron_line(config, at, job, slices)
     current = read_crontab()
-    mine = marker(config)
+    mine = marker(config, job)
     others = [each for each in current if not each.rstrip().endswith(mine)]
     wanted = others + [line]
     if wanted == current:
@@ -78,16 +89,16 @@ def install(config: ServerConfig, at: str = "03:17") -> tuple[str, bool]:
     return line, True
 
 
-def remove(config: ServerConfig) -> list[str]:
-    """Remove this server's line(s); return what was removed."""
+def remove(config: ServerConfig, job: str = "backup") -> list[str]:
+    """Remove this server's line(s) for ``job``; return what was removed."""
     current = read_crontab()
-    mine = marker(config)
+    mine = marker(config, job)
     gone = [each for each in current if each.rstrip().endswith(mine)]
     if gone:
         write_crontab([each for each in current if each not in gone])
     return gone
 
 
-def installed_line(config: ServerConfig) -> str | None:
-    mine = marker(config)
+def installed_line(config: ServerConfig, job: str = "backup") -> str | None:
+    mine = marker(config, job)
     return next((each for each in read_crontab() if each.rstrip().endswith(mine)), None)

@@ -147,22 +147,7 @@ def probe(dest: ServerConfig, src: ServerConfig, src_url: str | None, src_host: 
     say(f"checking {src.name} over SSH at {target.where} ...")
     conn = ssh.connection(target)
     try:
-        res = ssh.run_inv(conn, target.checkout, ["config", "--json"], hide=True)
-        if res.exited != 0:
-            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CrdsOpsError(f"{target.where} could not say which server it is (`inv config`: {last}); "
-                               "is crdsops installed there (ssh.checkout)?")
-        try:
-            reported = json.loads(res.stdout)
-        except ValueError:
-            raise CrdsOpsError(f"{target.where}: `inv config --json` printed something that is not JSON") from None
-        ident = (reported.get("observatory"), reported.get("kind"))
-        if ident != (src.observatory, src.kind):
-            raise CrdsOpsError(
-                f"{target.where} runs {'.'.join(map(str, ident))}, not {src.name} as the config says; "
-                "refusing (fix the source's host in the config, or --src-host)"
-            )
-        run.facts = SourceFacts.from_reported(reported, target.where)
+        run.facts = source_facts(conn, target, src)
         cache_files = rsync.probe_tree(conn, f"{run.facts.cache}/mappings/{src.observatory}")
         if not cache_files:
             raise CrdsOpsError(
@@ -182,6 +167,26 @@ def probe(dest: ServerConfig, src: ServerConfig, src_url: str | None, src_host: 
         )
     run.src_counts = counts
     return run
+
+
+def source_facts(conn, target: ssh.Target, src: ServerConfig) -> SourceFacts:
+    """What the source host says of itself (its `inv config --json`), refused unless it is ``src``."""
+    res = ssh.run_inv(conn, target.checkout, ["config", "--json"], hide=True)
+    if res.exited != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CrdsOpsError(f"{target.where} could not say which server it is (`inv config`: {last}); "
+                           "is crdsops installed there (ssh.checkout)?")
+    try:
+        reported = json.loads(res.stdout)
+    except ValueError:
+        raise CrdsOpsError(f"{target.where}: `inv config --json` printed something that is not JSON") from None
+    ident = (reported.get("observatory"), reported.get("kind"))
+    if ident != (src.observatory, src.kind):
+        raise CrdsOpsError(
+            f"{target.where} runs {'.'.join(map(str, ident))}, not {src.name} as the config says; "
+            "refusing (fix the source's host in the config, or --src-host)"
+        )
+    return SourceFacts.from_reported(reported, target.where)
 
 
 def _locate_backup(run: MirrorRun, conn) -> None:

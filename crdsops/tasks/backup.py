@@ -12,6 +12,7 @@ from __future__ import annotations
 from invoke import Exit
 
 from crdsops.tasks._common import confirm, installed_config, ops_task, touched
+from crdsops.tasks.cache import end_check
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
@@ -142,22 +143,26 @@ def restore(c, from_=None, yes=False, dry_run=False):
         finally:
             if run.staged is not None:
                 touched(safety_backup=run.staged.safety)
+        end_check(cfg, "restore")
 
 
 @ops_task(changing=True, help={
-    "remove": "remove this server's backup line instead of installing it",
-    "at": "time of day for the nightly backup, HH:MM (default 03:17)",
+    "remove": "remove this server's line instead of installing it (the cache check's line with check-cache)",
+    "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check)",
+    "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
+    "slices": "with --check-cache: N, the nights a full sha1 pass is spread over (default 7)",
 })
-def schedule(c, remove=False, at="03:17"):
-    """Install (or --remove) the nightly cron line that runs `inv backup` for this server."""
+def schedule(c, remove=False, at=None, check_cache=False, slices=7):
+    """Install (or --remove) the nightly cron line that runs `inv backup` (or --check-cache) for this server."""
     from crdsops.data import schedule as lib
 
     cfg = installed_config()
+    job = "check-cache" if check_cache else "backup"
     if remove:
-        gone = lib.remove(cfg)
-        print(f"removed: {gone[0]}" if gone else f"no backup line for {cfg.name} in the crontab; nothing to do")
+        gone = lib.remove(cfg, job)
+        print(f"removed: {gone[0]}" if gone else f"no {job} line for {cfg.name} in the crontab; nothing to do")
         touched(cron_line="removed" if gone else "none")
         return
-    line, changed = lib.install(cfg, at)
+    line, changed = lib.install(cfg, at or lib.DEFAULT_AT[job], job, int(slices))
     touched(cron_line=line, changed=changed)
     print(("installed: " if changed else "already installed: ") + line)

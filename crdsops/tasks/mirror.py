@@ -11,6 +11,7 @@ from __future__ import annotations
 from invoke import Exit
 
 from crdsops.tasks._common import confirm, installed_config, ops_task, touched
+from crdsops.tasks.cache import end_check
 
 
 @ops_task(aliases=("mirror-server",), changing=True, notifying=True, help={
@@ -54,4 +55,5 @@ def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, ye
         finally:
             if run.staged is not None:
                 touched(safety_backup=run.staged.safety)
-    print(f"mirror {source.name} -> {dest.name}: done")
+        print(f"mirror {source.name} -> {dest.name}: done")
+        end_check(dest, "mirror")

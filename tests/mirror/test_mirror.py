@@ -41,6 +41,7 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     result = pair.mirror("--yes")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "deleted 1 file" in result.stdout
+    assert "cache check after the mirror: " in result.stdout  # the quick check it ends with
 
     assert _rows(dst.database.name) == _rows(src.database.name)
     for sub in ("references/hst", "mappings/hst", "config/hst"):

@@ -1,0 +1,493 @@
+"""The file cache checked against the catalog: what ``inv check-cache`` finds, and the orphans' quarantine.
+
+Quick mode (the default, and the check ``inv mirror`` and ``inv restore`` end with) costs one
+``stat`` per file (``os.scandir`` of ``references/<obs>`` and ``mappings/<obs>``):
+
+* every catalog file of the observatory is there with the catalog's size (``missing``,
+  ``size``); mappings, which are small, are also read and checked by sha1 (``damaged``);
+* files in those directories that no catalog row knows (``orphan``);
+* symbolic links under ``server_files/deliveries`` that point nowhere (``broken-link``;
+  the server itself writes none there: deliveries arrive by mirror from the real CRDS);
+* rejected or blacklisted files present are *noted* (``rejected``, ``blacklisted``): a CRDS
+  server keeps serving them and the clients decide to purge them, so they fail the check
+  only with ``strict``.
+
+``sha1=True`` reads every catalog file (or one ``Sample`` slice of them) and compares its sha1
+with the catalog's, in parallel threads (hashlib releases the GIL; 1 MiB reads). A file that
+cannot be read is ``unreadable``, never ``damaged``. A sha1 pass writes its progress to
+``<root>/state/check-cache.progress.json`` (atomically, every few seconds, and when it is
+interrupted); ``resume=True`` continues from there. Files are hashed in name order and the
+progress file keeps the name up to which every file is done, with the problems found so far.
+
+Refusals (``CacheUnavailable``, nothing checked): the cache directory is missing, or it holds
+no references and no mappings of the observatory while the catalog lists files (unmounted or
+wiped: calling every file missing would hide that).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdsops import failpoints, interrupts
+from crdsops.config.model import ServerConfig
+from crdsops.db import catalog as catalog_mod
+from crdsops.db.catalog import CatalogFile
+from crdsops.errors import CrdsOpsError
+from crdsops.files import ensure_dir, write_atomic
+
+SCHEMA = 1
+TREES = ("references", "mappings")
+PROBLEMS = ("missing", "size", "damaged", "unreadable", "orphan", "broken-link")
+NOTES = ("rejected", "blacklisted")
+REPAIRABLE = ("missing", "size", "damaged")  # fetched again from a source server
+CHUNK = 1 << 20  # 1 MiB reads
+BATCH = 64  # files per unit of work (and of the resume watermark)
+PROGRESS_EVERY = 5.0  # seconds between writes of the progress file
+QUARANTINE = "quarantine"
+
+
+class CacheUnavailable(CrdsOpsError):
+    """The cache is missing or looks unmounted: nothing was checked."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # one of PROBLEMS or NOTES
+    tree: str  # references | mappings | deliveries
+    name: str  # the file name (for deliveries: the path under deliveries/)
+    detail: str = ""
+
+    def line(self, observatory: str) -> str:
+        where = f"deliveries/{self.name}" if self.tree == "deliveries" else f"{self.tree}/{observatory}/{self.name}"
+        return f"{self.kind:11} {where}" + (f"  ({self.detail})" if self.detail else "")
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "tree": self.tree, "name": self.name, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Problem:
+        return cls(str(data["kind"]), str(data["tree"]), str(data["name"]), str(data.get("detail", "")))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The ``k``-th (1-based) of ``n`` slices: the files whose stable name hash mod ``n`` is ``k - 1``."""
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, spec: str, today: datetime.date | None = None) -> Sample:
+        """``K/N``, or ``auto/N`` (``auto`` alone: ``auto/7``): K from the date, so N nights cover every file once."""
+        text = spec.strip().lower()
+        if text == "auto":
+            text = "auto/7"
+        k_text, sep, n_text = text.partition("/")
+        if not sep or not n_text.isdigit() or int(n_text) < 1:
+            raise CrdsOpsError(f"--sample {spec!r}: give K/N (e.g. 3/7) or auto/N")
+        n = int(n_text)
+        if k_text == "auto":
+            today = today or datetime.datetime.now(datetime.UTC).date()
+            return cls(today.toordinal() % n + 1, n)  # consecutive days: consecutive slices, across new year too
+        if not k_text.isdigit() or not 1 <= int(k_text) <= n:
+            raise CrdsOpsError(f"--sample {spec!r}: K must be 1..{n}")
+        return cls(int(k_text), n)
+
+    def covers(self, name: str) -> bool:
+        return zlib.crc32(name.encode()) % self.n == self.k - 1
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}"
+
+
+@dataclass
+class Report:
+    server: str
+    observatory: str
+    mode: str  # sizes | sha1 | sha1 sample K/N
+    catalog_files: int = 0
+    checked: int = 0  # catalog files whose presence and size were checked
+    hashed: int = 0  # files read and hashed (mappings always; with sha1 the pass's files)
+    bytes: int = 0  # bytes hashed
+    seconds: float = 0.0
+    resumed_after: str | None = None  # a resumed pass: every file up to this name was done before
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def failing(self) -> list[Problem]:
+        return self.problems + (self.notes if self.strict else [])
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.problems + self.notes:
+            out[p.kind] = out.get(p.kind, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        counts = self.counts()
+        failing = (*PROBLEMS, *NOTES) if self.strict else PROBLEMS
+        found = ", ".join(f"{counts[k]} {k}" for k in failing if counts.get(k))
+        noted = "" if self.strict else ", ".join(f"{counts[k]} {k}" for k in NOTES if counts.get(k))
+        hashed = f", {self.hashed} hashed ({_human(self.bytes)})" if self.hashed else ""
+        resumed = f", resumed after {self.resumed_after}" if self.resumed_after else ""
+        return (f"{self.checked} files checked ({self.mode}){hashed}{resumed}, {len(self.failing)} problem(s)"
+                + (f": {found}" if found else "") + (f" (noted: {noted} still present)" if noted else "")
+                + f" in {self.seconds:.1f}s")
+
+    def as_dict(self) -> dict:
+        return {"schema": SCHEMA, "server": self.server, "mode": self.mode, "ok": self.ok, "strict": self.strict,
+                "catalog_files": self.catalog_files, "checked": self.checked, "hashed": self.hashed,
+                "bytes": self.bytes, "seconds": round(self.seconds, 3), "resumed_after": self.resumed_after,
+                "counts": self.counts(), "problems": [p.as_dict() for p in self.problems],
+                "notes": [p.as_dict() for p in self.notes]}
+
+    def record(self, keep: int = 100) -> dict:
+        """What ``inv status`` keeps (``crdsops.runtime.results``): the counts and at most ``keep`` names per kind."""
+        names: dict[str, list[str]] = {}
+        for p in self.failing:
+            names.setdefault(p.kind, [])
+            if len(names[p.kind]) < keep:
+                names[p.kind].append(p.name)
+        return {"mode": self.mode, "checked": self.checked, "hashed": self.hashed, "bytes": self.bytes,
+                "problems": names, "counts": self.counts(), "summary": self.summary()}
+
+
+# --- listing ---------------------------------------------------------------------------
+
+@dataclass
+class Listing:
+    """One directory of the cache: regular files' sizes, and the entries that are not (or not statable)."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    odd: dict[str, str] = field(default_factory=dict)  # name -> why it is not a regular file
+
+    def __bool__(self) -> bool:
+        return bool(self.sizes or self.odd)
+
+
+def list_tree(base: Path) -> Listing | None:
+    """The entries directly in ``base`` (one stat each); None if it is missing."""
+    try:
+        scan = os.scandir(base)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise CacheUnavailable(f"cannot list {base} ({err.strerror}); check its mount and permissions; "
+                               "nothing was checked") from None
+    listing = Listing()
+    sizes, odd = listing.sizes, listing.odd
+    with scan:
+        for entry in scan:
+            try:
+                st = entry.stat()
+            except OSError as err:
+                odd[entry.name] = err.strerror or str(err)
+                continue
+            if st.st_mode & 0o170000 == 0o100000:
+                sizes[entry.name] = st.st_size
+            else:
+                odd[entry.name] = "not a regular file"
+    return listing
+
+
+def _broken_links(base: Path) -> list[Problem]:
+    found = []
+    for dirpath, dirs, files in os.walk(base):
+        for name in (*dirs, *files):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                found.append(Problem("broken-link", "deliveries", os.path.relpath(path, base),
+                                     f"points at {os.readlink(path)}, which does not exist"))
+    return found
+
+
+# --- hashing ---------------------------------------------------------------------------
+
+def sha1_of(path: str, buffer: bytearray) -> tuple[str, int]:
+    """(sha1 hex, bytes read) of a file, read in ``len(buffer)`` chunks."""
+    h = hashlib.sha1()
+    view = memoryview(buffer)
+    total = 0
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            h.update(view[:n])
+            total += n
+    return h.hexdigest(), total
+
+
+def _hash_problem(row: CatalogFile, path: str, buffer: bytearray) -> tuple[Problem | None, int]:
+    try:
+        sha1, size = sha1_of(path, buffer)
+    except FileNotFoundError:
+        return Problem("missing", row.tree, row.name, "vanished while checked"), 0
+    except OSError as err:
+        return Problem("unreadable", row.tree, row.name, err.strerror or str(err)), 0
+    if size != row.size:
+        return Problem("size", row.tree, row.name, f"{size} bytes, the catalog says {row.size}"), size
+    if sha1 != row.sha1:
+        return Problem("damaged", row.tree, row.name, f"sha1 {sha1}, the catalog says {row.sha1}"), size
+    return None, size
+
+
+class _Pass:
+    """One parallel hashing pass over ``rows`` (sorted by name), keeping a resumable watermark."""
+
+    def __init__(self, config: ServerConfig, rows: list[CatalogFile], mode: str, progress, prior: list[Problem],
+                 after: str | None):
+        self.config, self.rows, self.mode, self.progress = config, rows, mode, progress
+        self.batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
+        self.next = 0
+        self.done: set[int] = set()
+        self.prefix = 0  # batches [0, prefix) are all done
+        self.found: dict[int, list[Problem]] = {}
+        self.prior, self.after = list(prior), after
+        self.hashed = self.bytes = 0
+        self.lock = threading.Lock()
+        self.last_write = time.monotonic()
+        self.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+    def work(self) -> None:
+        buffer = bytearray(CHUNK)
+        layout = self.config.layout
+        while True:
+            with self.lock:
+                if self.next >= len(self.batches):
+                    return
+                index = self.next
+                self.next += 1
+            found, nbytes = [], 0
+            for row in self.batches[index]:
+                interrupts.check()
+                base = layout.cache_tree(row.tree)
+                problem, size = _hash_problem(row, os.path.join(base, row.name), buffer)
+                nbytes += size
+                if problem is not None:
+                    found.append(problem)
+            with self.lock:
+                self.found[index] = found
+                self.done.add(index)
+                while self.prefix in self.done:
+                    self.prefix += 1
+                self.hashed += len(self.batches[index])
+                self.bytes += nbytes
+                if self.progress is not None:
+                    self.progress(len(self.batches[index]), nbytes)
+                due = time.monotonic() - self.last_write >= PROGRESS_EVERY
+                if due:
+                    self.last_write = time.monotonic()
+                    self.save()
+            failpoints.hit("check-cache.batch")
+
+    def problems(self) -> list[Problem]:
+        return self.prior + [p for i in sorted(self.found) for p in self.found[i]]
+
+    def save(self) -> None:
+        """Write the resumable state (call with the lock held, or once the workers stopped)."""
+        if self.prefix == 0:
+            return
+        upto = self.batches[self.prefix - 1][-1].name
+        done = [p for i in range(self.prefix) for p in self.found.get(i, [])]
+        data = {"schema": SCHEMA, "mode": self.mode, "after": upto, "started": self.started,
+                "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "problems": [p.as_dict() for p in self.prior + done]}
+        ensure_dir(self.config.layout.state)
+        write_atomic(progress_file(self.config), json.dumps(data) + "\n")
+
+
+def progress_file(config: ServerConfig) -> Path:
+    return config.layout.state / "check-cache.progress.json"
+
+
+def read_progress(config: ServerConfig, mode: str) -> tuple[str | None, list[Problem]]:
+    """(the name up to which an interrupted pass of ``mode`` was done, its problems); (None, []) if none."""
+    try:
+        data = json.loads(progress_file(config).read_text())
+        if data.get("mode") != mode:
+            return None, []
+        return str(data["after"]), [Problem.from_dict(p) for p in data.get("problems", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, []
+
+
+def _hash_all(config: ServerConfig, rows: list[CatalogFile], mode: str, workers: int, progress, resumable: bool,
+              prior: list[Problem], after: str | None) -> _Pass:
+    from crdsops.parallel import side_by_side
+
+    run = _Pass(config, rows, mode, progress, prior, after)
+    if not rows:
+        return run
+    jobs = {f"sha1 worker {i + 1}": run.work for i in range(max(1, min(workers, len(run.batches))))}
+    try:
+        side_by_side(jobs)
+    except BaseException:
+        if resumable:
+            with interrupts.shielded("saving the check's progress"):
+                run.save()
+        raise
+    return run
+
+
+# --- the check -------------------------------------------------------------------------
+
+def default_workers() -> int:
+    return max(2, min(16, os.cpu_count() or 2))
+
+
+def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None, resume: bool = False,
+          strict: bool = False, workers: int | None = None,
+          progress: Callable[[int, int], Callable[[int, int], None]] | None = None, say=print) -> Report:
+    """Check the cache against the catalog (see the module docstring); raise CacheUnavailable to refuse.
+
+    ``progress(total_files, total_bytes)`` returns a callback ``(files, bytes)`` for each done batch.
+    """
+    start = time.monotonic()
+    layout = config.layout
+    mode = "sizes" if not sha1 else ("sha1" if sample is None else f"sha1 sample {sample}")
+    report = Report(config.name, config.observatory, mode, strict=strict)
+    if not config.cache.is_dir():
+        raise CacheUnavailable(f"the file cache {config.cache} (cache) is missing: is its storage mounted? "
+                               "nothing was checked")
+    expected = catalog_mod.sizes(config)  # {tree: {name: size}}: compared in C, as dicts
+    total = sum(len(v) for v in expected.values())
+    report.catalog_files = report.checked = total
+    listings = {tree: list_tree(layout.cache_tree(tree)) for tree in TREES}
+    if total and not any(listings.values()):
+        raise CacheUnavailable(
+            f"the file cache {config.cache} holds no references or mappings of {config.observatory} while the "
+            f"catalog lists {total} files: it looks unmounted or wiped; nothing was checked (mount it, or "
+            "bring the files back with `inv mirror`)")
+    bad: set[str] = set()  # catalog files not present with their size
+    for tree in TREES:
+        want, listing = expected[tree], listings[tree] or Listing()
+        have, odd = listing.sizes, listing.odd
+        if want == have and not odd:
+            continue  # the usual case, decided in C
+        for name, size in sorted(want.items() - have.items()):
+            bad.add(name)
+            if name in odd:
+                kind = "missing" if odd[name] == "not a regular file" else "unreadable"
+                report.problems.append(Problem(kind, tree, name, odd[name]))
+            elif name not in have:
+                report.problems.append(Problem("missing", tree, name))
+            else:
+                short = "truncated: " if have[name] < size else ""
+                report.problems.append(Problem("size", tree, name,
+                                               f"{short}{have[name]} bytes, the catalog says {size}"))
+        for name in sorted(have.keys() - want.keys()):
+            report.problems.append(Problem("orphan", tree, name, f"{have[name]} bytes, in no catalog row"))
+        for name in sorted(odd.keys() - want.keys()):
+            report.problems.append(Problem("orphan", tree, name, f"{odd[name]}, in no catalog row"))
+    for row in catalog_mod.files(config, "flagged"):
+        if row.name in bad or row.name not in expected[row.tree]:
+            continue
+        if row.rejected:
+            report.notes.append(Problem("rejected", row.tree, row.name, "rejected in the catalog, still in the cache"))
+        if row.blacklisted:
+            report.notes.append(Problem("blacklisted", row.tree, row.name,
+                                        "blacklisted in the catalog, still in the cache"))
+    rows = catalog_mod.files(config) if sha1 else catalog_mod.files(config, "mapping")
+    to_hash = [r for r in rows if r.name not in bad
+               and (r.tree == "mappings" or sample is None or sample.covers(r.name))]
+    report.problems.extend(_broken_links(layout.deliveries))
+
+    to_hash.sort(key=lambda r: r.name)
+    prior: list[Problem] = []
+    after = None
+    if sha1 and resume:
+        after, prior = read_progress(config, mode)
+        if after is None:
+            say(f"no interrupted `{mode}` pass to resume; checking every file")
+        else:
+            report.resumed_after = after
+            to_hash = [r for r in to_hash if r.name > after]
+            prior = [p for p in prior if p.name <= after]
+    bar = progress(len(to_hash), sum(r.size for r in to_hash)) if progress and sha1 else None
+    run = _hash_all(config, to_hash, mode, workers or default_workers(), bar, resumable=sha1, prior=prior,
+                    after=after)
+    report.problems.extend(run.problems())
+    report.hashed, report.bytes = run.hashed, run.bytes
+    if sha1:
+        progress_file(config).unlink(missing_ok=True)  # the pass is complete
+    order = {k: i for i, k in enumerate(PROBLEMS)}
+    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.tree, p.name))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+# --- orphans into quarantine -------------------------------------------------------------
+
+def quarantine_dir(config: ServerConfig, when: datetime.datetime | None = None) -> Path:
+    """``<cache>/quarantine/<YYYYMMDDTHHMMSSZ>``: orphans are moved there, never deleted."""
+    when = when or datetime.datetime.now(datetime.UTC)
+    return config.cache / QUARANTINE / when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def quarantine_cap(config: ServerConfig, listed: int) -> int:
+    """Like the mirror's deletions: 10% of the cache's files, at least 100."""
+    return max(100, listed // 10)
+
+
+def quarantine(config: ServerConfig, orphans: list[Problem], max_move: int | None = None, dry_run: bool = False,
+               catalog_files: int = 0, say=print) -> tuple[Path, list[Path]]:
+    """Move orphans to a dated quarantine under the cache; refuse more than the cap. (where, moved files)."""
+    orphans = [p for p in orphans if p.kind == "orphan" and p.tree in TREES]
+    target = quarantine_dir(config)
+    if not orphans:
+        return target, []
+    cap = quarantine_cap(config, catalog_files + len(orphans)) if max_move is None else max_move
+    if len(orphans) > cap:
+        raise CrdsOpsError(f"{len(orphans)} orphans, more than the cap of {cap}; quarantine refused (check the "
+                           f"catalog and the cache; if this is expected, pass --max-quarantine {len(orphans)})")
+    moved = []
+    for p in orphans:
+        src = config.layout.cache_tree(p.tree) / p.name
+        dst = target / p.tree / config.observatory / p.name
+        moved.append(dst)
+        if dry_run:
+            continue
+        ensure_dir(dst.parent, mode=0o755)
+        os.rename(src, dst)  # same filesystem: the cache's own directory
+    if not dry_run:
+        say(f"moved {len(moved)} orphan(s) to {target}")
+    return target, moved
+
+
+def recheck(config: ServerConfig, names: list[tuple[str, str]]) -> list[Problem]:
+    """Size and sha1 of the given (tree, name) files against the catalog, after a repair."""
+    rows = {(r.tree, r.name): r for r in catalog_mod.files(config)}
+    buffer = bytearray(CHUNK)
+    out = []
+    for key in names:
+        row = rows.get(key)
+        if row is None:
+            continue
+        problem, _size = _hash_problem(row, str(config.layout.cache_tree(row.tree) / row.name), buffer)
+        if problem is not None:
+            out.append(problem)
+    return out
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
