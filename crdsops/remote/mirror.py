@@ -16,7 +16,10 @@ which a backup only lists, come from the source host by rsync over SSH.
    verified after the fetch;
 3. while serving, side by side (``restore.stage_while_serving``): a safety backup of this
    server, the dump into a staging database, the support directories next to their
-   targets, and the rsync of references, pickles and deliveries (new and changed files);
+   targets, and the rsync of references, pickles and deliveries: exactly the files the
+   backup's (verified) listings show new or changed here, compared by stat
+   (``crdsops.remote.catalog_sync``; the source's cache is not walked), or one full rsync
+   pass with ``full_sync`` or when the backup has no listing;
 4. stopped only for the swap (``restore.swap_and_check``): swap in, start, health check
    against the backup's manifest (context and counts, answering as this server); on
    failure roll back and start the old state again;
@@ -41,7 +44,7 @@ from crdsops.data.manifest import Manifest
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir
-from crdsops.remote import rsync, ssh
+from crdsops.remote import catalog_sync, rsync, ssh
 from crdsops.runtime import health
 from crdsops.steps import Plan
 
@@ -86,6 +89,8 @@ class MirrorRun:
     manifest: Manifest | None = None  # verified when in place; else the remote copy, verified after the fetch
     staged: restore.Staged | None = None
     max_delete: int | None = None
+    full_sync: bool = False  # one full rsync pass instead of the backup's listings
+    bwlimit: str | None = None
     say: object = print
 
     @property
@@ -99,6 +104,17 @@ class MirrorRun:
     @property
     def name(self) -> str:
         return f"mirror of {self.src.name} onto {self.dest.name}"
+
+    def listings(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(cache tree -> listing, deliveries -> listing) named by the manifest; empty: a full pass."""
+        if self.full_sync or self.manifest is None:
+            return {}, {}
+        m = self.manifest
+        cache = dict(zip(self.trees, (m.listings.references, m.listings.pickles), strict=True))
+        if not all(rel in m.files for rel in cache.values()):
+            cache = {}
+        deliveries = {"deliveries": m.listings.deliveries} if m.listings.deliveries in m.files else {}
+        return cache, deliveries
 
     def plan(self) -> Plan:
         return _plan(self)
@@ -258,10 +274,18 @@ def _plan(run: MirrorRun) -> Plan:
     else:
         p.add(f"fetch it over SSH to {run.backup_dir}, then verify it against its manifest",
               lambda: fetch_backup(run), name="fetching the backup")
+    cache_listed, deliveries_listed = run.listings()
+    how = []
+    for label, listed in ((f"{', '.join(run.trees)} from {run.facts.cache}", cache_listed),
+                          (f"deliveries from {run.facts.server_files}", deliveries_listed)):
+        how.append(f"{label} (" + ("the files its backup's listing shows new or changed here, compared by "
+                                   "stat, by rsync --files-from; the source's cache is not walked" if listed else
+                                   "one full rsync pass" + ("" if run.full_sync else
+                                                            ": its backup has no listing of them")) + ")")
     p.add(f"while {d.name} keeps serving: safety backup into {d.backups.private_dir}; load the dump into "
           f"staging ({staged}); unpack {', '.join(support_dirs(d))} next to their targets; rsync "
-          f"{', '.join(run.trees)} from {run.facts.cache} and deliveries from "
-          f"{run.facts.server_files} (new and changed files only)", lambda: _stage(run), name="staging")
+          + "; ".join(how) + (f"; bandwidth limit {run.bwlimit} KB/s" if run.bwlimit else ""),
+          lambda: _stage(run), name="staging")
     p.add(f"stop {d.name}; swap in the database and the support directories; start it; health check at "
           f"{d.local_url}: answers as {d.name} with context {counts.get('operational_context')} and the "
           "backup's counts; else roll back and start the old state", lambda: _swap(run), name="swapping in")
@@ -289,12 +313,28 @@ def _stage(run: MirrorRun) -> None:
     failpoints.hit("mirror.staging")
     dest, facts, say = run.dest, run.facts, run.say
 
+    cache_listed, deliveries_listed = run.listings()
+
+    def trusted(listed: dict[str, str]) -> dict[str, Path]:
+        # checked again right before reading: only the verified backup's listing decides what to fetch
+        return {tree: catalog_sync.trusted_listing(run.backup_dir, run.manifest, rel) for tree, rel in listed.items()}
+
+    cache_listings, deliveries_listings = trusted(cache_listed), trusted(deliveries_listed)
+    ensure_dir(run.work)
+
     def sync_cache():
-        return rsync.pull(run.target, facts.cache, run.trees, dest.cache, say=say)
+        if cache_listings:
+            return catalog_sync.pull_listed(run.target, facts.cache, dest.cache, cache_listings, run.work,
+                                            say=say, bwlimit=run.bwlimit)
+        return rsync.pull(run.target, facts.cache, run.trees, dest.cache, say=say, bwlimit=run.bwlimit)
 
     def sync_deliveries():
+        if deliveries_listings:
+            return catalog_sync.pull_listed(run.target, facts.server_files, dest.server_files,
+                                            deliveries_listings, run.work, say=say, label="deliveries",
+                                            bwlimit=run.bwlimit)
         return rsync.pull(run.target, facts.server_files, ["deliveries"], dest.server_files,
-                          say=say, label="deliveries")
+                          say=say, label="deliveries", bwlimit=run.bwlimit)
 
     say(f"while {dest.name} serves: safety backup, staging the database and support directories, "
         "syncing the cache ...")
