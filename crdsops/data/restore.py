@@ -39,6 +39,7 @@ from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service
+from crdsops.runtime.environ import manage
 from crdsops.runtime.lock import server_lock
 from crdsops.steps import Plan, under_way
 
@@ -49,24 +50,30 @@ class BackupRefused(CrdsOpsError):
     """The backup failed verification or belongs elsewhere; nothing was touched."""
 
 
-def identity_problems(config: ServerConfig, manifest: Manifest) -> list[str]:
+def converts(config: ServerConfig, manifest: Manifest) -> bool:
+    """Whether the backup's dump is of another engine that staging converts (MySQL down to SQLite)."""
+    return manifest.database.engine == "mysql" and not config.database.is_mysql
+
+
+def identity_problems(config: ServerConfig, manifest: Manifest, cross_engine: bool = False) -> list[str]:
+    """Why ``manifest``'s backup does not fit ``config``; ``cross_engine``: a MySQL dump onto SQLite is fine."""
     server = manifest.server
     problems = []
     if server.observatory != config.observatory:
         problems.append(f"it is a backup of {server.observatory!r} ({server.name}), not of {config.observatory}")
-    if manifest.database.engine != config.database.engine:
+    if manifest.database.engine != config.database.engine and not (cross_engine and converts(config, manifest)):
         problems.append(f"its database is {manifest.database.engine}, this server's is {config.database.engine}")
     return problems
 
 
-def check_backup(config: ServerConfig, backup: Path) -> Manifest:
+def check_backup(config: ServerConfig, backup: Path, cross_engine: bool = False) -> Manifest:
     """The manifest of ``backup`` if it verifies and fits ``config``; else raise BackupRefused."""
     problems = manifest_mod.verify(backup)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise BackupRefused(f"refusing backup {backup}: {'; '.join(problems[:3])}{more}; nothing was changed")
     manifest = Manifest.load(backup)
-    problems = identity_problems(config, manifest)
+    problems = identity_problems(config, manifest, cross_engine)
     if problems:
         raise BackupRefused(f"refusing backup {backup} for {config.name}: {'; '.join(problems)}; nothing was changed")
     return manifest
@@ -190,8 +197,14 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     engine = engine_for(config)
     support = SupportRestore(config)
     dump = backup / manifest.database.file
+    if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
+        def stage_db():
+            return engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
+    else:
+        def stage_db():
+            return engine.stage(dump)
     jobs = {"safety backup": lambda: safety_backup(config, lambda *_: None),
-            "database staged": lambda: engine.stage(dump),
+            "database staged": stage_db,
             "support staged": lambda: support.stage(backup, manifest)}
     jobs.update(extra or {})
     try:
@@ -208,6 +221,12 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     safety = results.pop("safety backup")
     say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in outcome.seconds.items())})")
     return Staged(engine, support, safety, results, outcome.seconds)
+
+
+def _migrate_into(config: ServerConfig, path: Path) -> None:
+    """Run the server's Django migrations into the SQLite file ``path`` (a new staging database)."""
+    manage(config, "migrate", "--noinput", capture=True, extra_env={"CRDS_DB_ENGINE": "sqlite",
+                                                                    "CRDS_DB_NAME": str(path)})
 
 
 def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say=print,

@@ -242,15 +242,16 @@ def _check_source(run: MirrorRun, manifest: Manifest, where) -> None:
     if (server.observatory, server.kind) != (run.src.observatory, run.src.kind):
         raise restore.BackupRefused(
             f"refusing backup {where}: it is a backup of {server.name}, not of {run.src.name}; nothing was changed")
-    problems = restore.identity_problems(run.dest, manifest)
+    problems = restore.identity_problems(run.dest, manifest, cross_engine=not run.upward)
     if problems:
         raise restore.BackupRefused(f"refusing backup {where} for {run.dest.name}: {'; '.join(problems)} "
-                                    "(a mirror needs the same database engine on both); nothing was changed")
+                                    "(a mirror needs the same database engine on both, or a MySQL source "
+                                    "mirrored down onto SQLite); nothing was changed")
 
 
 def verified(run: MirrorRun, backup: Path) -> Manifest:
     """The manifest of ``backup`` once it verifies and is the source's; else BackupRefused listing why."""
-    manifest = restore.check_backup(run.dest, backup)
+    manifest = restore.check_backup(run.dest, backup, cross_engine=not run.upward)
     _check_source(run, manifest, backup)
     return manifest
 
@@ -263,6 +264,9 @@ def _plan(run: MirrorRun) -> Plan:
         f" (the source has moved on since: now context {live.get('operational_context')}, " \
         f"{live.get('references')} references)"
     staged = engine_for(d).describe()
+    if restore.converts(d, run.manifest):
+        staged += (f", converted from {s.name}'s MySQL dump: Django's migrations make the schema, "
+                   "then its rows are bulk-loaded")
     p = Plan(f"mirroring {s.name} onto {d.name}")
     p.add(f"mirror {s.name} ({s.tier}) -> {d.name} ({d.tier}){'  [UPWARD, by override]' if run.upward else ''}")
     p.add(f"source: {run.target.where} (checkout {run.target.checkout}), url {run.src_url}")
