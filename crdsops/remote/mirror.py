@@ -11,7 +11,9 @@ which a backup only lists, come from the source host by rsync over SSH.
    a source whose identity read over SSH (its ``inv config``) or at its URL
    (``get_catalog_counts``) is not what its config says, a source latest backup that is
    missing, is another server's, or fails ``crdsops.data.manifest`` verification;
-2. the backup: read in place when this server's ``backups.shared_dir`` holds the same
+2. the backup (with ``fresh_backup``, first made anew on the source: its ``inv backup`` over
+   SSH, its lock held there, its output streamed; without, the plan names a backup whose
+   context or counts the live source no longer has): read in place when this server's ``backups.shared_dir`` holds the same
    manifest the source publishes, else fetched over SSH into ``<root>/mirror/backup`` and
    verified after the fetch;
 3. while serving, side by side (``restore.stage_while_serving``): a safety backup of this
@@ -29,6 +31,7 @@ which a backup only lists, come from the source host by rsync over SSH.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ from crdsops.data import manifest as manifest_mod
 from crdsops.data import restore
 from crdsops.data.backup import support_dirs
 from crdsops.data.manifest import Manifest
+from crdsops.data.state import age_text
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir
@@ -89,6 +93,7 @@ class MirrorRun:
     manifest: Manifest | None = None  # verified when in place; else the remote copy, verified after the fetch
     staged: restore.Staged | None = None
     max_delete: int | None = None
+    fresh_backup: bool = False  # run `inv backup` on the source first, then mirror that backup
     full_sync: bool = False  # one full rsync pass instead of the backup's listings
     bwlimit: str | None = None
     say: object = print
@@ -256,13 +261,40 @@ def verified(run: MirrorRun, backup: Path) -> Manifest:
     return manifest
 
 
+def staleness(run: MirrorRun, now: datetime.datetime | None = None) -> str:
+    """One line when the source's live context or counts differ from its latest backup's; else ""."""
+    counts, live = run.manifest.counts, run.src_counts
+    differs = [f"{'context' if k == 'operational_context' else k} {counts.get(k)} -> {live.get(k)}"
+               for k in restore.COUNT_KEYS if live.get(k) != counts.get(k)]
+    if not differs:
+        return ""
+    made = run.manifest.created_at
+    age = age_text((now or datetime.datetime.now(datetime.UTC)) - made) if made else "of unknown age"
+    return (f"{run.src.name} has changed since its latest backup (made {age} ago): {', '.join(differs)}; "
+            "this mirror copies the backup's state; pass --fresh-backup to back the source up first")
+
+
+def fresh_backup(run: MirrorRun) -> Manifest:
+    """Run ``inv backup`` on the source over SSH (its own lock held there, its output streamed); use that backup."""
+    run.say(f"backing up {run.src.name} on {run.target.where} first (`inv backup` there) ...")
+    conn = ssh.connection(run.target)
+    try:
+        res = ssh.run_inv(conn, run.target.checkout, ["backup"], hide=False)
+        if res.exited != 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CrdsOpsError(f"`inv backup` on {run.target.where} failed (exit {res.exited}: {last}); "
+                               "nothing here was changed")
+        _locate_backup(run, conn)
+    finally:
+        conn.close()
+    run.say(f"mirroring {run.src.name}'s new backup {run.backup_remote}, made {run.manifest.created}")
+    return run.manifest
+
+
 def _plan(run: MirrorRun) -> Plan:
     d, s = run.dest, run.src
     counts = run.manifest.counts
-    live = run.src_counts
-    moved = "" if all(live.get(k) == counts.get(k) for k in restore.COUNT_KEYS) else \
-        f" (the source has moved on since: now context {live.get('operational_context')}, " \
-        f"{live.get('references')} references)"
+    stale = "" if run.fresh_backup else staleness(run)
     staged = engine_for(d).describe()
     if restore.converts(d, run.manifest):
         staged += (f", converted from {s.name}'s MySQL dump: Django's migrations make the schema, "
@@ -272,8 +304,16 @@ def _plan(run: MirrorRun) -> Plan:
     p.add(f"source: {run.target.where} (checkout {run.target.checkout}), url {run.src_url}")
     p.add(f"its latest backup {run.backup_remote}, made {run.manifest.created}: context "
           f"{counts.get('operational_context')}, {counts.get('references')} references, "
-          f"{counts.get('mappings')} mappings{moved}")
-    if run.backup_in_place:
+          f"{counts.get('mappings')} mappings")
+    if stale:
+        p.add(f"NOTE: {stale}")
+    if run.fresh_backup:
+        p.add(f"first back up {s.name} there: `inv backup` on {run.target.where} over SSH (its lock held, its "
+              "output streamed); then mirror that new backup, read in place or fetched and verified",
+              lambda: fresh_backup(run), name="backing up the source")
+        p.add("fetch the new backup over SSH unless this server's shared dir holds it; verify it",
+              lambda: fetch_backup(run), name="fetching the backup")
+    elif run.backup_in_place:
         p.add(f"read it in place: {run.backup_dir} (verified: ok)")
     else:
         p.add(f"fetch it over SSH to {run.backup_dir}, then verify it against its manifest",
