@@ -11,7 +11,10 @@ Order (``plan`` shows these steps; ``restore`` runs them):
 3. stop the server; swap the staged database and directories in (the old ones are kept:
    a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``);
 4. start the server; health check: ``get_server_info`` answers and the catalog counts
-   equal the manifest's (``health_check``);
+   equal the manifest's (``health_check``); the first ``get_server_info`` reads the
+   download_metadata that ``warm_server_info`` computed from the staged database in step 2
+   (when the live catalog's fingerprint matches), so the stopped window no longer holds a
+   pass over the whole catalog;
 5. on any failure or interrupt from the stop on: swap the old state back (or, if that
    fails, restore the safety backup), start the server again if it was running, and say
    so; the rollback finishes even through a second Ctrl-C. On success drop the old state.
@@ -197,12 +200,12 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     engine = engine_for(config)
     support = SupportRestore(config)
     dump = backup / manifest.database.file
-    if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
-        def stage_db():
-            return engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
-    else:
-        def stage_db():
-            return engine.stage(dump)
+    def stage_db():
+        if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
+            engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
+        else:
+            engine.stage(dump)
+        warm_server_info(config, engine, say)
     jobs = {"safety backup": lambda: safety_backup(config, lambda *_: None),
             "database staged": stage_db,
             "support staged": lambda: support.stage(backup, manifest)}
@@ -213,6 +216,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         with interrupts.shielded():
             engine.discard_staging()
             support.discard_staging()
+            config.layout.server_info_warm.unlink(missing_ok=True)
         if isinstance(err, JobsFailed):
             raise CrdsOpsError(f"{what or 'restore of ' + config.name} stopped before the swap ({err}); "
                                "nothing was changed, the server state is as it was") from None
@@ -221,6 +225,22 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     safety = results.pop("safety backup")
     say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in outcome.seconds.items())})")
     return Staged(engine, support, safety, results, outcome.seconds)
+
+
+def warm_server_info(config: ServerConfig, engine: Engine, say=print) -> bool:
+    """Precompute get_server_info's download_metadata from the staged database, for the first request
+    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal."""
+    warm = config.layout.server_info_warm
+    warm.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        manage(config, "warm_server_info", "--out", str(warm), capture=True,
+               extra_env={"CRDS_DB_NAME": str(engine.staging)})
+        return True
+    except CrdsOpsError as err:
+        say(f"warning: could not precompute server info from the staged database ({err}); "
+            "the first request after the restart computes it")
+        warm.unlink(missing_ok=True)
+        return False
 
 
 def _migrate_into(config: ServerConfig, path: Path) -> None:
@@ -269,6 +289,7 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say
             f"{what} failed ({reason}); rolled back to the state before (safety backup {staged.safety})"
         ) from None
     stopped = time.monotonic() - stopped_at
+    config.layout.server_info_warm.unlink(missing_ok=True)  # served its purpose: later starts compute it
     say(f"{config.name} was stopped for {stopped:.1f}s")
     with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
         engine.discard_old()
@@ -278,6 +299,7 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say
 
 def _rollback(config, engine, support, swapped, safety: Path, was_running: bool, say) -> None:
     say(f"rolling back {config.name} to the state before ...")
+    config.layout.server_info_warm.unlink(missing_ok=True)  # it describes the new state, not the old
     failpoints.hit("restore.rollback")
     try:
         service.stop(config, say=say)
