@@ -74,3 +74,25 @@ def test_a_listing_that_does_not_match_the_verified_manifest_is_refused(tmp_path
     listing.write_text(listing.read_text().replace("a.fits", "b.fits"))
     with pytest.raises(catalog_sync.ListingRefused, match="does not match the verified manifest"):
         catalog_sync.trusted_listing(tmp_path, manifest, rel)
+
+
+def test_rsync_argv_resumes_and_limits_bandwidth(tmp_path):
+    from crdsops.remote.ssh import Target
+
+    target = Target(host="127.0.0.2", user="root", port=2222)
+    argv = catalog_sync.rsync_argv(target, "/data/cache", tmp_path, tmp_path / "ff", bwlimit="2000")
+    assert f"--partial-dir={catalog_sync.PARTIAL_DIR}" in argv and "--bwlimit=2000" in argv
+    assert f"--files-from={tmp_path / 'ff'}" in argv and "--from0" in argv and "--ignore-missing-args" in argv
+    assert argv[-2:] == ["127.0.0.2:/data/cache/", f"{tmp_path}/"]
+    assert "--delete" not in argv  # deletions are held back and capped (delete_extraneous)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert catalog_sync._progress_bar(100, 1, "cache") is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = catalog_sync._progress_bar(100, 1, "cache")
+    assert bar is not None and bar.total == 100
+    bar.close()
