@@ -7,10 +7,14 @@ times each:
 
   backup_vs_mysqldump_gzip    `inv backup` (dump, support dirs, listings, manifest, verify,
                               publish, retention) ÷ `mysqldump --single-transaction | gzip`
-                              of the same database. Target <= 1.2.
+                              of the same database. Target <= 0.8.
   restore_vs_gunzip_mysql     `inv restore --yes` (verify, safety backup, staged load, stop,
                               swap, start, health check) ÷ `gunzip | mysql` of the plain dump
-                              into the same database. Target <= 1.2.
+                              into the same database. Target <= 1.0 (get_server_info's
+                              download_metadata is precomputed from the staged database,
+                              so the restart's first request is cheap).
+
+Sizes: BENCH_ROWS (default 500000), BENCH_REPEATS (default 5).
 
 Needs MariaDB with a passwordless root at 127.0.0.1:3306 (to create the account), the
 mysql/mysqldump clients and the stack in .venv. Exits 0 when it measured.
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from common import CHECKOUT, INV, Account, figure, free_port, mariadb_missing, note, root_sql, timed
 
-ROWS = 500_000
+ROWS = int(os.environ.get("BENCH_ROWS", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 
 FILL = f"""
@@ -106,8 +110,8 @@ def main() -> int:
         mb, mr = statistics.median, statistics.median
         note(f"inv backup median {mb(ours_b):.2f}s, mysqldump --single-transaction | gzip median {mb(plain_b):.2f}s")
         note(f"inv restore median {mr(ours_r):.2f}s, gunzip | mysql median {mr(plain_r):.2f}s")
-        figure("backup_vs_mysqldump_gzip", mb(ours_b) / mb(plain_b), "<= 1.2")
-        figure("restore_vs_gunzip_mysql", mr(ours_r) / mr(plain_r), "<= 1.2")
+        figure("backup_vs_mysqldump_gzip", mb(ours_b) / mb(plain_b), "<= 0.8")
+        figure("restore_vs_gunzip_mysql", mr(ours_r) / mr(plain_r), "<= 1.0")
         return 0
     except (RuntimeError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", None)

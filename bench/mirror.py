@@ -18,7 +18,22 @@ Figures (medians of the repetitions):
   mirror_downtime_vs_restore   that gap ÷ the restore time (how much of the restore the
                                server is down for). Target <= 0.2.
 
-Everything runs on this machine: the source host is an sshd on 127.0.0.2 with throwaway
+  mirror_sync_vs_rsync_200k    the mirror's catalog-driven cache sync (crdsops.remote.catalog_sync:
+                               the source backup's listing, made untimed as `inv backup` makes it,
+                               compared by stat with this cache, then `rsync --files-from` and the
+                               held-back deletions) ÷ `rsync -a --delete` over the same SSH between
+                               the same trees; 200,000 files (BENCH_SYNC_FILES), 1% changed before
+                               each repetition. Target <= 0.2.
+  mirror_noop_sync_vs_rsync_200k  the same with nothing changed. Target <= 0.1.
+  mirror_sync_peak_rss_bytes_per_file  the peak RSS the catalog-driven sync adds to its process
+                               (a child that imports first: its peak RSS after the sync of the
+                               1%-changed tree minus its RSS before) ÷ files.
+                               Target <= 200.
+  mirror_cross_engine_downtime_s  the longest gap between answers to get_server_info during
+                               `inv mirror` of a MariaDB source with 500,000 catalog rows
+                               (BENCH_CROSS_ROWS) onto a SQLite destination. Target <= 2.
+
+Run only some with BENCH_ONLY=sync,noop,downtime,cross (default: all). Everything runs on this machine: the source host is an sshd on 127.0.0.2 with throwaway
 keys (tests/sshd.py), the two servers are installed with private configs (tests/vms.py) on
 two databases of a throwaway account (tests/mariadb.py). Needs openssh-server, rsync and a
 MariaDB with a passwordless root at 127.0.0.1:3306. Exit 0 when measured.
@@ -46,8 +61,11 @@ if STACK_PYTHON.exists() and Path(sys.prefix).resolve() != STACK_PYTHON.parent.p
 sys.path[:0] = [str(CHECKOUT), str(CHECKOUT / "tests")]
 
 N_FILES = 20_000
-SYNC_REPEATS = 5
-MIRROR_REPEATS = 3
+SYNC_REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+MIRROR_REPEATS = int(os.environ.get("BENCH_MIRROR_REPEATS", "3"))
+LISTED_FILES = int(os.environ.get("BENCH_SYNC_FILES", "200000"))
+CROSS_ROWS = int(os.environ.get("BENCH_CROSS_ROWS", "500000"))
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 RESTORE_TARGET_S = 15.0  # margin: the calibration run shares the CPU with its safety backup
 
 
@@ -127,6 +145,203 @@ def bench_cache_sync(where: Path) -> float:
         return statistics.median(ratios)
     finally:
         lab.close()
+
+
+def make_listed_tree(root: Path, n: int, rng: random.Random) -> list[Path]:
+    files = []
+    for sub, count in (("references/hst", n - n // 100), ("pickles/hst", n // 100)):
+        d = root / sub
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            p = d / f"f{i:07d}.{'pkl' if sub.startswith('pick') else 'fits'}"
+            p.write_bytes(rng.randbytes(rng.randint(256, 1024)))
+            files.append(p)
+    return files
+
+
+def write_listings(src: Path, out: Path, previous: dict) -> dict[str, Path]:
+    """The listings `inv backup` writes (its own functions), untimed: the backup made them already."""
+    from crdsops.data import backup as backup_mod
+    from crdsops.data.inventory import read_listing
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    class _Cfg:  # what _list_references reads of a config
+        class layout:
+            references = src / "references" / "hst"
+
+    backup_mod._list_references(_Cfg, out / "references.tsv", previous)
+    backup_mod._list_tree(src / "pickles" / "hst", out / "pickles.tsv")
+    previous.clear()
+    previous.update(read_listing(out / "references.tsv"))
+    return {"references/hst": out / "references.tsv", "pickles/hst": out / "pickles.tsv"}
+
+
+RSS_CHILD = """
+import resource, sys, json
+sys.path[:0] = {paths!r}
+from pathlib import Path
+from crdsops.remote import catalog_sync
+from crdsops.remote.ssh import Target
+target = Target(**json.loads(sys.argv[1]))
+trees = {{k: Path(v) for k, v in json.loads(sys.argv[2]).items()}}
+import gc
+gc.collect()
+before = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1])  # KB, now
+res = catalog_sync.pull_listed(target, sys.argv[3], Path(sys.argv[4]), trees, Path(sys.argv[5]), say=lambda *_: None)
+res.delete_extraneous(max_delete=10**9, say=lambda *_: None)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB, the peak
+print(max(0, after - before) * 1024)
+"""
+
+
+def bench_listed_sync(where: Path) -> tuple[float, float, float]:
+    """(1% changed ratio, nothing changed ratio, peak RSS bytes per file) of the catalog-driven sync."""
+    import json
+
+    from sshd import SshLab
+
+    from crdsops.remote import catalog_sync
+    from crdsops.remote import ssh as remote
+
+    lab = SshLab(where / "ssh")
+    host = lab.host("127.0.0.2")
+    try:
+        rng = random.Random(7)
+        src = where / "src"
+        t = time.perf_counter()
+        files = make_listed_tree(src, LISTED_FILES, rng)
+        ours_dir, plain_dir, work = where / "ours", where / "plain", where / "work"
+        for d in (ours_dir, plain_dir):
+            shutil.copytree(src, d, symlinks=True)
+        previous: dict = {}
+        print(f"  {LISTED_FILES} files made and copied in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+        target = remote.Target(host=host.address, user="root", port=host.port, key=lab.client_key,
+                               known_hosts=lab.known_hosts)
+        ssh = " ".join(shlex.quote(a) for a in remote.ssh_argv(target))
+
+        def ours(listings):
+            t = time.perf_counter()
+            res = catalog_sync.pull_listed(target, str(src), ours_dir, listings, work, say=lambda *_: None)
+            res.delete_extraneous(max_delete=10**9, must_have=("references/hst",), say=lambda *_: None)
+            return time.perf_counter() - t
+
+        def plain():
+            t = time.perf_counter()
+            subprocess.run(["rsync", "-a", "--delete", "-e", ssh, f"{host.address}:{src}/", f"{plain_dir}/"],
+                           check=True, stdin=subprocess.DEVNULL)
+            return time.perf_counter() - t
+
+        def rounds(change: bool, label: str) -> float:
+            nonlocal files
+            ratios = []
+            for r in range(SYNC_REPEATS):
+                if change:
+                    files = change_listed(src, files, rng, r)
+                listings = write_listings(src, where / f"listings-{label}-{r}", previous)
+                if r % 2 == 0:
+                    a, b = ours(listings), plain()
+                else:
+                    b, a = plain(), ours(listings)
+                ratios.append(a / b)
+                print(f"  {label} round {r + 1}: ours {a:.2f}s, plain rsync {b:.2f}s", file=sys.stderr)
+            return statistics.median(ratios)
+
+        changed = rounds(True, "1% changed")
+        idle = rounds(False, "nothing changed")
+        mine = {str(p.relative_to(ours_dir)) for p in ours_dir.rglob("*") if p.is_file()}
+        theirs = {str(p.relative_to(plain_dir)) for p in plain_dir.rglob("*") if p.is_file()}
+        if mine != theirs:
+            raise RuntimeError("the two trees differ after the sync; the measurement is not comparable")
+
+        files = change_listed(src, files, rng, 99)
+        listings = write_listings(src, where / "listings-rss", previous)
+        child = subprocess.run(
+            [sys.executable, "-c", RSS_CHILD.format(paths=[str(CHECKOUT), str(CHECKOUT / "tests")]),
+             json.dumps({"host": target.host, "user": target.user, "port": target.port, "key": str(target.key),
+                         "known_hosts": str(target.known_hosts)}),
+             json.dumps({k: str(v) for k, v in listings.items()}), str(src), str(ours_dir), str(work)],
+            capture_output=True, text=True, check=True)
+        rss = int(child.stdout.strip().splitlines()[-1]) / LISTED_FILES
+        return changed, idle, rss
+    finally:
+        lab.close()
+
+
+def change_listed(root: Path, files: list[Path], rng: random.Random, round_: int) -> list[Path]:
+    """1% of the files: most rewritten (another size), some deleted, as many added."""
+    n = max(3, len(files) // 100)
+    gone = rng.sample(files, n // 10 or 1)
+    for p in rng.sample([f for f in files if f not in set(gone)], n - 2 * len(gone)):
+        p.write_bytes(rng.randbytes(rng.randint(1025, 2048)))
+    for p in gone:
+        p.unlink()
+    keep = set(gone)
+    files = [f for f in files if f not in keep]
+    for i in range(len(gone)):
+        p = root / "references/hst" / f"new{round_:02d}_{i}.fits"
+        p.write_bytes(rng.randbytes(512))
+        files.append(p)
+    return files
+
+
+CATALOG_FILL = """
+INSERT INTO catalog_catalogfile (name, observatory, filekind, instrument, reftype, size, sha1sum, state,
+    blacklisted, rejected, delivery_date, description)
+SELECT CONCAT('bench_', LPAD(seq, 7, '0'), '_flt.fits'), 'hst', 'reference',
+       ELT(1 + seq % 5, 'acs', 'wfc3', 'cos', 'stis', 'nicmos'), 'biasfile', 1000 + seq * 37 % 99991, SHA1(seq),
+       'operational', seq % 97 = 0, 0, TIMESTAMPADD(SECOND, seq, '2020-01-01'), CONCAT('bench row ', seq)
+FROM seq_1_to_{rows};
+"""
+
+
+def bench_cross_engine(where: Path) -> float:
+    """MariaDB source with CROSS_ROWS catalog rows mirrored onto a SQLite destination: longest gap."""
+    from mariadb import MYSQL_MISSING, Account, root_sql
+    from vms import Fleet
+
+    from crdsops.db import mysql
+
+    if MYSQL_MISSING:
+        raise RuntimeError(MYSQL_MISSING)
+    account = Account("bx")
+    account.create()
+    fleet = None
+    try:
+        option_file = mysql.write_option_file(where / "my.cnf", account.user, account.password)
+        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306,
+              "name": f"{account.database}_test"}
+        fleet = Fleet(where, {"test": {"database": db}})
+        src, dst = fleet.ops["test"], fleet.ops["dev"]
+        dst_cfg = dst.config("hst", "dev")
+        src.inv("install", "--obs", "hst", "--kind", "test")
+        src.inv("manage", "--", "seed_demo")
+        root_sql(f"USE `{db['name']}`;" + CATALOG_FILL.format(rows=CROSS_ROWS))
+        src.inv("run")
+        src.inv("backup", timeout=900)
+        dst.inv("install", "--obs", "hst", "--kind", "dev")
+        dst.inv("run")
+
+        def mirror() -> subprocess.CompletedProcess:
+            result = dst.inv("mirror", "--obs", "hst", "--src", "test", "--yes", check=False, timeout=900)
+            if result.returncode != 0:
+                raise RuntimeError(f"inv mirror failed: {result.stderr.strip()}")
+            return result
+
+        gaps = []
+        for r in range(MIRROR_REPEATS):
+            result, gap = longest_unanswered_gap(dst_cfg.local_url, mirror)
+            staged = re.search(r"database staged in ([\d.]+)s", result.stdout)
+            gaps.append(gap)
+            print(f"  cross-engine mirror {r + 1}: {CROSS_ROWS} rows staged in "
+                  f"{staged.group(1) if staged else '?'}s, longest gap {gap:.2f}s", file=sys.stderr)
+        return statistics.median(gaps)
+    finally:
+        try:
+            if fleet is not None:
+                fleet.close()
+        finally:
+            account.drop()
 
 
 def longest_unanswered_gap(url: str, action):
@@ -246,12 +461,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
         tmp = Path(tmp)
         try:
-            ratio = bench_cache_sync(tmp / "sync")
-            print(f"mirror_cache_sync_vs_rsync = {ratio:.2f} (target <= 1.2)", flush=True)
-            shutil.rmtree(tmp / "sync", ignore_errors=True)
-            gap, share = bench_downtime(tmp / "downtime")
-            print(f"mirror_downtime_longest_gap_s = {gap:.2f} (target <= 2)")
-            print(f"mirror_downtime_vs_restore = {share:.3f} (target <= 0.2)")
+            if not ONLY or "sync" in ONLY:
+                ratio = bench_cache_sync(tmp / "sync")
+                print(f"mirror_cache_sync_vs_rsync = {ratio:.2f} (target <= 1.2)", flush=True)
+                shutil.rmtree(tmp / "sync", ignore_errors=True)
+            if not ONLY or "noop" in ONLY:
+                changed, idle, rss = bench_listed_sync(tmp / "listed")
+                print(f"mirror_sync_vs_rsync_200k = {changed:.3f} (target <= 0.2)", flush=True)
+                print(f"mirror_noop_sync_vs_rsync_200k = {idle:.3f} (target <= 0.1)", flush=True)
+                print(f"mirror_sync_peak_rss_bytes_per_file = {rss:.0f} (target <= 200)", flush=True)
+                shutil.rmtree(tmp / "listed", ignore_errors=True)
+            if not ONLY or "cross" in ONLY:
+                gap = bench_cross_engine(tmp / "cross")
+                print(f"mirror_cross_engine_downtime_s = {gap:.2f} (target <= 2)", flush=True)
+                shutil.rmtree(tmp / "cross", ignore_errors=True)
+            if not ONLY or "downtime" in ONLY:
+                gap, share = bench_downtime(tmp / "downtime")
+                print(f"mirror_downtime_longest_gap_s = {gap:.2f} (target <= 2)")
+                print(f"mirror_downtime_vs_restore = {share:.3f} (target <= 0.2)")
         except Exception as err:
             print(f"cannot measure: {type(err).__name__}: {err}", file=sys.stderr)
             return 1

@@ -57,6 +57,11 @@ class Layout:
         return self.run / "crdsops.lock"
 
     @property
+    def server_info_warm(self) -> Path:
+        """get_server_info's download_metadata, precomputed from a staged database (restore, mirror)."""
+        return self.run / "server_info.warm.json"
+
+    @property
     def pid_file(self) -> Path:
         """The runserver backend's pid file (Apache has its own: ``httpd_pid``)."""
         return self.run / "server.pid"

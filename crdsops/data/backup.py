@@ -8,6 +8,7 @@ A backup is a dated directory ``<backups.private_dir>/<YYYYmmddTHHMMSSZ>/`` hold
     support/mappings.tar.zst                  <cache>/mappings/<obs>
     listings/references.tsv                   name, size, mtime_ns, sha1 of every reference file
     listings/deliveries.tsv                   path, size, mtime_ns under server_files/deliveries
+    listings/pickles.tsv                      path, size, mtime_ns under <cache>/pickles/<obs>
     listings/packages.txt                     the stack's package list
     manifest.json                             written last (crdsops.data.manifest)
 
@@ -21,6 +22,8 @@ runs (``crdsops.data.inventory``).
 
 The file cache's references are listed, never copied (terabytes on the VMs): their
 sha1 is computed once and reused from the previous listing while size and mtime agree.
+A mirror fetches by these listings (``crdsops.remote.catalog_sync``), not by walking the
+source's cache.
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ class BackupRun:
             "packages": lambda: _package_list(config, tmp / listings.packages),
             "references": lambda: _list_references(config, tmp / listings.references, previous),
             "deliveries": lambda: _list_tree(config.layout.deliveries, tmp / listings.deliveries),
+            "pickles": lambda: _list_tree(config.layout.cache_tree("pickles"), tmp / listings.pickles),
         }
         for label, archive in support.items():
             jobs["support:" + label] = functools.partial(_pack, Path(archive.target), tmp / archive.file)

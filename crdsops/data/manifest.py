@@ -12,7 +12,7 @@ A backup is a directory; ``manifest.json`` is the last file written into it. The
     database          {engine, name, file (the dump), compression, migrations: [[app, name], ...],
                        counts: {references, mappings, contexts, operational_context}}
     support           {label: {file, target}}   tarballs of the support directories
-    listings          {references, deliveries, packages, packages_from}: file names
+    listings          {references, deliveries, pickles, packages, packages_from}: file names
     files             {relative path: {size, sha256}} for every other file of the backup
 
 ``Manifest.load(path)`` reads and checks it; ``verify(path)`` returns a list of problems
@@ -70,6 +70,7 @@ class Listings:
     deliveries: str = "listings/deliveries.tsv"
     packages: str = "listings/packages.txt"
     packages_from: str = ""
+    pickles: str = "listings/pickles.tsv"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ Order (``plan`` shows these steps; ``restore`` runs them):
 3. stop the server; swap the staged database and directories in (the old ones are kept:
    a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``);
 4. start the server; health check: ``get_server_info`` answers and the catalog counts
-   equal the manifest's (``health_check``);
+   equal the manifest's (``health_check``); the first ``get_server_info`` reads the
+   download_metadata that ``warm_server_info`` computed from the staged database in step 2
+   (when the live catalog's fingerprint matches), so the stopped window no longer holds a
+   pass over the whole catalog;
 5. on any failure or interrupt from the stop on: swap the old state back (or, if that
    fails, restore the safety backup), start the server again if it was running, and say
    so; the rollback finishes even through a second Ctrl-C. On success drop the old state.
@@ -39,6 +42,7 @@ from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service
+from crdsops.runtime.environ import manage
 from crdsops.runtime.lock import server_lock
 from crdsops.steps import Plan, under_way
 
@@ -49,24 +53,30 @@ class BackupRefused(CrdsOpsError):
     """The backup failed verification or belongs elsewhere; nothing was touched."""
 
 
-def identity_problems(config: ServerConfig, manifest: Manifest) -> list[str]:
+def converts(config: ServerConfig, manifest: Manifest) -> bool:
+    """Whether the backup's dump is of another engine that staging converts (MySQL down to SQLite)."""
+    return manifest.database.engine == "mysql" and not config.database.is_mysql
+
+
+def identity_problems(config: ServerConfig, manifest: Manifest, cross_engine: bool = False) -> list[str]:
+    """Why ``manifest``'s backup does not fit ``config``; ``cross_engine``: a MySQL dump onto SQLite is fine."""
     server = manifest.server
     problems = []
     if server.observatory != config.observatory:
         problems.append(f"it is a backup of {server.observatory!r} ({server.name}), not of {config.observatory}")
-    if manifest.database.engine != config.database.engine:
+    if manifest.database.engine != config.database.engine and not (cross_engine and converts(config, manifest)):
         problems.append(f"its database is {manifest.database.engine}, this server's is {config.database.engine}")
     return problems
 
 
-def check_backup(config: ServerConfig, backup: Path) -> Manifest:
+def check_backup(config: ServerConfig, backup: Path, cross_engine: bool = False) -> Manifest:
     """The manifest of ``backup`` if it verifies and fits ``config``; else raise BackupRefused."""
     problems = manifest_mod.verify(backup)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise BackupRefused(f"refusing backup {backup}: {'; '.join(problems[:3])}{more}; nothing was changed")
     manifest = Manifest.load(backup)
-    problems = identity_problems(config, manifest)
+    problems = identity_problems(config, manifest, cross_engine)
     if problems:
         raise BackupRefused(f"refusing backup {backup} for {config.name}: {'; '.join(problems)}; nothing was changed")
     return manifest
@@ -190,8 +200,14 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     engine = engine_for(config)
     support = SupportRestore(config)
     dump = backup / manifest.database.file
+    def stage_db():
+        if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
+            engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
+        else:
+            engine.stage(dump)
+        warm_server_info(config, engine, say)
     jobs = {"safety backup": lambda: safety_backup(config, lambda *_: None),
-            "database staged": lambda: engine.stage(dump),
+            "database staged": stage_db,
             "support staged": lambda: support.stage(backup, manifest)}
     jobs.update(extra or {})
     try:
@@ -200,6 +216,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         with interrupts.shielded():
             engine.discard_staging()
             support.discard_staging()
+            config.layout.server_info_warm.unlink(missing_ok=True)
         if isinstance(err, JobsFailed):
             raise CrdsOpsError(f"{what or 'restore of ' + config.name} stopped before the swap ({err}); "
                                "nothing was changed, the server state is as it was") from None
@@ -208,6 +225,28 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     safety = results.pop("safety backup")
     say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in outcome.seconds.items())})")
     return Staged(engine, support, safety, results, outcome.seconds)
+
+
+def warm_server_info(config: ServerConfig, engine: Engine, say=print) -> bool:
+    """Precompute get_server_info's download_metadata from the staged database, for the first request
+    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal."""
+    warm = config.layout.server_info_warm
+    warm.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        manage(config, "warm_server_info", "--out", str(warm), capture=True,
+               extra_env={"CRDS_DB_NAME": str(engine.staging)})
+        return True
+    except CrdsOpsError as err:
+        say(f"warning: could not precompute server info from the staged database ({err}); "
+            "the first request after the restart computes it")
+        warm.unlink(missing_ok=True)
+        return False
+
+
+def _migrate_into(config: ServerConfig, path: Path) -> None:
+    """Run the server's Django migrations into the SQLite file ``path`` (a new staging database)."""
+    manage(config, "migrate", "--noinput", capture=True, extra_env={"CRDS_DB_ENGINE": "sqlite",
+                                                                    "CRDS_DB_NAME": str(path)})
 
 
 def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say=print,
@@ -250,6 +289,7 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say
             f"{what} failed ({reason}); rolled back to the state before (safety backup {staged.safety})"
         ) from None
     stopped = time.monotonic() - stopped_at
+    config.layout.server_info_warm.unlink(missing_ok=True)  # served its purpose: later starts compute it
     say(f"{config.name} was stopped for {stopped:.1f}s")
     with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
         engine.discard_old()
@@ -259,6 +299,7 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, say
 
 def _rollback(config, engine, support, swapped, safety: Path, was_running: bool, say) -> None:
     say(f"rolling back {config.name} to the state before ...")
+    config.layout.server_info_warm.unlink(missing_ok=True)  # it describes the new state, not the old
     failpoints.hit("restore.rollback")
     try:
         service.stop(config, say=say)

@@ -161,6 +161,26 @@ class SqliteEngine(Engine):
             if os.geteuid() == 0:
                 os.chown(self.staging, st.st_uid, st.st_gid)
 
+    def stage_from_mysql(self, dump: Path, make_schema, say=print) -> None:
+        """Stage a MySQL dump (a mirror down to SQLite): ``make_schema(path)`` migrates a new file, then the rows."""
+        from crdsops.db import mysql_sqlite
+
+        self.staging.unlink(missing_ok=True)
+        try:
+            make_schema(self.staging)
+            mysql_sqlite.load(dump, self.staging, say=say)
+            con = sqlite3.connect(self.staging)
+            try:
+                check = con.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                con.close()
+            if check != "ok":
+                raise CrdsOpsError(f"the SQLite database loaded from {dump} failed SQLite's quick_check ({check})")
+            os.chmod(self.staging, (self.live.stat().st_mode & 0o777) if self.live.exists() else 0o600)
+        except BaseException:
+            self.staging.unlink(missing_ok=True)
+            raise
+
     def swap_in(self) -> None:
         if not self.staging.exists():
             raise CrdsOpsError(f"nothing staged at {self.staging}")

@@ -11,12 +11,17 @@ which a backup only lists, come from the source host by rsync over SSH.
    a source whose identity read over SSH (its ``inv config``) or at its URL
    (``get_catalog_counts``) is not what its config says, a source latest backup that is
    missing, is another server's, or fails ``crdsops.data.manifest`` verification;
-2. the backup: read in place when this server's ``backups.shared_dir`` holds the same
+2. the backup (with ``fresh_backup``, first made anew on the source: its ``inv backup`` over
+   SSH, its lock held there, its output streamed; without, the plan names a backup whose
+   context or counts the live source no longer has): read in place when this server's ``backups.shared_dir`` holds the same
    manifest the source publishes, else fetched over SSH into ``<root>/mirror/backup`` and
    verified after the fetch;
 3. while serving, side by side (``restore.stage_while_serving``): a safety backup of this
    server, the dump into a staging database, the support directories next to their
-   targets, and the rsync of references, pickles and deliveries (new and changed files);
+   targets, and the rsync of references, pickles and deliveries: exactly the files the
+   backup's (verified) listings show new or changed here, compared by stat
+   (``crdsops.remote.catalog_sync``; the source's cache is not walked), or one full rsync
+   pass with ``full_sync`` or when the backup has no listing;
 4. stopped only for the swap (``restore.swap_and_check``): swap in, start, health check
    against the backup's manifest (context and counts, answering as this server); on
    failure roll back and start the old state again;
@@ -26,6 +31,7 @@ which a backup only lists, come from the source host by rsync over SSH.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +44,11 @@ from crdsops.data import manifest as manifest_mod
 from crdsops.data import restore
 from crdsops.data.backup import support_dirs
 from crdsops.data.manifest import Manifest
+from crdsops.data.state import age_text
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir
-from crdsops.remote import rsync, ssh
+from crdsops.remote import catalog_sync, rsync, ssh
 from crdsops.runtime import health
 from crdsops.steps import Plan
 
@@ -86,6 +93,9 @@ class MirrorRun:
     manifest: Manifest | None = None  # verified when in place; else the remote copy, verified after the fetch
     staged: restore.Staged | None = None
     max_delete: int | None = None
+    fresh_backup: bool = False  # run `inv backup` on the source first, then mirror that backup
+    full_sync: bool = False  # one full rsync pass instead of the backup's listings
+    bwlimit: str | None = None
     say: object = print
 
     @property
@@ -99,6 +109,17 @@ class MirrorRun:
     @property
     def name(self) -> str:
         return f"mirror of {self.src.name} onto {self.dest.name}"
+
+    def listings(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(cache tree -> listing, deliveries -> listing) named by the manifest; empty: a full pass."""
+        if self.full_sync or self.manifest is None:
+            return {}, {}
+        m = self.manifest
+        cache = dict(zip(self.trees, (m.listings.references, m.listings.pickles), strict=True))
+        if not all(rel in m.files for rel in cache.values()):
+            cache = {}
+        deliveries = {"deliveries": m.listings.deliveries} if m.listings.deliveries in m.files else {}
+        return cache, deliveries
 
     def plan(self) -> Plan:
         return _plan(self)
@@ -231,42 +252,89 @@ def _check_source(run: MirrorRun, manifest: Manifest, where) -> None:
     if (server.observatory, server.kind) != (run.src.observatory, run.src.kind):
         raise restore.BackupRefused(
             f"refusing backup {where}: it is a backup of {server.name}, not of {run.src.name}; nothing was changed")
-    problems = restore.identity_problems(run.dest, manifest)
+    problems = restore.identity_problems(run.dest, manifest, cross_engine=not run.upward)
     if problems:
         raise restore.BackupRefused(f"refusing backup {where} for {run.dest.name}: {'; '.join(problems)} "
-                                    "(a mirror needs the same database engine on both); nothing was changed")
+                                    "(a mirror needs the same database engine on both, or a MySQL source "
+                                    "mirrored down onto SQLite); nothing was changed")
 
 
 def verified(run: MirrorRun, backup: Path) -> Manifest:
     """The manifest of ``backup`` once it verifies and is the source's; else BackupRefused listing why."""
-    manifest = restore.check_backup(run.dest, backup)
+    manifest = restore.check_backup(run.dest, backup, cross_engine=not run.upward)
     _check_source(run, manifest, backup)
     return manifest
+
+
+def staleness(run: MirrorRun, now: datetime.datetime | None = None) -> str:
+    """One line when the source's live context or counts differ from its latest backup's; else ""."""
+    counts, live = run.manifest.counts, run.src_counts
+    differs = [f"{'context' if k == 'operational_context' else k} {counts.get(k)} -> {live.get(k)}"
+               for k in restore.COUNT_KEYS if live.get(k) != counts.get(k)]
+    if not differs:
+        return ""
+    made = run.manifest.created_at
+    age = age_text((now or datetime.datetime.now(datetime.UTC)) - made) if made else "of unknown age"
+    return (f"{run.src.name} has changed since its latest backup (made {age} ago): {', '.join(differs)}; "
+            "this mirror copies the backup's state; pass --fresh-backup to back the source up first")
+
+
+def fresh_backup(run: MirrorRun) -> Manifest:
+    """Run ``inv backup`` on the source over SSH (its own lock held there, its output streamed); use that backup."""
+    run.say(f"backing up {run.src.name} on {run.target.where} first (`inv backup` there) ...")
+    conn = ssh.connection(run.target)
+    try:
+        res = ssh.run_inv(conn, run.target.checkout, ["backup"], hide=False)
+        if res.exited != 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CrdsOpsError(f"`inv backup` on {run.target.where} failed (exit {res.exited}: {last}); "
+                               "nothing here was changed")
+        _locate_backup(run, conn)
+    finally:
+        conn.close()
+    run.say(f"mirroring {run.src.name}'s new backup {run.backup_remote}, made {run.manifest.created}")
+    return run.manifest
 
 
 def _plan(run: MirrorRun) -> Plan:
     d, s = run.dest, run.src
     counts = run.manifest.counts
-    live = run.src_counts
-    moved = "" if all(live.get(k) == counts.get(k) for k in restore.COUNT_KEYS) else \
-        f" (the source has moved on since: now context {live.get('operational_context')}, " \
-        f"{live.get('references')} references)"
+    stale = "" if run.fresh_backup else staleness(run)
     staged = engine_for(d).describe()
+    if restore.converts(d, run.manifest):
+        staged += (f", converted from {s.name}'s MySQL dump: Django's migrations make the schema, "
+                   "then its rows are bulk-loaded")
     p = Plan(f"mirroring {s.name} onto {d.name}")
     p.add(f"mirror {s.name} ({s.tier}) -> {d.name} ({d.tier}){'  [UPWARD, by override]' if run.upward else ''}")
     p.add(f"source: {run.target.where} (checkout {run.target.checkout}), url {run.src_url}")
     p.add(f"its latest backup {run.backup_remote}, made {run.manifest.created}: context "
           f"{counts.get('operational_context')}, {counts.get('references')} references, "
-          f"{counts.get('mappings')} mappings{moved}")
-    if run.backup_in_place:
+          f"{counts.get('mappings')} mappings")
+    if stale:
+        p.add(f"NOTE: {stale}")
+    if run.fresh_backup:
+        p.add(f"first back up {s.name} there: `inv backup` on {run.target.where} over SSH (its lock held, its "
+              "output streamed); then mirror that new backup, read in place or fetched and verified",
+              lambda: fresh_backup(run), name="backing up the source")
+        p.add("fetch the new backup over SSH unless this server's shared dir holds it; verify it",
+              lambda: fetch_backup(run), name="fetching the backup")
+    elif run.backup_in_place:
         p.add(f"read it in place: {run.backup_dir} (verified: ok)")
     else:
         p.add(f"fetch it over SSH to {run.backup_dir}, then verify it against its manifest",
               lambda: fetch_backup(run), name="fetching the backup")
+    cache_listed, deliveries_listed = run.listings()
+    how = []
+    for label, listed in ((f"{', '.join(run.trees)} from {run.facts.cache}", cache_listed),
+                          (f"deliveries from {run.facts.server_files}", deliveries_listed)):
+        how.append(f"{label} (" + ("the files its backup's listing shows new or changed here, compared by "
+                                   "stat, by rsync --files-from; the source's cache is not walked" if listed else
+                                   "one full rsync pass" + ("" if run.full_sync else
+                                                            ": its backup has no listing of them")) + ")")
     p.add(f"while {d.name} keeps serving: safety backup into {d.backups.private_dir}; load the dump into "
           f"staging ({staged}); unpack {', '.join(support_dirs(d))} next to their targets; rsync "
-          f"{', '.join(run.trees)} from {run.facts.cache} and deliveries from "
-          f"{run.facts.server_files} (new and changed files only)", lambda: _stage(run), name="staging")
+          + "; ".join(how) + (f"; bandwidth limit {run.bwlimit} KB/s" if run.bwlimit else ""),
+          lambda: _stage(run), name="staging")
     p.add(f"stop {d.name}; swap in the database and the support directories; start it; health check at "
           f"{d.local_url}: answers as {d.name} with context {counts.get('operational_context')} and the "
           "backup's counts; else roll back and start the old state", lambda: _swap(run), name="swapping in")
@@ -294,12 +362,28 @@ def _stage(run: MirrorRun) -> None:
     failpoints.hit("mirror.staging")
     dest, facts, say = run.dest, run.facts, run.say
 
+    cache_listed, deliveries_listed = run.listings()
+
+    def trusted(listed: dict[str, str]) -> dict[str, Path]:
+        # checked again right before reading: only the verified backup's listing decides what to fetch
+        return {tree: catalog_sync.trusted_listing(run.backup_dir, run.manifest, rel) for tree, rel in listed.items()}
+
+    cache_listings, deliveries_listings = trusted(cache_listed), trusted(deliveries_listed)
+    ensure_dir(run.work)
+
     def sync_cache():
-        return rsync.pull(run.target, facts.cache, run.trees, dest.cache, say=say)
+        if cache_listings:
+            return catalog_sync.pull_listed(run.target, facts.cache, dest.cache, cache_listings, run.work,
+                                            say=say, bwlimit=run.bwlimit)
+        return rsync.pull(run.target, facts.cache, run.trees, dest.cache, say=say, bwlimit=run.bwlimit)
 
     def sync_deliveries():
+        if deliveries_listings:
+            return catalog_sync.pull_listed(run.target, facts.server_files, dest.server_files,
+                                            deliveries_listings, run.work, say=say, label="deliveries",
+                                            bwlimit=run.bwlimit)
         return rsync.pull(run.target, facts.server_files, ["deliveries"], dest.server_files,
-                          say=say, label="deliveries")
+                          say=say, label="deliveries", bwlimit=run.bwlimit)
 
     say(f"while {dest.name} serves: safety backup, staging the database and support directories, "
         "syncing the cache ...")

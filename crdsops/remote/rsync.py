@@ -27,7 +27,7 @@ from crdsops.errors import CrdsOpsError
 from crdsops.remote.ssh import Target, ssh_argv
 
 # rsync exit codes worth a sentence
-_RSYNC_CODES = {
+RSYNC_CODES = {
     10: "socket I/O error", 12: "protocol data stream error (connection lost?)",
     23: "some files could not be transferred", 24: "some source files vanished",
     30: "timeout", 35: "timeout waiting for daemon", 255: "SSH failed (connection lost or refused)",
@@ -46,13 +46,20 @@ class SyncResult:
     def source_files(self) -> int:
         return sum(len(v) for v in self.listed.values())
 
+    def has_files(self, tree: str) -> bool:
+        return bool(self.listed.get(tree))
+
+    def files_here(self) -> int:
+        return sum(len(files) for tree in self.trees for _, _, files in os.walk(self.local_root / tree))
+
     def extraneous(self) -> list[Path]:
         """Files here, under the synced trees, that the source does not have."""
         extra = []
         for tree in self.trees:
             names = self.listed.get(tree, set())
             base = self.local_root / tree
-            for dirpath, _dirs, files in os.walk(base):
+            for dirpath, dirs, files in os.walk(base):
+                dirs[:] = [d for d in dirs if d != ".crdsops-partial"]
                 rel_dir = os.path.relpath(dirpath, self.local_root)
                 for name in files:
                     rel = os.path.normpath(os.path.join(rel_dir, name))
@@ -64,7 +71,7 @@ class SyncResult:
                           dry_run: bool = False, say=print) -> list[Path]:
         """Delete what the source lacks, unless the source looks empty or too much would go."""
         for tree in must_have:
-            if not self.listed.get(tree):
+            if not self.has_files(tree):
                 raise CrdsOpsError(
                     f"the source listed no files under {tree}: it looks empty or unmounted; "
                     "deletions refused (check the source's file cache, then run the mirror again)"
@@ -73,8 +80,7 @@ class SyncResult:
         if not extra:
             return []
         if max_delete is None:
-            here = sum(len(files) for tree in self.trees for _, _, files in os.walk(self.local_root / tree))
-            max_delete = max(100, here // 10)
+            max_delete = max(100, self.files_here() // 10)
         if len(extra) > max_delete:
             raise CrdsOpsError(
                 f"{len(extra)} files here are not at the source, more than the cap of {max_delete}; "
@@ -96,19 +102,20 @@ def rsync_argv(target: Target, remote_root: str, trees: list[str], local_root: P
     ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
     sources = [f"{target.host}:{remote_root.rstrip('/')}/./{tree.strip('/')}/" for tree in trees]
     # --protect-args: remote paths are not split or expanded by the remote shell
-    return ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args", "-e", ssh, *extra,
+    return ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args", "--partial-dir=.crdsops-partial",
+            "-e", ssh, *extra,
             *sources, str(local_root) + "/"]
 
 
 def pull(target: Target, remote_root: str, trees: list[str], local_root: Path, say=print,
-         label: str = "cache", progress_every: float = 2.0) -> SyncResult:
+         label: str = "cache", progress_every: float = 2.0, bwlimit: str | None = None) -> SyncResult:
     """Copy new and changed files of ``trees`` from the host; return what the source listed."""
     local_root = Path(local_root)
     local_root.mkdir(parents=True, exist_ok=True)
     for tree in trees:
         (local_root / tree).mkdir(parents=True, exist_ok=True)
     result = SyncResult(local_root, [t.strip("/") for t in trees], {t.strip("/"): set() for t in trees})
-    argv = rsync_argv(target, remote_root, trees, local_root)
+    argv = rsync_argv(target, remote_root, trees, local_root, (f"--bwlimit={bwlimit}",) if bwlimit else ())
     say(f"{label} sync from {target.name} ({target.host}:{remote_root}): {', '.join(trees)} ...")
     start = last = time.monotonic()
     listed = 0
@@ -140,7 +147,7 @@ def pull(target: Target, remote_root: str, trees: list[str], local_root: Path, s
     result.seconds = time.monotonic() - start
     if code != 0:
         last_err = (stderr.strip().splitlines() or [""])[-1]
-        why = _RSYNC_CODES.get(code, "error")
+        why = RSYNC_CODES.get(code, "error")
         raise CrdsOpsError(
             f"{label} sync from {target.where} failed (rsync exit {code}: {why}; {last_err}); "
             "nothing was deleted here; run the mirror again when the source is reachable"
@@ -184,6 +191,6 @@ def pull_dir(target: Target, remote_dir: str, local_dir: Path, say=print, label:
         last_err = (res.stderr.strip().splitlines() or [""])[-1]
         raise CrdsOpsError(
             f"{label or 'rsync'} from {target.where}:{remote_dir} failed (rsync exit {res.returncode}: "
-            f"{_RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); nothing here was changed"
+            f"{RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); nothing here was changed"
         )
     say(f"{label or 'copy'}: {remote_dir} from {target.name} in {time.monotonic() - start:.1f}s")

@@ -57,6 +57,29 @@ def pair(tmp_path):
 
 
 @pytest.fixture
+def mixed_pair(tmp_path):
+    """The source (hst test) on MariaDB, the destination (hst dev) on SQLite: a cross-engine mirror."""
+    if MYSQL_MISSING:
+        pytest.skip(MYSQL_MISSING)
+    from crdsops.db import mysql
+
+    account = Account("mx")
+    account.create()
+    try:
+        option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
+        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306,
+              "name": f"{account.database}_test"}
+        p = Pair(tmp_path, {"test": {"database": db}}, account)
+        try:
+            _start(p)
+            yield p
+        finally:
+            _stop(p)
+    finally:
+        account.drop()
+
+
+@pytest.fixture
 def mysql_pair(tmp_path):
     """The same two servers, each on its own MariaDB database (one throwaway account)."""
     if MYSQL_MISSING:

@@ -220,6 +220,7 @@ def test_connection_cut_during_cache_sync_keeps_old_state(pair):
     refs = pair.src_cfg.cache / "references" / "hst"
     for i in range(300):
         (refs / f"bulk_{i:04d}.fits").write_bytes(bytes([i % 256]) * 200_000)
+    pair.ops["test"].inv("backup")  # the mirror fetches what the source's backup lists
     before = _rows(pair.dst_cfg.database.name)
     cut = threading.Event()
 

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from . import warm
 from .models import (
     INFO_FIELDS,
     MAPPING,
@@ -166,7 +167,7 @@ def server_info(reference_base, mapping_base):
         # No checked (authenticated) delivery exists here, so both point at the same place.
         "reference_url": {"unchecked": {obs: reference_base}, "checked": {obs: reference_base}},
         "mapping_url": {"unchecked": {obs: mapping_base}, "checked": {obs: mapping_base}},
-        "download_metadata": download_metadata(),
+        "download_metadata": warm.download_metadata() or download_metadata(),
         "last_synced": timezone.now().strftime("%Y-%m-%d %H:%M:%S"),
         "crds_version": crds_version(),
         "mappings": list_names(MAPPING),

@@ -17,6 +17,10 @@ CRDS_SERVER_URL = optional("CRDS_SERVER_URL", "http://127.0.0.1:8000").rstrip("/
 CRDS_SERVER_ROOT = optional("CRDS_SERVER_ROOT", os.getcwd())
 # Seconds a process may reuse its get_server_info answer (see catalog/infocache.py).
 CRDS_SERVER_INFO_TTL = int(optional("CRDS_SERVER_INFO_TTL", "10"))
+# download_metadata precomputed by a restore or mirror from the staged database, read by the
+# first get_server_info after the restart when the catalog's fingerprint matches (catalog/warm.py).
+CRDS_SERVER_INFO_WARM = optional("CRDS_SERVER_INFO_WARM",
+                                 os.path.join(CRDS_SERVER_ROOT, "run", "server_info.warm.json"))
 
 # ---------------------------------------------------------------- storage
 

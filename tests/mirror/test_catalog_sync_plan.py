@@ -1,0 +1,98 @@
+"""The catalog-driven sync's plan: what a listing and a stat of this cache say to fetch and delete."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crdsops.data.manifest import DatabaseDump, FileEntry, Manifest, ServerIdentity
+from crdsops.files import digest
+from crdsops.remote import catalog_sync
+
+
+def _listing(path, files: dict[str, tuple[int, int]]):
+    lines = ["# name\tsize\tmtime_ns\tsha1"] + [f"{n}\t{s}\t{m}\tabc" for n, (s, m) in sorted(files.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _file(path, size, mtime_s):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (mtime_s, mtime_s))
+
+
+def test_plan_fetches_new_and_changed_and_lists_extraneous(tmp_path):
+    root = tmp_path / "cache"
+    tree = root / "references" / "hst"
+    _file(tree / "same.fits", 10, 1_700_000_000)
+    _file(tree / "resized.fits", 10, 1_700_000_000)
+    _file(tree / "touched.fits", 10, 1_700_000_000)
+    _file(tree / "gone.fits", 5, 1_700_000_000)
+    _file(tree / catalog_sync.PARTIAL_DIR / "half.fits", 3, 1_700_000_000)  # rsync's: neither fetched nor deleted
+    listing = _listing(tmp_path / "refs.tsv", {
+        "same.fits": (10, 1_700_000_000 * 10**9 + 5),  # same second: unchanged
+        "resized.fits": (11, 1_700_000_000 * 10**9),
+        "touched.fits": (10, 1_700_000_100 * 10**9),
+        "new.fits": (7, 1_700_000_000 * 10**9),
+    })
+    plan = catalog_sync.plan_sync(root, {"references/hst": listing}, tmp_path / "work" / "cache.files-from")
+    wanted = (tmp_path / "work" / "cache.files-from").read_text().split("\0")
+    assert sorted(filter(None, wanted)) == ["references/hst/new.fits", "references/hst/resized.fits",
+                                            "references/hst/touched.fits"]
+    assert plan.fetch == 3 and plan.fetch_bytes == 28
+    assert plan.extraneous() == [tree / "gone.fits"]
+    assert plan.counts == {"references/hst": 4} and plan.here == 4
+
+
+def test_deletions_are_capped_and_refused_from_an_empty_listing(tmp_path):
+    root = tmp_path / "cache"
+    for i in range(5):
+        _file(root / "references" / "hst" / f"f{i}.fits", 1, 1_700_000_000)
+    empty = _listing(tmp_path / "empty.tsv", {})
+    plan = catalog_sync.plan_sync(root, {"references/hst": empty}, tmp_path / "ff")
+    with pytest.raises(Exception, match="looks empty or unmounted"):
+        plan.delete_extraneous(must_have=("references/hst",))
+    one = _listing(tmp_path / "one.tsv", {"f0.fits": (1, 1_700_000_000 * 10**9)})
+    plan = catalog_sync.plan_sync(root, {"references/hst": one}, tmp_path / "ff")
+    with pytest.raises(Exception, match="more than the cap of 2"):
+        plan.delete_extraneous(max_delete=2, must_have=("references/hst",))
+    assert len(list((root / "references" / "hst").iterdir())) == 5
+    assert len(plan.delete_extraneous(max_delete=4, say=lambda *_: None)) == 4
+
+
+def test_a_listing_that_does_not_match_the_verified_manifest_is_refused(tmp_path):
+    listing = _listing(tmp_path / "listings" / "references.tsv" if (tmp_path / "listings").mkdir() is None else None,
+                       {"a.fits": (1, 0)})
+    rel = "listings/references.tsv"
+    manifest = Manifest(ServerIdentity("hst", "test", "h", "u"), "2026-01-01T00:00:00+00:00", "x",
+                        DatabaseDump("sqlite", "database.sqlite3.zst"),
+                        files={rel: FileEntry(listing.stat().st_size, digest(listing))})
+    assert catalog_sync.trusted_listing(tmp_path, manifest, rel) == listing
+    assert catalog_sync.trusted_listing(tmp_path, manifest, "listings/pickles.tsv") is None  # older backup
+    listing.write_text(listing.read_text().replace("a.fits", "b.fits"))
+    with pytest.raises(catalog_sync.ListingRefused, match="does not match the verified manifest"):
+        catalog_sync.trusted_listing(tmp_path, manifest, rel)
+
+
+def test_rsync_argv_resumes_and_limits_bandwidth(tmp_path):
+    from crdsops.remote.ssh import Target
+
+    target = Target(host="127.0.0.2", user="root", port=2222)
+    argv = catalog_sync.rsync_argv(target, "/data/cache", tmp_path, tmp_path / "ff", bwlimit="2000")
+    assert f"--partial-dir={catalog_sync.PARTIAL_DIR}" in argv and "--bwlimit=2000" in argv
+    assert f"--files-from={tmp_path / 'ff'}" in argv and "--from0" in argv and "--ignore-missing-args" in argv
+    assert argv[-2:] == ["127.0.0.2:/data/cache/", f"{tmp_path}/"]
+    assert "--delete" not in argv  # deletions are held back and capped (delete_extraneous)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert catalog_sync._progress_bar(100, 1, "cache") is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = catalog_sync._progress_bar(100, 1, "cache")
+    assert bar is not None and bar.total == 100
+    bar.close()
