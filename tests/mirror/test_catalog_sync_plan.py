@@ -96,3 +96,86 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     bar = catalog_sync._progress_bar(100, 1, "cache")
     assert bar is not None and bar.total == 100
     bar.close()
+
+
+def _apply(root, plan, listing_files):
+    """Do what rsync -a would for ``plan``'s fetch list: each file here with its listed size and mtime."""
+    names = filter(None, plan.files_from.read_text().split("\0"))
+    for name in names:
+        tree, _, rel = name.partition("/hst/")
+        size, mtime_ns = listing_files[rel]
+        _file(root / (tree + "/hst") / rel, size, mtime_ns // 10**9)
+    plan.complete = True
+
+
+def test_a_finished_sync_is_the_next_plan_s_record_until_this_cache_changes(tmp_path):
+    root, work = tmp_path / "cache", tmp_path / "work"
+    tree = root / "references" / "hst"
+    first = {f"f{i}.fits": (10, 1_700_000_000 * 10**9) for i in range(6)}
+    plan = catalog_sync.plan_sync(root, {"references/hst": _listing(tmp_path / "l1.tsv", first)},
+                                  work / "ff", catalog_sync.SyncRecord(work, "cache"))
+    assert plan.fetch == 6 and plan.shortcut == []
+    _apply(root, plan, first)
+    plan.delete_extraneous()
+
+    # the same listing again: planned from the record, nothing to do, no file stat'ed
+    plan = catalog_sync.plan_sync(root, {"references/hst": _listing(tmp_path / "l2.tsv", first)},
+                                  work / "ff", catalog_sync.SyncRecord(work, "cache"))
+    assert plan.shortcut == ["references/hst"] and plan.fetch == 0 and plan.extraneous() == []
+    assert plan.counts == {"references/hst": 6}
+    _apply(root, plan, first)
+    plan.delete_extraneous()
+
+    # the source changed one file and lost another: only the difference of the listings
+    second = dict(first, **{"f1.fits": (12, 1_700_000_100 * 10**9), "new.fits": (3, 1_700_000_000 * 10**9)})
+    del second["f2.fits"]
+    plan = catalog_sync.plan_sync(root, {"references/hst": _listing(tmp_path / "l3.tsv", second)},
+                                  work / "ff", catalog_sync.SyncRecord(work, "cache"))
+    assert plan.shortcut == ["references/hst"]
+    assert sorted(filter(None, plan.files_from.read_text().split("\0"))) == [
+        "references/hst/f1.fits", "references/hst/new.fits"]
+    assert plan.extraneous() == [tree / "f2.fits"]
+    # interrupted here (no deletions done): the record is gone, the next plan walks the cache
+    assert catalog_sync.SyncRecord(work, "cache").state == {}
+    plan = catalog_sync.plan_sync(root, {"references/hst": tmp_path / "l3.tsv"}, work / "ff",
+                                  catalog_sync.SyncRecord(work, "cache"))
+    assert plan.shortcut == [] and plan.fetch == 2
+    _apply(root, plan, second)
+    plan.delete_extraneous()
+
+    # a file added here since (an ingest, a repair): its directory's mtime changed, so a full stat pass
+    _file(tree / "local.fits", 4, 1_700_000_000)
+    plan = catalog_sync.plan_sync(root, {"references/hst": tmp_path / "l3.tsv"}, work / "ff",
+                                  catalog_sync.SyncRecord(work, "cache"))
+    assert plan.shortcut == [] and plan.fetch == 0 and plan.extraneous() == [tree / "local.fits"]
+
+
+def test_no_record_when_a_fetched_file_did_not_arrive(tmp_path):
+    root, work = tmp_path / "cache", tmp_path / "work"
+    files = {"a.fits": (10, 1_700_000_000 * 10**9), "lost.fits": (10, 1_700_000_000 * 10**9)}
+    listing = _listing(tmp_path / "l.tsv", files)
+    plan = catalog_sync.plan_sync(root, {"references/hst": listing}, work / "ff", catalog_sync.SyncRecord(work, "cache"))
+    _file(root / "references" / "hst" / "a.fits", 10, 1_700_000_000)  # the source lost lost.fits since its backup
+    plan.complete = catalog_sync._all_here(root, plan.files_from)
+    plan.delete_extraneous()
+    assert plan.complete is False and catalog_sync.SyncRecord(work, "cache").state == {}
+    plan = catalog_sync.plan_sync(root, {"references/hst": listing}, work / "ff", catalog_sync.SyncRecord(work, "cache"))
+    assert plan.shortcut == [] and plan.fetch == 1  # asked for again
+
+
+def test_the_merge_of_sorted_listings_finds_what_set_differences_find(tmp_path):
+    import random
+
+    rng = random.Random(5)
+    old = {f"f{i:05d}.fits": (rng.randint(1, 99), 1_700_000_000 * 10**9) for i in range(3000)}
+    new = {k: v for k, v in old.items() if rng.random() > 0.01}  # some gone
+    for k in rng.sample(sorted(new), 30):
+        new[k] = (new[k][0] + 1, new[k][1])  # some changed
+    new.update({f"g{i}.fits": (5, 1_700_000_000 * 10**9) for i in range(7)})  # some new, after every old name
+    new.update({f"a{i}.fits": (5, 1_700_000_000 * 10**9) for i in range(3)})  # and before
+    a, b = _listing(tmp_path / "new.tsv", new), _listing(tmp_path / "old.tsv", old)
+    counts, fetch, gone = catalog_sync._merged_difference(a, b)
+    s_counts, s_fetch, s_gone = catalog_sync._set_difference(a, b)
+    assert tuple(counts) == s_counts == (len(new), len(old))
+    assert sorted(fetch) == sorted(s_fetch) and len(fetch) == 40
+    assert sorted(gone) == sorted(s_gone) == sorted(set(old) - set(new))
