@@ -83,7 +83,7 @@ def test_rsync_argv_pulls_each_tree_relative_over_the_checked_ssh():
     argv = rsync.rsync_argv(target, "/cache/", ["references/hst", "pickles/hst/"], Path("/dest"))
     ssh_words = " ".join(ssh.ssh_argv(target))
     assert argv == ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args",
-                    "-e", ssh_words,
+                    "--partial-dir=.crdsops-partial", "-e", ssh_words,
                     "src.example:/cache/./references/hst/", "src.example:/cache/./pickles/hst/", "/dest/"]
 
 

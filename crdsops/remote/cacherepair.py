@@ -23,7 +23,7 @@ from pathlib import Path
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.remote import mirror, ssh
-from crdsops.remote.rsync import _RSYNC_CODES
+from crdsops.remote.rsync import RSYNC_CODES
 
 
 @dataclass
@@ -69,8 +69,8 @@ def fetch(dest: ServerConfig, src: Source, files: list[tuple[str, str]], say=pri
         last_err = (res.stderr.strip().splitlines() or [""])[-1]
         raise CrdsOpsError(
             f"fetching from {src.target.where} failed (rsync exit {res.returncode}: "
-            f"{_RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); files already in place were not touched")
+            f"{RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); files already in place were not touched")
     if res.returncode:
         say(f"warning: the source could not send every file (rsync exit {res.returncode}: "
-            f"{_RSYNC_CODES[res.returncode]})")
+            f"{RSYNC_CODES[res.returncode]})")
     return time.monotonic() - start
