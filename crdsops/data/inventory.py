@@ -211,8 +211,12 @@ def find(config: ServerConfig, spec: str | None) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
+    backups = private_backups(config)
+    exact = [e.path for e in backups if e.path.name == spec]  # a name as `inv backups` shows it (…Z-1 too)
+    if exact:
+        return exact[0]
     key = spec.replace("-", "").replace(":", "")
-    matches = [e.path for e in private_backups(config) if e.path.name.startswith(key)]
+    matches = [e.path for e in backups if e.path.name.startswith(key)]
     if not matches:
         raise CrdsOpsError(f"no backup matches {spec!r} in {config.backups.private_dir}; `inv backups` lists them")
     return matches[0]  # the newest of that date (private_backups is newest first); the plan names it

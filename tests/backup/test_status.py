@@ -181,3 +181,19 @@ def test_backups_and_verify_speak_json(sqlite_server):
     assert doc["schema"] == 1 and doc["ok"] == 1 and doc["bad"] == 1 and doc["deep"] is True
     assert doc["backups"][0]["verified"] == "BAD" and doc["backups"][0]["problems"]
     assert doc["backups"][1]["verified"] == "ok"
+
+
+def test_a_backup_named_with_a_same_second_suffix_is_found_by_its_name(sqlite_server):
+    import shutil
+
+    server = sqlite_server
+    server.inv("backup")
+    (first,) = server.private_backups()
+    twin = first.parent / f"{first.name}-1"  # what a second backup within the same second is named
+    shutil.copytree(first, twin)
+    dump = next(twin.glob("database.*"))
+    dump.write_bytes(dump.read_bytes()[:-10])
+    result = server.inv("verify", "-b", twin.name, check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode == 1 and "no backup matches" not in said and "BAD" in said and twin.name in said
+    assert server.inv("verify", "-b", first.name).returncode == 0  # the name alone, not the newest of its prefix
