@@ -365,16 +365,10 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
     if not config.cache.is_dir():
         raise CacheUnavailable(f"the file cache {config.cache} (cache) is missing: is its storage mounted? "
                                "nothing was checked")
-    # The listing (stat calls) and the catalog query (SQLite steps, or the mysql client) both
-    # leave the GIL most of the time: run side by side, the check costs about the larger.
-    from crdsops.parallel import JobsFailed, side_by_side
-
-    try:
-        both = side_by_side({"listing the cache": lambda: {tree: list_tree(layout.cache_tree(tree)) for tree in TREES},
-                             "reading the catalog": lambda: catalog_mod.sizes(config)}).results
-    except JobsFailed as failed:  # a refusal or a database error: its own one line
-        raise failed.failures[0][1] from None
-    listings, expected = both["listing the cache"], both["reading the catalog"]  # {tree: {name: size}}
+    # One after the other: run side by side, each stat call gives up the GIL and then waits for
+    # the catalog thread's switch interval (measured: 2.19 s against 1.60 s in sequence).
+    expected = catalog_mod.sizes(config)  # {tree: {name: size}}: compared in C, as dicts
+    listings = {tree: list_tree(layout.cache_tree(tree)) for tree in TREES}
     total = sum(len(v) for v in expected.values())
     report.catalog_files = report.checked = total
     if total and not any(listings.values()):
