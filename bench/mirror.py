@@ -303,6 +303,14 @@ FROM seq_1_to_{rows};
 """
 
 
+def mirror_from_test(dst) -> subprocess.CompletedProcess:
+    """``inv mirror --obs hst --src test --yes`` on the destination host; a failure stops the bench."""
+    result = dst.inv("mirror", "--obs", "hst", "--src", "test", "--yes", check=False, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"inv mirror failed: {result.stderr.strip()}")
+    return result
+
+
 def bench_cross_engine(where: Path) -> float:
     """MariaDB source with CROSS_ROWS catalog rows mirrored onto a SQLite destination: longest gap."""
     from mariadb import MYSQL_MISSING, Account, root_sql
@@ -331,10 +339,7 @@ def bench_cross_engine(where: Path) -> float:
         dst.inv("run")
 
         def mirror() -> subprocess.CompletedProcess:
-            result = dst.inv("mirror", "--obs", "hst", "--src", "test", "--yes", check=False, timeout=900)
-            if result.returncode != 0:
-                raise RuntimeError(f"inv mirror failed: {result.stderr.strip()}")
-            return result
+            return mirror_from_test(dst)
 
         gaps = []
         for r in range(MIRROR_REPEATS):
@@ -427,10 +432,7 @@ def bench_downtime(where: Path) -> tuple[float, float]:
         dst.inv("run")
 
         def mirror() -> subprocess.CompletedProcess:
-            result = dst.inv("mirror", "--obs", "hst", "--src", "test", "--yes", check=False, timeout=900)
-            if result.returncode != 0:
-                raise RuntimeError(f"inv mirror failed: {result.stderr.strip()}")
-            return result
+            return mirror_from_test(dst)
 
         # calibrate: the restore (staging the dump) alone must take >= 10 s
         rows = 300_000

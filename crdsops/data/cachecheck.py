@@ -39,6 +39,7 @@ from pathlib import Path
 
 from crdsops import failpoints, interrupts
 from crdsops.config.model import ServerConfig
+from crdsops.data.inventory import human
 from crdsops.db import catalog as catalog_mod
 from crdsops.db.catalog import CatalogFile
 from crdsops.errors import CrdsOpsError
@@ -143,7 +144,7 @@ class Report:
         failing = (*PROBLEMS, *NOTES) if self.strict else PROBLEMS
         found = ", ".join(f"{counts[k]} {k}" for k in failing if counts.get(k))
         noted = "" if self.strict else ", ".join(f"{counts[k]} {k}" for k in NOTES if counts.get(k))
-        hashed = f", {self.hashed} hashed ({_human(self.bytes)})" if self.hashed else ""
+        hashed = f", {self.hashed} hashed ({human(self.bytes)})" if self.hashed else ""
         resumed = f", resumed after {self.resumed_after}" if self.resumed_after else ""
         return (f"{self.checked} files checked ({self.mode}){hashed}{resumed}, {len(self.failing)} problem(s)"
                 + (f": {found}" if found else "") + (f" (noted: {noted} still present)" if noted else "")
@@ -485,11 +486,3 @@ def recheck(config: ServerConfig, names: list[tuple[str, str]]) -> list[Problem]
         if problem is not None:
             out.append(problem)
     return out
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crdsops.data.inventory import human
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir
@@ -360,7 +361,7 @@ def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[
     result = plan_sync(local_root, trees, Path(work) / f"{label}.files-from", SyncRecord(work, label))
     log_path = Path(work) / f"{label}.rsync.log"
     say(f"{label} sync from {target.name} by its backup's listing: {result.source_files} files there, "
-        f"{result.fetch} new or changed ({_human(result.fetch_bytes)}), {len(result.extra)} not at the source")
+        f"{result.fetch} new or changed ({human(result.fetch_bytes)}), {len(result.extra)} not at the source")
     if not result.fetch:
         log_path.write_text("")
         result.seconds = time.monotonic() - start
@@ -390,7 +391,7 @@ def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[
                     rate = done_bytes / max(last - start, 1e-6)
                     eta = (result.fetch_bytes - done_bytes) / rate if rate else 0
                     say(f"  {label}: {result.fetch - result.transferred} files, "
-                        f"{_human(result.fetch_bytes - done_bytes)} to go, {_human(rate)}/s, ETA {eta:.0f}s")
+                        f"{human(result.fetch_bytes - done_bytes)} to go, {human(rate)}/s, ETA {eta:.0f}s")
         stderr = proc.stderr.read()
         code = proc.wait()
     except BaseException:
@@ -416,11 +417,3 @@ def _all_here(local_root: Path, files_from: Path) -> bool:
     with open(files_from, "rb") as handle:
         names = handle.read().split(b"\0")
     return all(os.path.lexists(local_root / name.decode()) for name in names if name)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
