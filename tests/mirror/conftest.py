@@ -4,6 +4,8 @@ latest backup is made by a real `inv backup` on the source."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from mariadb import MYSQL_MISSING, Account
 from vms import Fleet
@@ -56,20 +58,19 @@ def pair(tmp_path):
         _stop(p)
 
 
-@pytest.fixture
-def mixed_pair(tmp_path):
-    """The source (hst test) on MariaDB, the destination (hst dev) on SQLite: a cross-engine mirror."""
+@contextlib.contextmanager
+def _running_on_mariadb(tmp_path, prefix, databases):
+    """A Pair started on a throwaway MariaDB account; ``databases(account, db)`` gives its config overrides."""
     if MYSQL_MISSING:
         pytest.skip(MYSQL_MISSING)
     from crdsops.db import mysql
 
-    account = Account("mx")
+    account = Account(prefix)
     account.create()
     try:
         option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
-        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306,
-              "name": f"{account.database}_test"}
-        p = Pair(tmp_path, {"test": {"database": db}}, account)
+        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306}
+        p = Pair(tmp_path, databases(account, db), account)
         try:
             _start(p)
             yield p
@@ -77,26 +78,19 @@ def mixed_pair(tmp_path):
             _stop(p)
     finally:
         account.drop()
+
+
+@pytest.fixture
+def mixed_pair(tmp_path):
+    """The source (hst test) on MariaDB, the destination (hst dev) on SQLite: a cross-engine mirror."""
+    with _running_on_mariadb(tmp_path, "mx", lambda account, db: {
+            "test": {"database": dict(db, name=f"{account.database}_test")}}) as p:
+        yield p
 
 
 @pytest.fixture
 def mysql_pair(tmp_path):
     """The same two servers, each on its own MariaDB database (one throwaway account)."""
-    if MYSQL_MISSING:
-        pytest.skip(MYSQL_MISSING)
-    from crdsops.db import mysql
-
-    account = Account("mr")
-    account.create()
-    try:
-        option_file = mysql.write_option_file(tmp_path / "my.cnf", account.user, account.password)
-        db = {"engine": "mysql", "option_file": str(option_file), "host": "127.0.0.1", "port": 3306}
-        p = Pair(tmp_path, {kind: {"database": dict(db, name=f"{account.database}_{kind}")}
-                            for kind in ("test", "dev")}, account)
-        try:
-            _start(p)
-            yield p
-        finally:
-            _stop(p)
-    finally:
-        account.drop()
+    with _running_on_mariadb(tmp_path, "mr", lambda account, db: {
+            kind: {"database": dict(db, name=f"{account.database}_{kind}")} for kind in ("test", "dev")}) as p:
+        yield p
