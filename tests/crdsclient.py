@@ -343,3 +343,15 @@ def workflow_no_html(server):
             assert answer["error"] is None or answer["error"]["message"], (method, params, answer)
             if params is table[method] and answer["error"] is not None:
                 assert answer["error"]["name"] == "ServiceNotAvailable", (method, answer["error"])
+
+
+def sync_files_flat(url, cache, names, *flags):
+    """`crds.sync --hst --files NAMES FLAGS` from ``url`` into a new flat ``cache`` (as a pipeline host keeps it)."""
+    env = dict(os.environ, CRDS_SERVER_URL=url, CRDS_PATH=str(cache), CRDS_MODE="remote")
+    for var in ("DJANGO_SETTINGS_MODULE", "CRDS_OBSERVATORY"):
+        env.pop(var, None)
+    mode = Path(cache) / "config" / "hst" / "ref_cache_subdir_mode"
+    mode.parent.mkdir(parents=True)
+    mode.write_text("flat\n")
+    return subprocess.run([sys.executable, "-m", "crds.sync", "--hst", "--files", *names, *flags],
+                          env=env, capture_output=True, text=True, timeout=180)

@@ -56,19 +56,11 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
         assert counts[key] == expected[key]
 
     # the real crds client, syncing from the destination, gets the source's files
-    import os
-    import subprocess
-    import sys
+    from crdsclient import sync_files_flat
 
     cache = tmp_path / "client-cache"
-    env = dict(os.environ, CRDS_SERVER_URL=dst.local_url, CRDS_PATH=str(cache), CRDS_MODE="remote")
-    for var in ("DJANGO_SETTINGS_MODULE", "CRDS_OBSERVATORY"):
-        env.pop(var, None)
-    mode = cache / "config" / "hst" / "ref_cache_subdir_mode"
-    mode.parent.mkdir(parents=True)
-    mode.write_text("flat\n")
     names = sorted(p.name for sub in ("references", "mappings") for p in (src.cache / sub / "hst").iterdir())
-    sync = subprocess.run([sys.executable, "-m", "crds.sync", "--hst", "--files", *names], env=env, capture_output=True, text=True, timeout=180)
+    sync = sync_files_flat(dst.local_url, cache, names)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     got = {p.name: p.read_bytes() for p in cache.rglob("*") if p.is_file() and p.suffix in (".fits", ".pmap", ".imap", ".rmap")}
     want = {p.name: p.read_bytes() for p in (src.cache).rglob("*") if p.is_file() and p.suffix in (".fits", ".pmap", ".imap", ".rmap")}

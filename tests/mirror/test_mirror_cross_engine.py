@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 
+from crdsclient import sync_files_flat
 from mariadb import root_sql
 
 SAMPLE = "name, size, sha1sum, state, blacklisted, rejected, instrument, filekind"
@@ -57,15 +55,8 @@ def test_mariadb_source_mirrors_down_onto_sqlite(mixed_pair, tmp_path):
 
     # the real crds client syncs every file from the destination, with the source's sha1s
     cache = tmp_path / "client-cache"
-    env = dict(os.environ, CRDS_SERVER_URL=dst.local_url, CRDS_PATH=str(cache), CRDS_MODE="remote")
-    for var in ("DJANGO_SETTINGS_MODULE", "CRDS_OBSERVATORY"):
-        env.pop(var, None)
-    mode = cache / "config" / "hst" / "ref_cache_subdir_mode"
-    mode.parent.mkdir(parents=True)
-    mode.write_text("flat\n")
     names = sorted(p.name for sub in ("references", "mappings") for p in (src.cache / sub / "hst").iterdir())
-    sync = subprocess.run([sys.executable, "-m", "crds.sync", "--hst", "--files", *names, "--check-sha1sum"],
-                          env=env, capture_output=True, text=True, timeout=180)
+    sync = sync_files_flat(dst.local_url, cache, names, "--check-sha1sum")
     assert sync.returncode == 0, sync.stdout + sync.stderr
     import hashlib
 
