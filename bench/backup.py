@@ -29,7 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CHECKOUT, INV, Account, figure, free_port, mariadb_missing, note, root_sql, timed
+from common import (
+    CHECKOUT,
+    INV,
+    Account,
+    figure,
+    free_port,
+    mariadb_missing,
+    missing_prerequisite,
+    note,
+    root_sql,
+    timed,
+)
 
 ROWS = int(os.environ.get("BENCH_ROWS", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -46,12 +57,9 @@ FROM seq_1_to_{ROWS};
 
 
 def main() -> int:
-    for tool in ("mysql", "mysqldump", "gzip"):
-        if not shutil.which(tool):
-            print(f"cannot measure: `{tool}` is not installed", file=sys.stderr)
-            return 1
-    if not INV.exists():
-        print(f"cannot measure: {INV} missing; run `make build`", file=sys.stderr)
+    why = missing_prerequisite("mysql", "mysqldump", "gzip")
+    if why:
+        print(f"cannot measure: {why}", file=sys.stderr)
         return 1
     missing = mariadb_missing()
     if missing:

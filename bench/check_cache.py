@@ -36,7 +36,7 @@ _STACK_PYTHON = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pyth
 if _STACK_PYTHON.exists() and Path(sys.prefix).resolve() != _STACK_PYTHON.parent.parent.resolve():
     os.execv(_STACK_PYTHON, [str(_STACK_PYTHON), __file__, *sys.argv[1:]])  # the stack's inv, yaml
 
-from common import CHECKOUT, INV, figure, note, ratio_of_medians, timed  # noqa: E402
+from common import CHECKOUT, INV, figure, missing_prerequisite, note, ratio_of_medians, timed  # noqa: E402
 
 COLUMNS = ("name, observatory, filekind, instrument, reftype, size, sha1sum, state, blacklisted, rejected, "
            "delivery_date, description")
@@ -84,12 +84,9 @@ def main() -> int:
     parser.add_argument("--quick", type=int, default=_env_int("BENCH_QUICK", 200_000))
     parser.add_argument("--repeats", type=int, default=_env_int("BENCH_REPEATS", 5))
     args = parser.parse_args()
-    for tool in ("find", "xargs", "sha1sum"):
-        if not shutil.which(tool):
-            print(f"cannot measure: `{tool}` is not installed", file=sys.stderr)
-            return 1
-    if not INV.exists():
-        print(f"cannot measure: {INV} missing; run `make build`", file=sys.stderr)
+    why = missing_prerequisite("find", "xargs", "sha1sum")
+    if why:
+        print(f"cannot measure: {why}", file=sys.stderr)
         return 1
 
     from support import free_port, make_configs

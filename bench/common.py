@@ -8,6 +8,7 @@ on sys.path. The MariaDB account and the free port come from the tests' own help
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,3 +54,13 @@ def ratio_of_medians(ours: list[float], plain: list[float]) -> float:
 
 def note(text: str) -> None:
     print(f"# {text}", flush=True)
+
+
+def missing_prerequisite(*tools: str) -> str | None:
+    """Why the bench cannot measure here (a tool not on PATH, no stack), or None."""
+    for tool in tools:
+        if not shutil.which(tool):
+            return f"`{tool}` is not installed"
+    if not INV.exists():
+        return f"{INV} missing; run `make build`"
+    return None
