@@ -2,16 +2,24 @@
 
 Every client asks for server info first, and its download_metadata covers the whole
 catalog (hundreds of thousands of rows on ops): compute it at most once per
-CRDS_SERVER_INFO_TTL seconds per process, one thread at a time. A restart (restore,
-mirror, rerun) starts empty, so only a live ingest is seen up to TTL seconds late.
+CRDS_SERVER_INFO_TTL seconds per process. A restart (restore, mirror, rerun) starts empty,
+so only a live ingest is seen up to TTL seconds (plus one computation) late.
+
+Only the first request of a process waits for the computation. Once an answer is older than
+the TTL, the request that notices starts one background refresh and every request goes on
+getting the older answer until the new one is ready: a refresh on 500,000 rows takes seconds
+on a busy machine (a restore staging next to the server), and the server used to answer
+nothing for that long every TTL seconds.
 """
 import threading
 import time
 
 from django.conf import settings
+from django.db import connections
 
 _lock = threading.Lock()
-_entries = {}
+_entries = {}  # key -> (monotonic time computed, value)
+_refreshing = set()  # keys with a background refresh under way
 
 
 def cached(key, compute):
@@ -19,15 +27,34 @@ def cached(key, compute):
     if ttl <= 0:
         return compute()
     entry = _entries.get(key)
-    if entry and time.monotonic() - entry[0] < ttl:
+    if entry is None:
+        with _lock:  # the first caller computes; the others wait for its answer
+            entry = _entries.get(key)
+            if entry is None:
+                entry = _entries[key] = (time.monotonic(), compute())
         return entry[1]
-    with _lock:  # the first caller computes; the others wait for its answer
-        entry = _entries.get(key)
-        if entry and time.monotonic() - entry[0] < ttl:
-            return entry[1]
-        value = compute()
-        _entries[key] = (time.monotonic(), value)
-        return value
+    if time.monotonic() - entry[0] >= ttl:
+        _refresh_in_background(key, compute)
+    return entry[1]
+
+
+def _refresh_in_background(key, compute):
+    with _lock:
+        if key in _refreshing:
+            return
+        _refreshing.add(key)
+
+    def refresh():
+        try:
+            value = compute()
+            _entries[key] = (time.monotonic(), value)
+        except Exception:  # noqa: BLE001 - the old answer stays; the next request past the TTL retries
+            pass
+        finally:
+            _refreshing.discard(key)
+            connections.close_all()  # this thread's own database connections
+
+    threading.Thread(target=refresh, name="server-info-refresh", daemon=True).start()
 
 
 def clear():

@@ -1,7 +1,9 @@
 import json
+import threading
+import time
 from unittest import mock
 
-from django.test import Client, override_settings
+from django.test import Client, SimpleTestCase, override_settings
 
 from crds_server.catalog import infocache, queries
 from crds_server.catalog.demo import demo_set
@@ -164,3 +166,42 @@ class ServerInfoCacheTests(SeededTestCase):
             infocache.clear()
             self.rpc_result("get_server_info")
             self.assertEqual(compute.call_count, 2)
+
+
+class ServerInfoRefreshTests(SimpleTestCase):
+    """Past the TTL the old answer is served at once while one background thread recomputes it."""
+
+    def setUp(self):
+        infocache.clear()
+        self.addCleanup(infocache.clear)
+
+    def test_an_expired_answer_is_served_while_one_refresh_runs(self):
+        release = threading.Event()
+        calls = []
+
+        def compute():
+            calls.append(threading.current_thread().name)
+            if len(calls) > 1:
+                release.wait(10)  # a slow refresh: requests must not wait for it
+            return len(calls)
+
+        with override_settings(CRDS_SERVER_INFO_TTL=1), mock.patch("time.monotonic") as clock:
+            clock.return_value = 100.0
+            self.assertEqual(infocache.cached("k", compute), 1)
+            clock.return_value = 102.0  # past the TTL
+            started = time.perf_counter()
+            answers = [infocache.cached("k", compute) for _ in range(5)]
+            self.assertLess(time.perf_counter() - started, 1.0)
+            self.assertEqual(answers, [1] * 5)
+            for _ in range(100):  # the refresh thread has started
+                if len(calls) == 2:
+                    break
+                time.sleep(0.02)
+            self.assertEqual(len(calls), 2, "one refresh, not one per request")
+            self.assertEqual(calls[1], "server-info-refresh")
+            release.set()
+            for _ in range(100):
+                if infocache.cached("k", compute) == 2:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(infocache.cached("k", compute), 2)
