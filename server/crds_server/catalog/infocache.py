@@ -20,6 +20,7 @@ from django.db import connections
 _lock = threading.Lock()
 _entries = {}  # key -> (monotonic time computed, value)
 _refreshing = set()  # keys with a background refresh under way
+_generation = [0]  # bumped by clear(): a refresh started before it must not write its answer after
 
 
 def cached(key, compute):
@@ -43,11 +44,14 @@ def _refresh_in_background(key, compute):
         if key in _refreshing:
             return
         _refreshing.add(key)
+    generation = _generation[0]
 
     def refresh():
         try:
             value = compute()
-            _entries[key] = (time.monotonic(), value)
+            with _lock:
+                if _generation[0] == generation:
+                    _entries[key] = (time.monotonic(), value)
         except Exception:  # noqa: BLE001 - the old answer stays; the next request past the TTL retries
             pass
         finally:
@@ -58,4 +62,6 @@ def _refresh_in_background(key, compute):
 
 
 def clear():
-    _entries.clear()
+    with _lock:
+        _generation[0] += 1
+        _entries.clear()

@@ -176,12 +176,13 @@ class ServerInfoRefreshTests(SimpleTestCase):
         self.addCleanup(infocache.clear)
 
     def test_an_expired_answer_is_served_while_one_refresh_runs(self):
-        release = threading.Event()
+        release, refreshing = threading.Event(), threading.Event()
         calls = []
 
         def compute():
             calls.append(threading.current_thread().name)
             if len(calls) > 1:
+                refreshing.set()
                 release.wait(10)  # a slow refresh: requests must not wait for it
             return len(calls)
 
@@ -193,10 +194,7 @@ class ServerInfoRefreshTests(SimpleTestCase):
             answers = [infocache.cached("k", compute) for _ in range(5)]
             self.assertLess(time.perf_counter() - started, 1.0)
             self.assertEqual(answers, [1] * 5)
-            for _ in range(100):  # the refresh thread has started
-                if len(calls) == 2:
-                    break
-                time.sleep(0.02)
+            self.assertTrue(refreshing.wait(2), "no refresh started")
             self.assertEqual(len(calls), 2, "one refresh, not one per request")
             self.assertEqual(calls[1], "server-info-refresh")
             release.set()
@@ -205,3 +203,22 @@ class ServerInfoRefreshTests(SimpleTestCase):
                     break
                 time.sleep(0.05)
             self.assertEqual(infocache.cached("k", compute), 2)
+
+    def test_a_refresh_under_way_when_the_cache_is_cleared_does_not_bring_its_answer_back(self):
+        release = threading.Event()
+
+        def slow():
+            release.wait(10)
+            return "before the clear"
+
+        with override_settings(CRDS_SERVER_INFO_TTL=1), mock.patch("time.monotonic") as clock:
+            clock.return_value = 100.0
+            infocache.cached("k", lambda: "first")
+            clock.return_value = 102.0
+            self.assertEqual(infocache.cached("k", slow), "first")  # starts the refresh
+            infocache.clear()
+            release.set()
+            for thread in threading.enumerate():
+                if thread.name == "server-info-refresh":
+                    thread.join(5)
+            self.assertEqual(infocache.cached("k", lambda: "after the clear"), "after the clear")
