@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,7 @@ class Staged:
     safety: Path
     results: dict = field(default_factory=dict)  # label -> result of each extra job
     took: dict = field(default_factory=dict)  # label -> seconds
+    cache_check: object = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
 
     def discard(self) -> None:
         self.engine.discard_staging()
@@ -190,25 +192,57 @@ class Staged:
 
 
 def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, say=print,
-                        extra: dict | None = None, what: str = "") -> Staged:
+                        extra: dict | None = None, what: str = "", check_cache: bool = False) -> Staged:
     """Take a safety backup, stage the database and the support directories, side by side.
 
     ``extra`` maps labels to callables run alongside (``inv mirror`` syncs the file cache
     there). If anything fails or is interrupted, every job is stopped, the staging is removed,
-    and the error says nothing changed.
+    and the error says nothing changed. ``check_cache``: once the database is staged, run the
+    quick cache check against the staged catalog and mappings, next to ``warm_server_info``
+    (a restore leaves the rest of the cache as it is, so this is the check of the state it
+    swaps in; run after the swap it cost 2.8 s of a 10-s restore of 500,000 rows).
     """
     engine = engine_for(config)
     support = SupportRestore(config)
     dump = backup / manifest.database.file
+    support_staged = threading.Event()
+    found: dict = {}
+
+    def check_staged():
+        while not support_staged.wait(0.1):
+            if interrupts.cancelled.is_set():
+                return
+        from crdsops.data import cachecheck
+
+        try:
+            found["check"] = cachecheck.check(config, database=str(engine.staging),
+                                              mappings=support.staging(support.targets["mappings"]))
+        except CrdsOpsError as err:
+            found["check"] = err
+
     def stage_db():
         if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
             engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
         else:
             engine.stage(dump)
-        warm_server_info(config, engine, say)
+        checker = threading.Thread(target=check_staged, name="cache check", daemon=True) if check_cache else None
+        if checker is not None:
+            checker.start()
+        try:
+            warm_server_info(config, engine, say)
+        finally:
+            if checker is not None:
+                checker.join()
+
+    def stage_support():
+        try:
+            support.stage(backup, manifest)
+        finally:
+            support_staged.set()
+
     jobs = {"safety backup": lambda: safety_backup(config, lambda *_: None),
             "database staged": stage_db,
-            "support staged": lambda: support.stage(backup, manifest)}
+            "support staged": stage_support}
     jobs.update(extra or {})
     try:
         outcome = side_by_side(jobs)
@@ -224,7 +258,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     results = dict(outcome.results)
     safety = results.pop("safety backup")
     say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in outcome.seconds.items())})")
-    return Staged(engine, support, safety, results, outcome.seconds)
+    return Staged(engine, support, safety, results, outcome.seconds, found.get("check"))
 
 
 def warm_server_info(config: ServerConfig, engine: Engine, say=print) -> bool:
@@ -371,7 +405,7 @@ class RestoreRun:
         m = self.manifest
         self.say(f"backup {self.backup} verified ({len(m.files)} files): {m.server.name}, made {m.created}")
         self.say("while serving: taking a safety backup, staging the database and the support directories ...")
-        self.staged = stage_while_serving(self.config, self.backup, m, say=self.say)
+        self.staged = stage_while_serving(self.config, self.backup, m, say=self.say, check_cache=True)
 
     def _swap(self) -> None:
         config, m = self.config, self.manifest

@@ -4,6 +4,9 @@ Read straight from the database, read-only and without Django (``inv check-cache
 10^6 rows must cost about what listing the directory costs): SQLite through the standard
 library in ``mode=ro``, MySQL through the ``mysql`` client with the server's option file
 (``crdsops.db.mysql``), tab-separated rows.
+
+``database`` reads another database of the same server than the live one: a restore checks the
+cache against the catalog it staged, before the swap.
 """
 
 from __future__ import annotations
@@ -39,28 +42,30 @@ FILTERS = {None: "", "mapping": " AND filekind = 'mapping'", "reference": " AND 
            "flagged": " AND (rejected OR blacklisted)"}
 
 
-def files(config: ServerConfig, only: str | None = None) -> list[CatalogFile]:
+def files(config: ServerConfig, only: str | None = None, database: str | None = None) -> list[CatalogFile]:
     """The catalog rows of the server's observatory: all, or ``only`` mapping, reference or flagged ones."""
-    rows = _query(config, f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = %s{FILTERS[only]}")
+    rows = _query(config, f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = %s{FILTERS[only]}", database)
     if config.database.is_mysql:
         return [CatalogFile(n, k, int(s), h, r == "1", b == "1") for n, k, s, h, r, b in rows]
     return list(map(CatalogFile._make, rows))  # size is an INTEGER column; the flags are 0/1
 
 
-def sizes(config: ServerConfig) -> dict[str, dict[str, int]]:
+def sizes(config: ServerConfig, database: str | None = None) -> dict[str, dict[str, int]]:
     """``{tree: {name: size}}`` of the whole catalog (what quick mode compares with the listing)."""
     out = {}
     for kind, tree in TREES.items():
-        rows = _query(config, f"SELECT name, size FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'")
+        rows = _query(config, f"SELECT name, size FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'",
+                      database)
         out[tree] = dict(rows) if not config.database.is_mysql else {n: int(s) for n, s in rows}
     return out
 
 
-def _query(config: ServerConfig, sql: str):
+def _query(config: ServerConfig, sql: str, database: str | None = None):
     """Rows of ``sql`` (``%s``: the observatory): a cursor (SQLite) or lists of strings (MySQL)."""
+    database = str(database or config.database.name)
     if config.database.is_mysql:
-        return _mysql(config, sql)
-    path = config.database.name
+        return _mysql(config, sql, database)
+    path = database
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as err:
@@ -73,12 +78,12 @@ def _query(config: ServerConfig, sql: str):
         con.close()
 
 
-def _mysql(config: ServerConfig, sql: str) -> list[list[str]]:
+def _mysql(config: ServerConfig, sql: str, database: str) -> list[list[str]]:
     from crdsops.db import mysql
 
     obs = config.observatory
     if not obs.isalnum():
         raise CrdsOpsError(f"observatory {obs!r} is not a plain name")
-    out = mysql.run_sql(config, sql.replace("%s", f"'{obs}'") + ";", database=config.database.name, timeout=600)
+    out = mysql.run_sql(config, sql.replace("%s", f"'{obs}'") + ";", database=database, timeout=600)
     # --batch --skip-column-names: rows only, tab-separated
     return [line.split("\t") for line in out.splitlines() if line]

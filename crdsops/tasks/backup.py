@@ -143,7 +143,7 @@ def restore(c, from_=None, yes=False, dry_run=False):
         finally:
             if run.staged is not None:
                 touched(safety_backup=run.staged.safety)
-        end_check(cfg, "restore")
+        end_check(cfg, "restore", staged=run.staged.cache_check)
 
 
 @ops_task(changing=True, help={

@@ -145,8 +145,12 @@ def _repair(cfg, report, src, src_host, max_quarantine, dry_run, say) -> dict:
             "quarantined": [str(d) for d in moved]}
 
 
-def end_check(cfg, after: str) -> None:
-    """The quick check that ``inv mirror`` and ``inv restore`` end with: reported and recorded, never fatal."""
+def end_check(cfg, after: str, staged=None) -> None:
+    """The quick check that ``inv mirror`` and ``inv restore`` end with: reported and recorded, never fatal.
+
+    ``staged``: the check a restore already ran on the state it swapped in (a Report, or the
+    error it raised); None runs it now.
+    """
     import time
 
     from crdsops.data import cachecheck as lib
@@ -155,7 +159,9 @@ def end_check(cfg, after: str) -> None:
 
     start = time.monotonic()
     try:
-        report = lib.check(cfg)
+        if isinstance(staged, BaseException):
+            raise staged
+        report = staged if staged is not None else lib.check(cfg)
     except CrdsOpsError as err:
         results.write(cfg.layout, "check-cache", False, time.monotonic() - start, mode="sizes", error=str(err))
         print(f"warning: the cache check after the {after} could not run: {err}", file=sys.stderr)

@@ -72,3 +72,36 @@ def test_restore_from_a_date_and_dry_run(sqlite_server):
     refused = server.inv("restore", "--from", date, check=False)  # no terminal, no --yes
     assert refused.returncode != 0 and "not confirmed" in refused.stderr
     assert server.rows() == rows
+
+
+def _closing_check(server):
+    """The quick check a restore ends with describes the state it swapped in: the staged catalog
+    and mappings (a mapping gone from the cache since the backup comes back with it, so it is not
+    reported), the live references (one truncated since is reported), recorded for `inv status`."""
+    from crdsops.db import catalog
+
+    server.inv("backup")
+    mappings = sorted(p for p in server.cfg.layout.mappings.iterdir() if p.is_file())
+    references = {r.name for r in catalog.files(server.cfg, "reference")}
+    truncated = next(p for p in sorted(server.cfg.layout.references.iterdir()) if p.name in references)
+    truncated.write_bytes(truncated.read_bytes()[:10])
+    mappings[0].unlink()
+    server.sql(f"DELETE FROM catalog_catalogfile WHERE name = '{truncated.name}'")  # the backup still lists it
+
+    result = server.inv("restore", "--yes")
+    assert "healthy" in result.stdout, result.stdout
+    assert f"references/hst/{truncated.name}" in result.stdout, result.stdout
+    assert mappings[0].name not in result.stdout + result.stderr
+    assert "warning: cache check after the restore: " in result.stderr and "1 size" in result.stderr, result.stderr
+    assert mappings[0].exists()
+    status = server.inv("status", check=False).stdout
+    assert "check-cache:" in status and "FAIL" in status.split("check-cache:")[1].splitlines()[0].upper(), status
+
+
+def test_a_restore_ends_with_the_quick_check_of_the_state_it_swapped_in(sqlite_server):
+    _closing_check(sqlite_server)
+
+
+@requires_mysql
+def test_a_restore_on_mysql_ends_with_the_quick_check_of_the_state_it_swapped_in(mysql_server):
+    _closing_check(mysql_server)
