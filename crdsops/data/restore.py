@@ -6,8 +6,10 @@ Order (``plan`` shows these steps; ``restore`` runs them):
    same observatory, same database engine (``check_backup``);
 2. while the server keeps serving: take a safety backup of the current state, load the
    dump into a staging database and unpack the support directories next to their targets,
-   all three at once (``stage_while_serving``); if anything fails or is interrupted, the
-   staging is removed and nothing live was touched;
+   all three at once (``stage_while_serving``); once the database is staged, the quick cache
+   check of the staged catalog and mappings runs next to ``warm_server_info`` (reported after
+   a healthy swap, as the check of the state now live); if anything fails or is interrupted,
+   the staging is removed and nothing live was touched;
 3. stop the server; swap the staged database and directories in (the old ones are kept:
    a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``);
 4. start the server; health check: ``get_server_info`` answers and the catalog counts
