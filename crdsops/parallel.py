@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,26 +50,28 @@ def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
             outcome.seconds[label] = time.monotonic() - start
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs)))
-    # Signals are deferred for the whole block and looked at between waits: an exception raised
-    # inside the executor's own locks (submit, as_completed) can leave one held and hang the pool.
-    with interrupts.shielded("stopping the jobs under way", announce=False):
-        futures = {pool.submit(timed, label, job): label for label, job in jobs.items()}
-        pending = set(futures)
-        stopped = False
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=0.1,
-                                                    return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                try:
-                    outcome.results[futures[future]] = future.result()
-                except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
-                    failures.append((futures[future], err))
-            if (failures or interrupts.pending()) and not stopped:
-                _stop_the_others()
-                stopped = True
-        pool.shutdown(wait=True)
-    if not interrupts.received:
-        interrupts.cancelled.clear()  # it was set for the jobs only, not by a signal
+    stopped = False
+    try:
+        # Signals are deferred for the whole block and looked at between waits: an exception raised
+        # inside the executor's own locks (submit, as_completed) can leave one held and hang the pool.
+        with interrupts.shielded("stopping the jobs under way", announce=False):
+            futures = {pool.submit(timed, label, job): label for label, job in jobs.items()}
+            pending = set(futures)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.1,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        outcome.results[futures[future]] = future.result()
+                    except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
+                        failures.append((futures[future], err))
+                if (failures or interrupts.pending()) and not stopped:
+                    _stop_the_others()
+                    stopped = True
+            pool.shutdown(wait=True)
+    finally:
+        if stopped:
+            _stopped_done()
     if failures:
         if interrupts.received and any(isinstance(e, KeyboardInterrupt) for _, e in failures):
             raise next(e for _, e in failures if isinstance(e, KeyboardInterrupt))
@@ -76,8 +79,24 @@ def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
     return outcome
 
 
+# How many side_by_side calls are stopping their jobs. A job may run its own side_by_side (the
+# cache check's hashing pass): ``cancelled`` is cleared only when no call still needs it set and
+# no signal set it, so a nested call that stopped its own jobs never un-cancels an outer one.
+_stopping = [0]
+_stopping_lock = threading.Lock()
+
+
+def _stopped_done() -> None:
+    with _stopping_lock:
+        _stopping[0] -= 1
+        if not _stopping[0] and not interrupts.received:
+            interrupts.cancelled.clear()
+
+
 def _stop_the_others() -> None:
-    interrupts.cancelled.set()
+    with _stopping_lock:
+        _stopping[0] += 1
+        interrupts.cancelled.set()
     for pid in children_in_our_session():
         try:
             os.kill(pid, signal.SIGTERM)

@@ -206,6 +206,18 @@ def list_tree(base: Path) -> Listing | None:
     return listing
 
 
+def tree_roots(config: ServerConfig, mappings: Path | None = None) -> dict[str, Path]:
+    """The directory of each checked tree: the live cache's, or ``mappings`` for that tree."""
+    roots = {tree: config.layout.cache_tree(tree) for tree in TREES}
+    if mappings is not None:
+        roots["mappings"] = Path(mappings)
+    return roots
+
+
+def list_trees(config: ServerConfig, mappings: Path | None = None) -> dict[str, Listing | None]:
+    return {tree: list_tree(root) for tree, root in tree_roots(config, mappings).items()}
+
+
 def _broken_links(base: Path) -> list[Problem]:
     found = []
     for dirpath, dirs, files in os.walk(base):
@@ -356,12 +368,14 @@ def default_workers() -> int:
 def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None, resume: bool = False,
           strict: bool = False, workers: int | None = None,
           progress: Callable[[int, int], Callable[[int, int], None]] | None = None, say=print,
-          database: str | None = None, mappings: Path | None = None) -> Report:
+          database: str | None = None, mappings: Path | None = None,
+          listed: dict[str, Listing | None] | None = None) -> Report:
     """Check the cache against the catalog (see the module docstring); raise CacheUnavailable to refuse.
 
     ``progress(total_files, total_bytes)`` returns a callback ``(files, bytes)`` for each done batch.
     ``database`` and ``mappings``: the catalog and the mappings directory to check instead of the
-    live ones (a restore checks what it staged, before the swap).
+    live ones (a restore checks what it staged, before the swap); ``listed``: the trees as
+    ``list_trees`` found them (a restore lists them while its database still loads).
     """
     start = time.monotonic()
     layout = config.layout
@@ -373,10 +387,8 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
     # One after the other: run side by side, each stat call gives up the GIL and then waits for
     # the catalog thread's switch interval (measured: 2.19 s against 1.60 s in sequence).
     expected = catalog_mod.sizes(config, database)  # {tree: {name: size}}: compared in C, as dicts
-    roots = {tree: layout.cache_tree(tree) for tree in TREES}
-    if mappings is not None:
-        roots["mappings"] = Path(mappings)
-    listings = {tree: list_tree(roots[tree]) for tree in TREES}
+    roots = tree_roots(config, mappings)
+    listings = listed if listed is not None else list_trees(config, mappings)
     total = sum(len(v) for v in expected.values())
     report.catalog_files = report.checked = total
     if total and not any(listings.values()):

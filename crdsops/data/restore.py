@@ -6,15 +6,16 @@ Order (``plan`` shows these steps; ``restore`` runs them):
    same observatory, same database engine (``check_backup``);
 2. while the server keeps serving: take a safety backup of the current state, load the
    dump into a staging database and unpack the support directories next to their targets,
-   all three at once (``stage_while_serving``); once the database is staged, the quick cache
-   check of the staged catalog and mappings runs next to ``warm_server_info`` (reported after
-   a healthy swap, as the check of the state now live); if anything fails or is interrupted,
+   all three at once (``stage_while_serving``); alongside, the quick cache check lists the
+   cache and the staged mappings while the rows load and compares them with the staged
+   catalog once loaded (reported after a healthy swap, as the check of the state now live),
+   and ``ServerInfoWarmer`` precomputes get_server_info; if anything fails or is interrupted,
    the staging is removed and nothing live was touched;
 3. stop the server; swap the staged database and directories in (the old ones are kept:
    a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``);
 4. start the server; health check: ``get_server_info`` answers and the catalog counts
    equal the manifest's (``health_check``); the first ``get_server_info`` reads the
-   download_metadata that ``warm_server_info`` computed from the staged database in step 2
+   download_metadata that ``ServerInfoWarmer`` computed from the staged database in step 2
    (when the live catalog's fingerprint matches), so the stopped window no longer holds a
    pass over the whole catalog;
 5. on any failure or interrupt from the stop on: swap the old state back (or, if that
@@ -45,7 +46,7 @@ from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service
-from crdsops.runtime.environ import manage
+from crdsops.runtime.environ import manage, start_manage
 from crdsops.runtime.lock import server_lock
 from crdsops.steps import Plan, under_way
 
@@ -199,52 +200,60 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
 
     ``extra`` maps labels to callables run alongside (``inv mirror`` syncs the file cache
     there). If anything fails or is interrupted, every job is stopped, the staging is removed,
-    and the error says nothing changed. ``check_cache``: once the database is staged, run the
-    quick cache check against the staged catalog and mappings, next to ``warm_server_info``
-    (a restore leaves the rest of the cache as it is, so this is the check of the state it
-    swaps in; run after the swap it cost 2.8 s of a 10-s restore of 500,000 rows).
+    and the error says nothing changed. ``check_cache``: the quick cache check of the staged
+    catalog and mappings, as one more job (a restore leaves the rest of the cache as it is, so
+    this is the check of the state it swaps in; run after the swap it cost 2.8 s of a 10-s
+    restore of 500,000 rows); its Report, or the error that refused it, is ``Staged.cache_check``.
     """
     engine = engine_for(config)
     support = SupportRestore(config)
     dump = backup / manifest.database.file
-    support_staged = threading.Event()
-    found: dict = {}
-
-    def check_staged():
-        while not support_staged.wait(0.1):
-            if interrupts.cancelled.is_set():
-                return
-        from crdsops.data import cachecheck
-
-        try:
-            found["check"] = cachecheck.check(config, database=str(engine.staging),
-                                              mappings=support.staging(support.targets["mappings"]))
-        except CrdsOpsError as err:
-            found["check"] = err
+    staged = {"support": threading.Event(), "database": threading.Event()}
 
     def stage_db():
-        if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
-            engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
-        else:
-            engine.stage(dump)
-        checker = threading.Thread(target=check_staged, name="cache check", daemon=True) if check_cache else None
-        if checker is not None:
-            checker.start()
+        warmer = ServerInfoWarmer(config, engine)  # Django starts while the rows load
         try:
-            warm_server_info(config, engine, say)
+            if converts(config, manifest):  # a mirror from MySQL: Django's schema for SQLite, then the dump's rows
+                engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path), say=say)
+            else:
+                engine.stage(dump)
+            staged["database"].set()
+            warmer.finish(say)
         finally:
-            if checker is not None:
-                checker.join()
+            warmer.abandon()
 
     def stage_support():
+        support.stage(backup, manifest)
+        staged["support"].set()
+
+    def check_staged():
+        """The quick cache check of what is staged: listed while the rows load, compared once loaded.
+
+        Returned, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
+        from crdsops.data import cachecheck
+
+        def ready(event) -> bool:  # False: the staging is being stopped
+            while not event.wait(0.1):
+                if interrupts.cancelled.is_set():
+                    return False
+            return True
+
         try:
-            support.stage(backup, manifest)
-        finally:
-            support_staged.set()
+            if not ready(staged["support"]):
+                return None
+            mappings = support.staging(support.targets["mappings"])
+            listed = cachecheck.list_trees(config, mappings)
+            if not ready(staged["database"]):
+                return None
+            return cachecheck.check(config, database=str(engine.staging), mappings=mappings, listed=listed)
+        except CrdsOpsError as err:
+            return err
 
     jobs = {"safety backup": lambda: safety_backup(config, lambda *_: None),
             "database staged": stage_db,
             "support staged": stage_support}
+    if check_cache:
+        jobs["cache checked"] = check_staged
     jobs.update(extra or {})
     try:
         outcome = side_by_side(jobs)
@@ -259,24 +268,47 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         raise
     results = dict(outcome.results)
     safety = results.pop("safety backup")
+    cache_check = results.pop("cache checked", None)
     say(f"safety backup: {safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in outcome.seconds.items())})")
-    return Staged(engine, support, safety, results, outcome.seconds, found.get("check"))
+    return Staged(engine, support, safety, results, outcome.seconds, cache_check)
 
 
-def warm_server_info(config: ServerConfig, engine: Engine, say=print) -> bool:
+class ServerInfoWarmer:
     """Precompute get_server_info's download_metadata from the staged database, for the first request
-    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal."""
-    warm = config.layout.server_info_warm
-    warm.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        manage(config, "warm_server_info", "--out", str(warm), capture=True,
-               extra_env={"CRDS_DB_NAME": str(engine.staging)})
-        return True
-    except CrdsOpsError as err:
-        say(f"warning: could not precompute server info from the staged database ({err}); "
+    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal.
+
+    ``manage.py warm_server_info --when-told`` starts with the staging (Django's start, 0.7 s,
+    overlaps the load) and computes when ``finish`` tells it the database is staged.
+    """
+
+    def __init__(self, config: ServerConfig, engine: Engine):
+        self.out = config.layout.server_info_warm
+        self.error = ""
+        self.proc = None
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.proc = start_manage(config, "warm_server_info", "--when-told", "--out", str(self.out),
+                                     extra_env={"CRDS_DB_NAME": str(engine.staging)})
+        except OSError as err:
+            self.error = str(err)
+
+    def finish(self, say=print) -> bool:
+        if self.proc is not None:
+            out, err = self.proc.communicate("go\n")
+            if self.proc.returncode == 0:
+                return True
+            last = (err or out or "").strip().splitlines()[-1:] or [""]
+            self.error = f"manage.py warm_server_info failed (exit {self.proc.returncode}): {last[0]}"
+        say(f"warning: could not precompute server info from the staged database ({self.error}); "
             "the first request after the restart computes it")
-        warm.unlink(missing_ok=True)
+        self.out.unlink(missing_ok=True)
         return False
+
+    def abandon(self) -> None:
+        """Stop it if it is still waiting or computing (the staging failed or was interrupted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 def _migrate_into(config: ServerConfig, path: Path) -> None:

@@ -120,6 +120,15 @@ def manage_argv(config: ServerConfig, *args: str) -> list[str]:
     return [str(stack_python(config)), str(MANAGE_PY), *args]
 
 
+def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start ``manage.py ARGS`` with text pipes on stdin, stdout and stderr (in our session, so
+    ``side_by_side`` stops it with the job that started it)."""
+    env = child_environ(config)
+    env.update(extra_env or {})
+    return subprocess.Popen(manage_argv(config, *args), env=env, cwd=SERVER_DIR, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool = True,
            extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``manage.py ARGS`` in the server's environment.

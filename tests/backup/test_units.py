@@ -159,3 +159,32 @@ def test_schedule_is_idempotent_and_removable(cfg, fake_crontab):
     assert fake_crontab.read_text() == "0 1 * * * somebody else's job\n"
     with pytest.raises(CrdsOpsError, match="HH:MM"):
         schedule.cron_line(cfg, "25:00")
+
+
+# --- side_by_side --------------------------------------------------------------------------
+
+def test_a_nested_side_by_side_never_uncancels_the_outer_one():
+    """The restore's cache check runs its hashing pass as a side_by_side inside a job: when that
+    inner call ends while the outer one is stopping its jobs, the outer jobs must still see the
+    cancellation (they stop at their next check), and it is cleared once the outer call ended."""
+    import time
+
+    from crdsops import interrupts
+    from crdsops.parallel import JobsFailed, side_by_side
+
+    seen = {}
+
+    def fails():
+        raise CrdsOpsError("disk full")
+
+    def nests():
+        while not interrupts.cancelled.wait(0.01):  # until the outer call stops its jobs
+            pass
+        with pytest.raises(JobsFailed):
+            side_by_side({"inner fails": fails, "inner waits": lambda: time.sleep(0.05)})
+        seen["cancelled after the inner call"] = interrupts.cancelled.is_set()
+
+    with pytest.raises(JobsFailed, match="disk full"):
+        side_by_side({"fails": fails, "nests": nests})
+    assert seen == {"cancelled after the inner call": True}
+    assert not interrupts.cancelled.is_set()

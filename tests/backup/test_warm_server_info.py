@@ -48,3 +48,16 @@ def test_warm_payload_is_used_only_for_the_catalog_it_was_made_for(sqlite_server
     sqlite_server.inv("rerun")
     assert health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"] != marker
     warm.unlink()
+
+
+def test_warm_when_told_computes_only_on_go(sqlite_server):
+    """A restore starts the warm-up before the load and says "go" once the database is staged;
+    a staging that failed ends its input instead, and nothing is written."""
+    warm = _warm_file(sqlite_server)
+    warm.unlink(missing_ok=True)
+    args = ("manage", "--", "warm_server_info", "--when-told", "--out", str(warm))
+    assert sqlite_server.inv(*args).returncode == 0  # stdin at its end at once
+    assert not warm.exists()
+    assert sqlite_server.inv(*args, input="go\n").returncode == 0
+    assert json.loads(warm.read_text())["download_metadata"]["crds_encoded"] == "1.0"
+    warm.unlink()
