@@ -37,8 +37,12 @@ class Outcome:
     seconds: dict = field(default_factory=dict)  # label -> how long it took
 
 
-def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
-    """Run every job at once; return their results, or raise once all have stopped."""
+def side_by_side(jobs: dict[str, Callable[[], object]], own_processes: bool = True) -> Outcome:
+    """Run every job at once; return their results, or raise once all have stopped.
+
+    ``own_processes=False``: the jobs start no processes, so stopping them signals none (a
+    call nested in another's job must not end the processes of that call's other jobs).
+    """
     outcome = Outcome()
     failures: list[tuple[str, BaseException]] = []
 
@@ -66,7 +70,7 @@ def side_by_side(jobs: dict[str, Callable[[], object]]) -> Outcome:
                     except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
                         failures.append((futures[future], err))
                 if (failures or interrupts.pending()) and not stopped:
-                    _stop_the_others()
+                    _stop_the_others(own_processes)
                     stopped = True
             pool.shutdown(wait=True)
     finally:
@@ -93,11 +97,11 @@ def _stopped_done() -> None:
             interrupts.cancelled.clear()
 
 
-def _stop_the_others() -> None:
+def _stop_the_others(processes: bool = True) -> None:
     with _stopping_lock:
         _stopping[0] += 1
         interrupts.cancelled.set()
-    for pid in children_in_our_session():
+    for pid in children_in_our_session() if processes else ():
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -350,7 +350,7 @@ def _hash_all(config: ServerConfig, rows: list[CatalogFile], mode: str, workers:
         return run
     jobs = {f"sha1 worker {i + 1}": run.work for i in range(max(1, min(workers, len(run.batches))))}
     try:
-        side_by_side(jobs)
+        side_by_side(jobs, own_processes=False)  # it may run inside a restore's job, next to its mysqldump
     except BaseException:
         if resumable:
             with interrupts.shielded("saving the check's progress"):

@@ -46,7 +46,8 @@ def files(config: ServerConfig, only: str | None = None, database: str | None = 
     """The catalog rows of the server's observatory: all, or ``only`` mapping, reference or flagged ones."""
     rows = _query(config, f"SELECT {COLUMNS} FROM {TABLE} WHERE observatory = %s{FILTERS[only]}", database)
     if config.database.is_mysql:
-        return [CatalogFile(n, k, int(s), h, r == "1", b == "1") for n, k, s, h, r, b in rows]
+        n, k, s, h, r, b = _columns(rows, 6)
+        return list(map(CatalogFile, n, k, map(int, s), h, map("1".__eq__, r), map("1".__eq__, b)))
     return list(map(CatalogFile._make, rows))  # size is an INTEGER column; the flags are 0/1
 
 
@@ -56,12 +57,31 @@ def sizes(config: ServerConfig, database: str | None = None) -> dict[str, dict[s
     for kind, tree in TREES.items():
         rows = _query(config, f"SELECT name, size FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'",
                       database)
-        out[tree] = dict(rows) if not config.database.is_mysql else {n: int(s) for n, s in rows}
+        if config.database.is_mysql:
+            names, numbers = _columns(rows, 2)
+            out[tree] = dict(zip(names, map(int, numbers), strict=True))
+        else:
+            out[tree] = dict(rows)
     return out
 
 
+def _columns(out: str, width: int) -> list[list[str]]:
+    """The ``width`` columns of the mysql client's ``--batch`` output, each as one list.
+
+    Split in C, not line by line (0.1 s against 0.7 s for 500,000 rows): ``--batch`` escapes
+    tabs and newlines inside values, so every tab or newline is a field boundary.
+    """
+    fields = out.replace("\n", "\t").split("\t")
+    if fields and fields[-1] == "":
+        fields.pop()
+    if len(fields) % width:
+        raise CrdsOpsError(f"unexpected output from the mysql client ({len(fields)} fields, not rows of {width}); "
+                           "is the catalog table as the server's migrations make it?")
+    return [fields[i::width] for i in range(width)]
+
+
 def _query(config: ServerConfig, sql: str, database: str | None = None):
-    """Rows of ``sql`` (``%s``: the observatory): a cursor (SQLite) or lists of strings (MySQL)."""
+    """Rows of ``sql`` (``%s``: the observatory): a list of tuples (SQLite) or the client's output (MySQL)."""
     database = str(database or config.database.name)
     if config.database.is_mysql:
         return _mysql(config, sql, database)
@@ -78,12 +98,11 @@ def _query(config: ServerConfig, sql: str, database: str | None = None):
         con.close()
 
 
-def _mysql(config: ServerConfig, sql: str, database: str) -> list[list[str]]:
+def _mysql(config: ServerConfig, sql: str, database: str) -> str:
     from crdsops.db import mysql
 
     obs = config.observatory
     if not obs.isalnum():
         raise CrdsOpsError(f"observatory {obs!r} is not a plain name")
-    out = mysql.run_sql(config, sql.replace("%s", f"'{obs}'") + ";", database=database, timeout=600)
-    # --batch --skip-column-names: rows only, tab-separated
-    return [line.split("\t") for line in out.splitlines() if line]
+    # --batch --skip-column-names: rows only, tab-separated (see _columns)
+    return mysql.run_sql(config, sql.replace("%s", f"'{obs}'") + ";", database=database, timeout=600)

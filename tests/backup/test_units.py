@@ -188,3 +188,22 @@ def test_a_nested_side_by_side_never_uncancels_the_outer_one():
         side_by_side({"fails": fails, "nests": nests})
     assert seen == {"cancelled after the inner call": True}
     assert not interrupts.cancelled.is_set()
+
+
+def test_a_nested_side_by_side_of_threads_only_leaves_the_outer_jobs_processes_alone():
+    """The cache check's hashing pass (threads, no processes) stops its workers on a failure
+    without signalling the mysqldump that a restore's safety backup runs beside it."""
+    import time
+
+    from crdsops.parallel import JobsFailed, side_by_side
+
+    def fails():
+        raise CrdsOpsError("unreadable")
+
+    def nests():
+        time.sleep(0.2)  # the child below is running
+        with pytest.raises(JobsFailed):
+            side_by_side({"worker": fails}, own_processes=False)
+
+    outcome = side_by_side({"child": lambda: subprocess.run(["sleep", "1"]).returncode, "nests": nests})
+    assert outcome.results["child"] == 0
