@@ -264,9 +264,9 @@ class _Pass:
     """One parallel hashing pass over ``rows`` (sorted by name), keeping a resumable watermark."""
 
     def __init__(self, config: ServerConfig, rows: list[CatalogFile], mode: str, progress, prior: list[Problem],
-                 after: str | None, roots: dict[str, Path] | None = None):
+                 after: str | None, roots: dict[str, Path]):
         self.config, self.rows, self.mode, self.progress = config, rows, mode, progress
-        self.roots = roots or {}  # tree -> directory, where it is not the live cache's
+        self.roots = roots  # tree -> directory (``tree_roots``)
         self.batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
         self.next = 0
         self.done: set[int] = set()
@@ -280,7 +280,6 @@ class _Pass:
 
     def work(self) -> None:
         buffer = bytearray(CHUNK)
-        layout = self.config.layout
         while True:
             with self.lock:
                 if self.next >= len(self.batches):
@@ -290,7 +289,7 @@ class _Pass:
             found, nbytes = [], 0
             for row in self.batches[index]:
                 interrupts.check()
-                base = self.roots.get(row.tree) or layout.cache_tree(row.tree)
+                base = self.roots[row.tree]
                 problem, size = _hash_problem(row, os.path.join(base, row.name), buffer)
                 nbytes += size
                 if problem is not None:
@@ -342,7 +341,7 @@ def read_progress(config: ServerConfig, mode: str) -> tuple[str | None, list[Pro
 
 
 def _hash_all(config: ServerConfig, rows: list[CatalogFile], mode: str, workers: int, progress, resumable: bool,
-              prior: list[Problem], after: str | None, roots: dict[str, Path] | None = None) -> _Pass:
+              prior: list[Problem], after: str | None, roots: dict[str, Path]) -> _Pass:
     from crdsops.parallel import side_by_side
 
     run = _Pass(config, rows, mode, progress, prior, after, roots)
@@ -388,7 +387,7 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
     # the catalog thread's switch interval (measured: 2.19 s against 1.60 s in sequence).
     expected = catalog_mod.sizes(config, database)  # {tree: {name: size}}: compared in C, as dicts
     roots = tree_roots(config, mappings)
-    listings = listed if listed is not None else list_trees(config, mappings)
+    listings = listed if listed is not None else {tree: list_tree(root) for tree, root in roots.items()}
     total = sum(len(v) for v in expected.values())
     report.catalog_files = report.checked = total
     if total and not any(listings.values()):

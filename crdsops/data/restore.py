@@ -46,7 +46,7 @@ from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service
-from crdsops.runtime.environ import manage, start_manage
+from crdsops.runtime.environ import manage, manage_failure, start_manage
 from crdsops.runtime.lock import server_lock
 from crdsops.steps import Plan, under_way
 
@@ -283,12 +283,12 @@ class ServerInfoWarmer:
 
     def __init__(self, config: ServerConfig, engine: Engine):
         self.out = config.layout.server_info_warm
+        self.args = ("warm_server_info", "--when-told", "--out", str(self.out))
         self.error = ""
         self.proc = None
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.proc = start_manage(config, "warm_server_info", "--when-told", "--out", str(self.out),
-                                     extra_env={"CRDS_DB_NAME": str(engine.staging)})
+            self.proc = start_manage(config, *self.args, extra_env={"CRDS_DB_NAME": str(engine.staging)})
         except OSError as err:
             self.error = str(err)
 
@@ -297,8 +297,7 @@ class ServerInfoWarmer:
             out, err = self.proc.communicate("go\n")
             if self.proc.returncode == 0:
                 return True
-            last = (err or out or "").strip().splitlines()[-1:] or [""]
-            self.error = f"manage.py warm_server_info failed (exit {self.proc.returncode}): {last[0]}"
+            self.error = manage_failure(self.args, self.proc.returncode, err or out)
         say(f"warning: could not precompute server info from the staged database ({self.error}); "
             "the first request after the restart computes it")
         self.out.unlink(missing_ok=True)

@@ -68,7 +68,7 @@ def sizes(config: ServerConfig, database: str | None = None) -> dict[str, dict[s
 def _columns(out: str, width: int) -> list[list[str]]:
     """The ``width`` columns of the mysql client's ``--batch`` output, each as one list.
 
-    Split in C, not line by line (0.1 s against 0.7 s for 500,000 rows): ``--batch`` escapes
+    Split in C, not line by line (0.26 s against 0.97 s for 450,000 rows): ``--batch`` escapes
     tabs and newlines inside values, so every tab or newline is a field boundary.
     """
     fields = out.replace("\n", "\t").split("\t")

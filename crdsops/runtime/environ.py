@@ -120,13 +120,23 @@ def manage_argv(config: ServerConfig, *args: str) -> list[str]:
     return [str(stack_python(config)), str(MANAGE_PY), *args]
 
 
+def _manage_env(config: ServerConfig, extra_env: dict | None) -> dict:
+    env = child_environ(config)
+    env.update(extra_env or {})
+    return env
+
+
+def manage_failure(args, returncode: int, output: str = "") -> str:
+    """One line for a failed ``manage.py ARGS``: its exit code and the last line it printed."""
+    last = (output or "").strip().splitlines()[-1:]
+    return f"manage.py {' '.join(args)} failed (exit {returncode})" + (f": {last[0]}" if last else "")
+
+
 def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
     """Start ``manage.py ARGS`` with text pipes on stdin, stdout and stderr (in our session, so
     ``side_by_side`` stops it with the job that started it)."""
-    env = child_environ(config)
-    env.update(extra_env or {})
-    return subprocess.Popen(manage_argv(config, *args), env=env, cwd=SERVER_DIR, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool = True,
@@ -136,16 +146,11 @@ def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool 
     With ``capture`` the output is returned (and shown in the error if it fails);
     otherwise it streams to the terminal.
     """
-    env = child_environ(config)
-    env.update(extra_env or {})
     result = subprocess.run(
-        manage_argv(config, *args), env=env, cwd=SERVER_DIR,
+        manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
         capture_output=capture, text=True,
     )
     if check and result.returncode != 0:
-        detail = ""
-        if capture:
-            last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
-            detail = f": {last[0]}"
-        raise CrdsOpsError(f"manage.py {' '.join(args)} failed (exit {result.returncode}){detail}")
+        output = (result.stderr or result.stdout or "") if capture else ""
+        raise CrdsOpsError(manage_failure(args, result.returncode, output))
     return result
