@@ -121,8 +121,8 @@ def bench_cache_sync(where: Path) -> float:
 
         def ours():
             t = time.perf_counter()
-            res = cachesync.pull(target, str(src), trees, ours_dir, say=lambda *_: None)
-            res.delete_extraneous(max_delete=10_000, must_have=("mappings/hst",), say=lambda *_: None)
+            res = cachesync.pull(target, str(src), trees, ours_dir)
+            res.delete_extraneous(max_delete=10_000, must_have=("mappings/hst",))
             return time.perf_counter() - t
 
         def plain():
@@ -196,8 +196,8 @@ gc.collect()
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")
 before = status("VmRSS")
-res = catalog_sync.pull_listed(target, sys.argv[3], Path(sys.argv[4]), trees, Path(sys.argv[5]), say=lambda *_: None)
-res.delete_extraneous(max_delete=10**9, say=lambda *_: None)
+res = catalog_sync.pull_listed(target, sys.argv[3], Path(sys.argv[4]), trees, Path(sys.argv[5]))
+res.delete_extraneous(max_delete=10**9)
 after = status("VmHWM")  # the peak since the reset
 print(max(0, after - before) * 1024)
 """
@@ -230,8 +230,8 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float]:
 
         def ours(listings):
             t = time.perf_counter()
-            res = catalog_sync.pull_listed(target, str(src), ours_dir, listings, work, say=lambda *_: None)
-            res.delete_extraneous(max_delete=10**9, must_have=("references/hst",), say=lambda *_: None)
+            res = catalog_sync.pull_listed(target, str(src), ours_dir, listings, work)
+            res.delete_extraneous(max_delete=10**9, must_have=("references/hst",))
             return time.perf_counter() - t
 
         def plain():

@@ -79,9 +79,13 @@ _fakes: list[Callable[[tuple[str, ...]], Result | None]] = []
 
 
 def run(argv: Sequence[str], *, what: str = "", timeout: float | None = None, input: str | bytes | None = None,
-        env: dict | None = None, cwd=None, check: bool = True, text: bool = True,
+        env: dict | None = None, cwd=None, check: bool = True, text: bool = True, capture: bool = True,
         ok_codes: tuple[int, ...] = (0,), codes: dict[int, str] | None = None) -> Result:
-    """Run ``argv`` to its end and return what it said; ``check``: raise CommandFailed unless its exit is in ``ok_codes``."""
+    """Run ``argv`` to its end and return what it said; ``check``: raise CommandFailed unless its exit is in ``ok_codes``.
+
+    ``capture=False``: the command talks to this process's terminal (``inv manage -- shell``);
+    its Result then holds no output.
+    """
     argv = tuple(str(a) for a in argv)
     what = what or argv[0]
     for fake in reversed(_fakes):
@@ -89,22 +93,22 @@ def run(argv: Sequence[str], *, what: str = "", timeout: float | None = None, in
         if result is not None:
             break
     else:
-        result = _real(argv, what, timeout, input, env, cwd, text)
+        result = _real(argv, what, timeout, input, env, cwd, text, capture)
     if check and result.returncode not in ok_codes:
         raise CommandFailed(failure_line(what, result, codes), result)
     return result
 
 
-def _real(argv, what, timeout, input, env, cwd, text) -> Result:
+def _real(argv, what, timeout, input, env, cwd, text, capture) -> Result:
+    quiet_stdin = input is None and capture  # a captured command never waits on the terminal
     try:
-        done = subprocess.run(argv, input=input, capture_output=True, text=text, timeout=timeout, env=env, cwd=cwd,
-                              stdin=None if input is not None else subprocess.DEVNULL,
-                              errors="replace" if text else None)
+        done = subprocess.run(argv, input=input, capture_output=capture, text=text, timeout=timeout, env=env, cwd=cwd,
+                              stdin=subprocess.DEVNULL if quiet_stdin else None, errors="replace" if text else None)
     except FileNotFoundError:
         raise CommandFailed(f"{what}: {argv[0]} is not installed (not on PATH)") from None
     except subprocess.TimeoutExpired:
         raise CommandFailed(f"{what} did not finish within {timeout:g}s; it was stopped") from None
-    return Result(argv, done.returncode, done.stdout, done.stderr)
+    return Result(argv, done.returncode, done.stdout or "", done.stderr or "")
 
 
 def start(argv: Sequence[str], *, what: str = "", **popen) -> subprocess.Popen:

@@ -15,6 +15,7 @@ Standard library only: the stack builder (run by a bare python3) uses it too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -25,7 +26,7 @@ received: list[int] = []  # the signals that arrived during this task
 _shield_depth = 0
 _shield_what: list[str] = []
 _deferred: list[int] = []
-_announce = [print]
+log = logging.getLogger(__name__)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -62,21 +63,20 @@ def _handler(signum, _frame):
     if _shield_depth:
         what, name = next((w for w in _shield_what if w), ""), signal.Signals(signum).name
         if what and not _deferred:
-            _announce[0](f"{name} received: finishing {what} first, then stopping")
+            log.warning(f"{name} received: finishing {what} first, then stopping")
         elif what:
-            _announce[0](f"{name} again: still finishing {what}; it must complete")
+            log.warning(f"{name} again: still finishing {what}; it must complete")
         _deferred.append(signum)
         return
     raise Interrupted(signum)
 
 
 @contextlib.contextmanager
-def raising_signals(say=print):
+def raising_signals():
     """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` for the block (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _announce[0] = say
     for sig in SIGNALS:
         signal.signal(sig, _handler)
     cancelled.clear()

@@ -99,8 +99,12 @@ def from_json(hint: Any, value: Any, where: str) -> Any:
             except RecordError as err:
                 errors.append(str(err))
         raise RecordError(errors[0] if errors else f"{where}: unexpected {value!r}")
-    if hint is Any:
+    if hint is Any or hint is object:
         return value
+    if hint in (list, dict, tuple):  # a container of anything: only its shape is checked
+        if not isinstance(value, list if hint is tuple else hint):
+            raise RecordError(f"{where}: expected a {hint.__name__}, got {type(value).__name__}")
+        return tuple(value) if hint is tuple else value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
@@ -133,7 +137,5 @@ def _scalar(hint: Any, value: Any, where: str) -> Any:
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint in (bool, int, str) and (type(value) is hint):
-        return value
-    if hint is object:
         return value
     raise RecordError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

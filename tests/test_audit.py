@@ -14,6 +14,8 @@ import subprocess
 import pytest
 from support import CHECKOUT, INV
 
+from crdsops.runtime import outcomes
+
 
 def audit_lines(ops) -> list[dict]:
     log = ops.config("hst", "django").layout.audit_log
@@ -66,9 +68,13 @@ def test_every_changing_task_leaves_exactly_one_line(running_hst, fake_crontab):
     assert by_task["schedule"]["flags"] == {"remove": True}  # the later of the two
     assert by_task["install"]["flags"] == {"if-none": True}
     assert by_task["restore"]["flags"] == {"yes": True}
-    assert by_task["restore"]["touched"]["backup"].startswith(str(ops.config("hst", "django").backups.shared_dir))
-    assert "safety_backup" in by_task["restore"]["touched"]
-    assert by_task["backup"]["touched"]["backup"] in by_task["restore"]["touched"]["backup"]
+    restored = outcomes.read("restore", by_task["restore"]["touched"])
+    backed_up = outcomes.read("backup", by_task["backup"]["touched"])
+    cfg = ops.config("hst", "django")
+    assert restored.backup.path.is_relative_to(cfg.backups.shared_dir.resolve())
+    assert restored.safety_backup.parent == cfg.backups.private_dir and restored.safety_backup.is_dir()
+    assert backed_up.backup.name in restored.backup.path.name  # the shared copy of the backup just made
+    assert restored.backup.server == "hst.django" and backed_up.counts.references >= 1
     log = ops.config("hst", "django").layout.audit_log
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
@@ -133,7 +139,8 @@ def test_a_noop_build_is_logged_in_the_installed_servers_log(ops):
     before = len(audit_lines(ops))
     ops.inv("build")
     (line,) = new_lines(ops, before)
-    assert line["task"] == "build" and line["result"] == "ok" and line["touched"]["up_to_date"] is True
+    assert line["task"] == "build" and line["result"] == "ok"
+    assert outcomes.read("build", line["touched"]).up_to_date is True
 
 
 def test_history_shows_the_runs_newest_last(running_hst):
@@ -151,7 +158,7 @@ def test_history_shows_the_runs_newest_last(running_hst):
     doc = json.loads(ops.inv("history", "--json", "--task", "backup").stdout)
     assert doc["schema"] == 1 and doc["server"] == "hst.django"
     assert [e["result"] for e in doc["entries"]] == ["ok", "failed"]
-    assert doc["entries"][0]["touched"]["backup"]
+    assert outcomes.read("backup", doc["entries"][0]["touched"]).backup.path.is_dir()
 
 
 def test_a_torn_last_line_is_skipped_and_the_log_goes_on(running_hst):

@@ -17,7 +17,7 @@ from crdsops.config.model import Database
 from crdsops.db import mysql
 from crdsops.db.mysql_loader import strip_secondary_keys
 from crdsops.errors import CrdsOpsError
-from crdsops.remote import mirror, rsync, ssh
+from crdsops.remote import rsync, source, ssh
 
 BASE = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10",
         "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
@@ -80,16 +80,16 @@ def test_parse_host_refuses(spec):
 
 def test_rsync_argv_pulls_each_tree_relative_over_the_checked_ssh():
     target = ssh.Target(host="src.example", user="crds", port=2200, known_hosts=Path("/k/known"))
-    argv = rsync.rsync_argv(target, "/cache/", ["references/hst", "pickles/hst/"], Path("/dest"))
+    argv = rsync.full_pass_argv(target, "/cache/", ["references/hst", "pickles/hst/"], Path("/dest"))
     ssh_words = " ".join(ssh.ssh_argv(target))
-    assert argv == ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args",
-                    "--partial-dir=.crdsops-partial", "-e", ssh_words,
+    assert argv == ["rsync", "-a", "--protect-args", "-e", ssh_words, "-R", "-ii", "--out-format=%i %n",
+                    "--partial-dir=.crdsops-partial",
                     "src.example:/cache/./references/hst/", "src.example:/cache/./pickles/hst/", "/dest/"]
 
 
 def test_rsync_argv_quotes_the_ssh_command():
     target = ssh.Target(host="h", key=Path("/keys/my key"))
-    argv = rsync.rsync_argv(target, "/c", ["t"], Path("/d"))
+    argv = rsync.rsync_argv(target, "/c", Path("/d"), ["t"])
     assert "-i '/keys/my key'" in argv[argv.index("-e") + 1]
 
 
@@ -162,10 +162,10 @@ def configs(tmp_path_factory):
 def test_check_direction(configs, dest, src, upward_allowed, expected):
     d, s = load_config("hst", dest, configs), load_config("hst", src, configs)
     if isinstance(expected, bool):
-        assert mirror.check_direction(d, s, upward_allowed) is expected
+        assert source.check_direction(d, s, upward_allowed) is expected
     else:
         with pytest.raises(CrdsOpsError, match=re.escape(expected)):
-            mirror.check_direction(d, s, upward_allowed)
+            source.check_direction(d, s, upward_allowed)
 
 
 @pytest.mark.parametrize("obs, src, expected", [
@@ -174,11 +174,11 @@ def test_check_direction(configs, dest, src, upward_allowed, expected):
 ])
 def test_source_config_refuses_another_observatory_or_itself(configs, obs, src, expected):
     with pytest.raises(CrdsOpsError, match=re.escape(expected)):
-        mirror.source_config(load_config("hst", "test", configs), obs, src)
+        source.source_config(load_config("hst", "test", configs), obs, src)
 
 
 def test_source_config_reads_the_destinations_configs(configs):
-    src = mirror.source_config(load_config("hst", "test", configs), "hst", "ops")
+    src = source.source_config(load_config("hst", "test", configs), "hst", "ops")
     assert src.name == "hst.ops" and src.configs == configs.resolve()
 
 

@@ -17,7 +17,9 @@ from support import CHECKOUT
 
 PACKAGE = CHECKOUT / "crdsops"
 LAYERS = ["core", "config", "db", "runtime", "data", "remote", "tasks"]
-STACK_MAY_IMPORT = {"crdsops", "crdsops.errors", "crdsops.files", "crdsops.interrupts"}
+# the standard-library-only core modules
+STACK_MAY_IMPORT = {"crdsops", "crdsops.errors", "crdsops.files", "crdsops.interrupts", "crdsops.output",
+                    "crdsops.commands", "crdsops.steps", "crdsops.records"}
 
 
 def module_name(path: Path) -> str:

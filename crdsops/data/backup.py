@@ -31,17 +31,20 @@ from __future__ import annotations
 import datetime
 import errno
 import functools
-import json
+import hashlib
+import logging
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from crdsops import __version__, failpoints, interrupts
+from crdsops import __version__, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.data import manifest as manifest_mod
 from crdsops.data.inventory import (
     STAMP,
+    Entry,
     apply_retention,
     human,
     newest_listing,
@@ -50,14 +53,18 @@ from crdsops.data.inventory import (
     shared_latest,
     utcnow,
 )
-from crdsops.data.manifest import DatabaseDump, Listings, Manifest, ServerIdentity, SupportArchive
-from crdsops.db.compression import compress_stream, compression
+from crdsops.data.manifest import DatabaseDump, FileEntry, Listings, Manifest, ServerIdentity, SupportArchive
+from crdsops.db.compression import compress_stream, compression, finish
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir, fsync_dir, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
-from crdsops.runtime.environ import manage
+from crdsops.runtime.environ import catalog_counts
+from crdsops.runtime.lifecycle import Operation
+from crdsops.runtime.outcomes import BackupOutcome, BackupRef
 from crdsops.steps import Plan
+
+log = logging.getLogger(__name__)
 
 
 def support_dirs(config: ServerConfig) -> dict[str, Path]:
@@ -66,54 +73,97 @@ def support_dirs(config: ServerConfig) -> dict[str, Path]:
     return {"catalogs": layout.catalogs, "config": layout.cache_tree("config"), "mappings": layout.mappings}
 
 
-class BackupRun:
-    """One backup being made: its plan, its temporary directory, what it produced."""
+@dataclass(frozen=True)
+class BackupFacts:
+    """What ``inv backup`` finds before it starts: the private backups (listed once per run) and the sources."""
 
-    def __init__(self, config: ServerConfig, say=print, purpose: str = "backup", publish: bool = True,
-                 retention: bool = True):
-        self.config, self.say, self.purpose = config, say, purpose
+    listed: tuple[Entry, ...]  # the private backups, newest first
+    engine: str  # the database, as ``Engine.describe`` names it
+    support: dict[str, bool]  # label -> whether its directory exists
+
+
+class Backup(Operation):
+    """``inv backup``: make a backup, seal and verify it, publish it as the shared latest, apply retention."""
+
+    task = "backup"
+    notifying = True
+
+    def __init__(self, config: ServerConfig):
+        super().__init__(config)
+        self.made: BackupRun | None = None
+
+    def probe(self) -> BackupFacts:
+        config = self.config
+        return BackupFacts(tuple(private_backups(config)), engine_for(config).describe(),
+                           {label: path.exists() for label, path in support_dirs(config).items()})
+
+    def plan(self, facts: BackupFacts) -> Plan:
+        self.made = BackupRun(self.config, listed=list(facts.listed))
+        return self.made.plan(facts)
+
+    def run(self, plan: Plan) -> BackupOutcome:
+        self.made.execute(plan)
+        return self.outcome()
+
+    def outcome(self) -> BackupOutcome | None:
+        made = self.made
+        if made is None or made.final is None or made.manifest is None or made.tmp is not None:
+            return None
+        return BackupOutcome(made.ref(), shared_latest(self.config) if made.published else None, made.manifest.counts)
+
+
+class BackupRun:
+    """One backup being made (``inv backup``'s, or a restore's safety backup): its steps and what they made."""
+
+    def __init__(self, config: ServerConfig, purpose: str = "backup", publish: bool = True,
+                 retention: bool = True, listed: list[Entry] | None = None):
+        self.config, self.purpose = config, purpose
         self.publish, self.retention = publish, retention
+        self.listed = private_backups(config) if listed is None else listed  # listed once per run
+        self.say = log.info if purpose == "backup" else log.debug  # a safety backup is one step of another task
         self.started: datetime.datetime | None = None
         self.tmp: Path | None = None
         self.final: Path | None = None
         self.manifest: Manifest | None = None
+        self.hashed: dict[str, FileEntry] = {}  # sha256s computed as each file was finished
+        self.published = False
 
-    def plan(self) -> Plan:
+    def plan(self, facts: BackupFacts | None = None) -> Plan:
         config, b = self.config, self.config.backups
-        engine = engine_for(config)
+        facts = facts or BackupFacts((), engine_for(config).describe(),
+                                     {label: path.exists() for label, path in support_dirs(config).items()})
         what = "safety backup" if self.purpose == "safety" else "backup"
         p = Plan(f"backing up {config.name}" if self.purpose == "backup" else f"a safety backup of {config.name}")
-        p.add(f"hold the lock {config.layout.lock} (taken by the task)")
-        archives = "; ".join(f"archive {label} {path}" + ("" if path.exists() else " (missing: archived empty)")
+        p.add(f"hold the lock {config.layout.lock}")
+        archives = "; ".join(f"archive {label} {path}" + ("" if facts.support[label] else " (missing: archived empty)")
                              for label, path in support_dirs(config).items())
         p.add(f"side by side, into a new dated directory under {b.private_dir} (written as .tmp-*): dump the "
-              f"{engine.describe()} database ({compression().name}); {archives}; list {config.layout.references} "
-              f"(name, size, sha1) and {config.layout.deliveries}; record the stack's packages",
-              self._make_contents, name=f"{what}: dumping")
-        p.add("write manifest.json last; rename the directory into place; verify it", self._seal,
-              name=f"{what}: sealing")
+              f"{facts.engine} database ({compression().name}); {archives}; list {config.layout.references} "
+              f"(name, size, sha1) and {config.layout.deliveries}; record the stack's packages; hash each file "
+              "as it is finished", self._make_contents, name=f"{what}: dumping")
+        p.add("write manifest.json last; rename the directory into place; verify it (sizes; every compressed "
+              "file read to its end)", self._seal, name=f"{what}: sealing")
         if self.publish:
-            p.add(f"publish it as the shared latest {shared_latest(config)} (atomic replace)", self._publish,
-                  name=f"{what}: publishing")
+            p.add(f"publish it as the shared latest {shared_latest(config)} (copied and checked against the "
+                  "manifest's sha256s as it is copied; atomic replace)", self._publish, name=f"{what}: publishing")
         if self.retention:
             p.add(f"retention: keep the newest {b.keep} and all younger than {b.keep_days} days, "
                   f"at least {b.min_keep}, never the newest verified", self._retain, name=f"{what}: retention")
         return p
 
-    def run(self) -> Path:
-        """Make the backup; on any failure or interrupt remove what was made, then raise."""
+    def execute(self, plan: Plan | None = None) -> Path:
+        """Run the steps; on any failure or interrupt remove what was made, then raise."""
         config = self.config
         ensure_dir(config.backups.private_dir)
-        remove_leftovers(config, self.say)
-        steps = self.plan()
+        remove_leftovers(config)
         try:
-            steps.run()
+            (plan or self.plan()).run()
         except BaseException as err:
             with interrupts.shielded():
                 self._discard()
             if isinstance(err, KeyboardInterrupt):
                 raise
-            full = _full_disk(config, err)
+            full = _full_disk(config, err, self.listed)
             if full:
                 raise CrdsOpsError(full) from None
             if isinstance(err, JobsFailed):
@@ -122,75 +172,87 @@ class BackupRun:
             raise
         return self.final
 
+    def ref(self) -> BackupRef:
+        return BackupRef(self.final.name, self.final, self.manifest.created, self.manifest.server.name)
+
     # --- the steps ----------------------------------------------------------------------
 
     def _make_contents(self) -> None:
-        config, b = self.config, self.config.backups
+        config = self.config
         self.started = utcnow()
-        name = _free_name(b.private_dir, self.started)
-        self.tmp = b.private_dir / f".tmp-{name}-{os.getpid()}"
-        self.final = b.private_dir / name
+        name = _free_name(config.backups.private_dir, self.started)
+        self.tmp = config.backups.private_dir / f".tmp-{name}-{os.getpid()}"
+        self.final = config.backups.private_dir / name
         ensure_dir(self.tmp)
         failpoints.hit("backup.started")
-        tmp = self.tmp
-        engine = engine_for(config)
-        dump_name = engine.dump_file_name()
-        ensure_dir(tmp / "support")
-        ensure_dir(tmp / "listings")
-        listings = Listings()
-        previous = newest_listing(config)
+        ensure_dir(self.tmp / "support")
+        ensure_dir(self.tmp / "listings")
         support = {label: SupportArchive(f"support/{label}.tar{compression().suffix}", str(path))
                    for label, path in support_dirs(config).items()}
-        jobs = {
-            "dump": lambda: engine.create_dump(tmp / dump_name),
-            "counts": lambda: _catalog_counts(config),
-            "packages": lambda: _package_list(config, tmp / listings.packages),
-            "references": lambda: _list_references(config, tmp / listings.references, previous),
-            "deliveries": lambda: _list_tree(config.layout.deliveries, tmp / listings.deliveries),
-            "pickles": lambda: _list_tree(config.layout.cache_tree("pickles"), tmp / listings.pickles),
-        }
-        for label, archive in support.items():
-            jobs["support:" + label] = functools.partial(_pack, Path(archive.target), tmp / archive.file)
-        results = side_by_side(jobs).results
+        engine = engine_for(config)
+        results = side_by_side(self._jobs(engine, support)).results
         failpoints.hit("backup.dumped")
-        _private_modes(tmp)
+        _private_modes(self.tmp)
         self.manifest = Manifest(
             server=ServerIdentity(config.observatory, config.kind, config.host, config.url, config.tier),
-            created=self.started.isoformat(timespec="seconds"),
-            finished=utcnow().isoformat(timespec="seconds"),
-            crdsops_version=__version__,
-            purpose=self.purpose,
-            database=DatabaseDump(engine=config.database.engine, name=config.database.name, file=dump_name,
-                                  compression=compression().name, migrations=engine.migrations(),
-                                  counts=results["counts"]),
-            support=support,
-            listings=Listings(packages_from=results["packages"]),
+            created=self.started.replace(microsecond=0), finished=utcnow().replace(microsecond=0),
+            crdsops_version=__version__, purpose=self.purpose,
+            database=DatabaseDump(engine=config.database.engine, name=config.database.name,
+                                  file=engine.dump_file_name(), compression=compression().name,
+                                  migrations=engine.migrations(), counts=results["counts"]),
+            support=support, listings=Listings(packages_from=results["packages"]),
         )
 
+    def _jobs(self, engine, support: dict[str, SupportArchive]) -> dict:
+        """The side-by-side jobs of the contents; each hashes the file it made once it is finished."""
+        config, listings = self.config, Listings()
+        previous = newest_listing(self.listed)
+        hashed = self._hashed
+        jobs = {
+            "dump": hashed(engine.dump_file_name(), lambda out: engine.create_dump(out)),
+            "counts": lambda: catalog_counts(config),
+            "packages": hashed(listings.packages, lambda out: _package_list(config, out)),
+            "references": hashed(listings.references, lambda out: _list_references(config, out, previous)),
+            "deliveries": hashed(listings.deliveries, lambda out: _list_tree(config.layout.deliveries, out)),
+            "pickles": hashed(listings.pickles, lambda out: _list_tree(config.layout.cache_tree("pickles"), out)),
+        }
+        for label, archive in support.items():
+            jobs["support:" + label] = hashed(archive.file, functools.partial(_pack, Path(archive.target)))
+        return jobs
+
+    def _hashed(self, rel: str, make):
+        """A job that makes ``rel`` in the backup being built, then keeps its size and sha256."""
+        def job():
+            out = self.tmp / rel
+            result = make(out)
+            self.hashed[rel] = FileEntry(out.stat().st_size, digest(out))
+            return result
+        return job
+
     def _seal(self) -> None:
-        config, b = self.config, self.config.backups
-        self.manifest.write(self.tmp)
+        config = self.config
+        self.manifest.write(self.tmp, self.hashed)
         failpoints.hit("backup.manifest")
         os.rename(self.tmp, self.final)
         self.tmp = None
-        fsync_dir(b.private_dir)
+        fsync_dir(config.backups.private_dir)
         failpoints.hit("backup.renamed")
-        problems = manifest_mod.verify(self.final, deep=True)
+        problems = manifest_mod.verify(self.final, deep=True, hashes=False)
         record_verification(config, self.final, problems)
         if problems:
             raise CrdsOpsError(f"backup {self.final} does not verify ({'; '.join(problems[:3])}); it was not published")
         size = sum(p.stat().st_size for p in self.final.rglob("*") if p.is_file())
-        counts = self.manifest.counts
         self.say(f"backup {self.final}: {human(size)}, {config.database.engine} database, "
-                 f"{counts.get('references')} references, {counts.get('mappings')} mappings, "
-                 f"context {counts.get('operational_context')}; verified")
+                 f"{self.manifest.counts.describe()}; verified")
 
     def _publish(self) -> None:
-        published = publish_latest(self.config, self.final)
+        published = publish_latest(self.config, self.final, Manifest.load(self.final))
+        self.published = True
         self.say(f"shared latest {shared_latest(self.config)} -> {published.name}")
 
     def _retain(self) -> None:
-        for path in apply_retention(self.config):
+        made = Entry(self.final, "private", self.manifest, state="ok")
+        for path in apply_retention(self.config, [made, *self.listed]):
             self.say(f"retention: removed {path}")
 
     def _discard(self) -> None:
@@ -204,19 +266,14 @@ class BackupRun:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def create(config: ServerConfig, say=print, purpose: str = "backup", publish: bool = True,
+def create(config: ServerConfig, purpose: str = "backup", publish: bool = True,
            retention: bool = True) -> Path:
     """Make one backup of ``config``'s server and return its directory.
 
     The caller holds the server lock (``crdsops.runtime.lock``). ``purpose="safety"`` is
-    what restore and mirror take first: never published, same format.
+    what restore and mirror take first: never published, same format, said only at debug level.
     """
-    return BackupRun(config, say, purpose, publish, retention).run()
-
-
-def plan(config: ServerConfig) -> Plan:
-    """The steps ``create`` runs, for ``inv backup --dry-run``."""
-    return BackupRun(config).plan()
+    return BackupRun(config, purpose, publish, retention).execute()
 
 
 def _free_name(directory: Path, when: datetime.datetime) -> str:
@@ -227,19 +284,19 @@ def _free_name(directory: Path, when: datetime.datetime) -> str:
     return name
 
 
-def remove_leftovers(config: ServerConfig, say=print) -> None:
+def remove_leftovers(config: ServerConfig) -> None:
     """Partial backups of runs that died (we hold the lock: nobody else is writing)."""
     b = config.backups
     for path in b.private_dir.glob(".tmp-*"):
-        say(f"removing the partial backup {path} left by an interrupted run")
+        log.info(f"removing the partial backup {path} left by an interrupted run")
         shutil.rmtree(path, ignore_errors=True)
     if b.shared_dir.exists():
         for path in b.shared_dir.glob(f".{config.name}.tmp-*"):
-            say(f"removing the partial shared copy {path} left by an interrupted run")
+            log.info(f"removing the partial shared copy {path} left by an interrupted run")
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _full_disk(config: ServerConfig, err: BaseException) -> str | None:
+def _full_disk(config: ServerConfig, err: BaseException, listed: list[Entry]) -> str | None:
     """The one line for a backup that ran out of space, naming the disk and the space needed."""
     text = str(err)
     hit = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or any(
@@ -257,13 +314,13 @@ def _full_disk(config: ServerConfig, err: BaseException) -> str | None:
         return None
     free, label, where = min(disks)  # the fuller of the two disks a backup writes to
     return (f"the backup disk is full: {where} ({label}) has {human(free)} free, a backup of "
-            f"{config.name} needs about {human(_needed(config))}; the partial backup was removed. "
+            f"{config.name} needs about {human(_needed(config, listed))}; the partial backup was removed. "
             f"Free space there (`inv backups` lists the backups; backups.keep sets how many stay) or move {label}")
 
 
-def _needed(config: ServerConfig) -> int:
+def _needed(config: ServerConfig, listed: list[Entry]) -> int:
     """About what a new backup takes: the newest one's size, else the live database's."""
-    for entry in private_backups(config):
+    for entry in listed:
         if entry.size:
             return int(entry.size * 1.1)
     db = Path(config.database.name)
@@ -271,14 +328,6 @@ def _needed(config: ServerConfig) -> int:
 
 
 # --- what goes into one ------------------------------------------------------------------
-
-def _catalog_counts(config: ServerConfig) -> dict:
-    result = manage(config, "catalog_counts", capture=True)
-    try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise CrdsOpsError(f"manage.py catalog_counts printed no JSON ({result.stdout.strip()[:80]!r})") from None
-
 
 def _package_list(config: ServerConfig, out: Path) -> str:
     recorded = config.stack.prefix / "crdsops-packages.txt"
@@ -289,8 +338,8 @@ def _package_list(config: ServerConfig, out: Path) -> str:
     if not python.exists():
         write_atomic(out, f"# no stack at {config.stack.prefix}\n")
         return "none"
-    result = subprocess.run([str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True)
-    write_atomic(out, result.stdout if result.returncode == 0 else f"# pip freeze failed: {result.stderr.strip()}\n")
+    result = commands.run([python, "-m", "pip", "freeze", "--all"], check=False, timeout=120)
+    write_atomic(out, result.stdout if result.ok else f"# pip freeze failed: {result.last_error_line()}\n")
     return "pip freeze"
 
 
@@ -328,15 +377,15 @@ def _pack(directory: Path, out: Path) -> None:
         argv = ["tar", "-C", str(directory), "-cf", "-", "."]
     else:
         argv = ["tar", "-cf", "-", "--files-from=/dev/null"]
-    tar = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tar = commands.start(argv, what=f"archiving {directory}", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         comp = compress_stream(tar.stdout, out)
     finally:
         tar.stdout.close()
-    for label, proc in (("tar", tar), ("compressor", comp)):
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise CrdsOpsError(f"archiving {directory} failed: {label}: {err.strip()[-200:]}")
+    try:
+        finish([("tar", tar), ("compressor", comp)])
+    except CrdsOpsError as err:
+        raise CrdsOpsError(f"archiving {directory} failed: {err}") from None
 
 
 def _private_modes(directory: Path) -> None:
@@ -347,8 +396,8 @@ def _private_modes(directory: Path) -> None:
 
 # --- the shared latest -----------------------------------------------------------------
 
-def publish_latest(config: ServerConfig, backup: Path) -> Path:
-    """Copy a verified backup to the shared dir and point ``<obs>.<kind>`` at it atomically."""
+def publish_latest(config: ServerConfig, backup: Path, manifest: Manifest) -> Path:
+    """Copy a verified backup to the shared dir (checked as it is copied) and point ``<obs>.<kind>`` at it."""
     shared = config.backups.shared_dir
     ensure_dir(shared)
     name = config.name
@@ -356,9 +405,8 @@ def publish_latest(config: ServerConfig, backup: Path) -> Path:
     tmp = shared / f".{name}.tmp-{backup.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(backup, tmp, copy_function=shutil.copyfile)
+        problems = copy_checked(backup, tmp, manifest)
         _private_modes(tmp)
-        problems = manifest_mod.verify(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -370,6 +418,41 @@ def publish_latest(config: ServerConfig, backup: Path) -> Path:
         shutil.rmtree(target)
     os.rename(tmp, target)
     failpoints.hit("backup.shared_copied")
+    _point_latest(config, target)
+    return target
+
+
+def copy_checked(backup: Path, copy: Path, manifest: Manifest, block: int = 1 << 20) -> list[str]:
+    """Copy every file of ``backup`` to ``copy``, hashing what is read as it is copied; what differs from ``manifest``.
+
+    The one pass over each file that a publication needs: the bytes written are the bytes hashed,
+    and each must have the manifest's size and sha256; a file not in the manifest is a problem too.
+    """
+    problems = []
+    names = sorted(p.relative_to(backup).as_posix() for p in backup.rglob("*") if p.is_file())
+    for rel in names:
+        interrupts.check()
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        sha, size = hashlib.sha256(), 0
+        with open(backup / rel, "rb") as source, open(copy / rel, "wb") as out:
+            while chunk := source.read(block):
+                sha.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        entry = manifest.files.get(rel)
+        if rel == manifest_mod.NAME:
+            continue
+        if entry is None:
+            problems.append(f"{rel}: not in the manifest")
+        elif (size, sha.hexdigest()) != (entry.size, entry.sha256):
+            problems.append(f"{rel}: differs from the manifest (size {size}, sha256 {sha.hexdigest()[:12]}...)")
+    problems += [f"{rel}: missing" for rel in sorted(set(manifest.files) - set(names))]
+    return problems
+
+
+def _point_latest(config: ServerConfig, target: Path) -> None:
+    """Point ``<shared_dir>/<obs>.<kind>`` at ``target`` with one atomic rename; drop older copies."""
+    shared, name = config.backups.shared_dir, config.name
     link = shared_latest(config)
     previous = os.readlink(link) if link.is_symlink() else None
     if link.exists() and not link.is_symlink():  # a directory left by hand: keep it aside
@@ -385,4 +468,3 @@ def publish_latest(config: ServerConfig, backup: Path) -> Path:
     for old in shared.glob(f".{name}.*"):
         if old.name not in keep and not old.name.startswith(f".{name}.tmp-") and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
-    return target

@@ -29,21 +29,24 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crdsops import failpoints, interrupts
+from crdsops import failpoints, interrupts, progress
 from crdsops.config.model import ServerConfig
 from crdsops.data.inventory import human
 from crdsops.db import catalog as catalog_mod
 from crdsops.db.catalog import CatalogFile
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
+from crdsops.runtime.results import CacheCheckResult
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 TREES = ("references", "mappings")
@@ -157,15 +160,16 @@ class Report:
                 "counts": self.counts(), "problems": [p.as_dict() for p in self.problems],
                 "notes": [p.as_dict() for p in self.notes]}
 
-    def record(self, keep: int = 100) -> dict:
+    def result(self, keep: int = 100) -> CacheCheckResult:
         """What ``inv status`` keeps (``crdsops.runtime.results``): the counts and at most ``keep`` names per kind."""
         names: dict[str, list[str]] = {}
         for p in self.failing:
             names.setdefault(p.kind, [])
             if len(names[p.kind]) < keep:
                 names[p.kind].append(p.name)
-        return {"mode": self.mode, "checked": self.checked, "hashed": self.hashed, "bytes": self.bytes,
-                "problems": names, "counts": self.counts(), "summary": self.summary()}
+        return CacheCheckResult(ok=self.ok, seconds=round(self.seconds, 3), summary=self.summary(), mode=self.mode,
+                                checked=self.checked, hashed=self.hashed, bytes=self.bytes, counts=self.counts(),
+                                problems=names)
 
 
 # --- listing ---------------------------------------------------------------------------
@@ -263,16 +267,18 @@ def _hash_problem(row: CatalogFile, path: str, buffer: bytearray) -> tuple[Probl
 class _Pass:
     """One parallel hashing pass over ``rows`` (sorted by name), keeping a resumable watermark."""
 
-    def __init__(self, config: ServerConfig, rows: list[CatalogFile], mode: str, progress, prior: list[Problem],
-                 after: str | None, roots: dict[str, Path]):
-        self.config, self.rows, self.mode, self.progress = config, rows, mode, progress
+    def __init__(self, config: ServerConfig, rows: list[CatalogFile], mode: str, roots: dict[str, Path],
+                 resumed: Resumed):
+        self.config, self.rows, self.mode = config, rows, mode
         self.roots = roots  # tree -> directory (``tree_roots``)
+        self.progress = None  # a tqdm bar on a terminal (``progress.terminal_bar``)
+        self.show_progress = False
         self.batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
         self.next = 0
         self.done: set[int] = set()
         self.prefix = 0  # batches [0, prefix) are all done
         self.found: dict[int, list[Problem]] = {}
-        self.prior, self.after = list(prior), after
+        self.prior, self.after = list(resumed.problems), resumed.after
         self.hashed = self.bytes = 0
         self.lock = threading.Lock()
         self.last_write = time.monotonic()
@@ -302,7 +308,8 @@ class _Pass:
                 self.hashed += len(self.batches[index])
                 self.bytes += nbytes
                 if self.progress is not None:
-                    self.progress(len(self.batches[index]), nbytes)
+                    self.progress.set_postfix_str(f"{self.hashed}/{len(self.rows)} files", refresh=False)
+                    self.progress.update(nbytes)
                 due = time.monotonic() - self.last_write >= PROGRESS_EVERY
                 if due:
                     self.last_write = time.monotonic()
@@ -329,25 +336,33 @@ def progress_file(config: ServerConfig) -> Path:
     return config.layout.state / "check-cache.progress.json"
 
 
-def read_progress(config: ServerConfig, mode: str) -> tuple[str | None, list[Problem]]:
-    """(the name up to which an interrupted pass of ``mode`` was done, its problems); (None, []) if none."""
+@dataclass(frozen=True)
+class Resumed:
+    """Where an interrupted sha1 pass stopped: every file up to ``after`` was done, with these problems."""
+
+    after: str | None = None
+    problems: tuple[Problem, ...] = ()
+
+
+def read_progress(config: ServerConfig, mode: str) -> Resumed:
+    """Where an interrupted pass of ``mode`` stopped; ``Resumed()`` if there is none."""
     try:
         data = json.loads(progress_file(config).read_text())
         if data.get("mode") != mode:
-            return None, []
-        return str(data["after"]), [Problem.from_dict(p) for p in data.get("problems", [])]
+            return Resumed()
+        return Resumed(str(data["after"]), tuple(Problem.from_dict(p) for p in data.get("problems", [])))
     except (OSError, ValueError, KeyError, TypeError):
-        return None, []
+        return Resumed()
 
 
-def _hash_all(config: ServerConfig, rows: list[CatalogFile], mode: str, workers: int, progress, resumable: bool,
-              prior: list[Problem], after: str | None, roots: dict[str, Path]) -> _Pass:
+def _hash_all(run: _Pass, workers: int, resumable: bool) -> _Pass:
+    """Hash ``run``'s rows in ``workers`` threads; save where it got to when it is stopped."""
     from crdsops.parallel import side_by_side
 
-    run = _Pass(config, rows, mode, progress, prior, after, roots)
-    if not rows:
+    if not run.rows:
         return run
     jobs = {f"sha1 worker {i + 1}": run.work for i in range(max(1, min(workers, len(run.batches))))}
+    run.progress = progress.terminal_bar(sum(r.size for r in run.rows), "sha1") if run.show_progress else None
     try:
         side_by_side(jobs, own_processes=False)  # it may run inside a restore's job, next to its mysqldump
     except BaseException:
@@ -355,6 +370,9 @@ def _hash_all(config: ServerConfig, rows: list[CatalogFile], mode: str, workers:
             with interrupts.shielded("saving the check's progress"):
                 run.save()
         raise
+    finally:
+        if run.progress is not None:
+            run.progress.close()
     return run
 
 
@@ -364,30 +382,47 @@ def default_workers() -> int:
     return max(2, min(16, os.cpu_count() or 2))
 
 
-def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None, resume: bool = False,
-          strict: bool = False, workers: int | None = None,
-          progress: Callable[[int, int], Callable[[int, int], None]] | None = None, say=print,
-          database: str | None = None, mappings: Path | None = None,
-          listed: dict[str, Listing | None] | None = None) -> Report:
-    """Check the cache against the catalog (see the module docstring); raise CacheUnavailable to refuse.
+@dataclass(frozen=True)
+class CheckOptions:
+    """How much to check: sizes only (quick), or sha1 of everything or of one ``sample`` slice."""
 
-    ``progress(total_files, total_bytes)`` returns a callback ``(files, bytes)`` for each done batch.
-    ``database`` and ``mappings``: the catalog and the mappings directory to check instead of the
-    live ones (a restore checks what it staged, before the swap); ``listed``: the trees as
-    ``list_trees`` found them (a restore lists them while its database still loads).
+    sha1: bool = False
+    sample: Sample | None = None
+    resume: bool = False  # continue the interrupted sha1 pass
+    strict: bool = False  # rejected or blacklisted files present are problems, not notes
+    workers: int | None = None  # hashing threads (default: the CPUs, at least 2)
+    progress: bool = False  # a bar on a terminal during the sha1 pass
+
+    @property
+    def mode(self) -> str:
+        return "sizes" if not self.sha1 else ("sha1" if self.sample is None else f"sha1 sample {self.sample}")
+
+
+@dataclass(frozen=True)
+class CheckSource:
+    """What to check instead of the live state: a restore checks what it staged, before the swap.
+
+    ``database``: the catalog to read (a staging schema or file); ``mappings``: the mappings
+    directory; ``listed``: the trees as ``list_trees`` found them (listed while the rows loaded).
     """
+
+    database: str | None = None
+    mappings: Path | None = None
+    listed: dict[str, Listing | None] | None = None
+
+
+def check(config: ServerConfig, options: CheckOptions = CheckOptions(), source: CheckSource = CheckSource()) -> Report:
+    """Check the cache against the catalog (see the module docstring); raise CacheUnavailable to refuse."""
     start = time.monotonic()
-    layout = config.layout
-    mode = "sizes" if not sha1 else ("sha1" if sample is None else f"sha1 sample {sample}")
-    report = Report(config.name, config.observatory, mode, strict=strict)
+    report = Report(config.name, config.observatory, options.mode, strict=options.strict)
     if not config.cache.is_dir():
         raise CacheUnavailable(f"the file cache {config.cache} (cache) is missing: is its storage mounted? "
                                "nothing was checked")
     # One after the other: run side by side, each stat call gives up the GIL and then waits for
     # the catalog thread's switch interval (measured: 2.19 s against 1.60 s in sequence).
-    expected = catalog_mod.sizes(config, database)  # {tree: {name: size}}: compared in C, as dicts
-    roots = tree_roots(config, mappings)
-    listings = listed if listed is not None else {tree: list_tree(root) for tree, root in roots.items()}
+    expected = catalog_mod.sizes(config, source.database)  # {tree: {name: size}}: compared in C, as dicts
+    roots = tree_roots(config, source.mappings)
+    listings = source.listed if source.listed is not None else {tree: list_tree(root) for tree, root in roots.items()}
     total = sum(len(v) for v in expected.values())
     report.catalog_files = report.checked = total
     if total and not any(listings.values()):
@@ -395,7 +430,25 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
             f"the file cache {config.cache} holds no references or mappings of {config.observatory} while the "
             f"catalog lists {total} files: it looks unmounted or wiped; nothing was checked (mount it, or "
             "bring the files back with `inv mirror`)")
-    bad: set[str] = set()  # catalog files not present with their size
+    bad = _compare_sizes(report, expected, listings)
+    _note_flagged(report, config, source.database, expected, bad)
+    report.problems.extend(_broken_links(config.layout.deliveries))
+    run = _hash_pass(config, options, source.database, roots, bad)
+    if run.after is not None:
+        report.resumed_after = run.after
+    report.problems.extend(run.problems())
+    report.hashed, report.bytes = run.hashed, run.bytes
+    if options.sha1:
+        progress_file(config).unlink(missing_ok=True)  # the pass is complete
+    order = {k: i for i, k in enumerate(PROBLEMS)}
+    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.tree, p.name))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _compare_sizes(report: Report, expected: dict, listings: dict) -> set[str]:
+    """Missing, wrong-size and orphan files, tree by tree; the names of catalog files not present with their size."""
+    bad: set[str] = set()
     for tree in TREES:
         want, listing = expected[tree], listings[tree] or Listing()
         have, odd = listing.sizes, listing.odd
@@ -416,6 +469,11 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
             report.problems.append(Problem("orphan", tree, name, f"{have[name]} bytes, in no catalog row"))
         for name in sorted(odd.keys() - want.keys()):
             report.problems.append(Problem("orphan", tree, name, f"{odd[name]}, in no catalog row"))
+    return bad
+
+
+def _note_flagged(report: Report, config: ServerConfig, database: str | None, expected: dict, bad: set[str]) -> None:
+    """Rejected and blacklisted files still present: notes (problems with ``strict``)."""
     for row in catalog_mod.files(config, "flagged", database):
         if row.name in bad or row.name not in expected[row.tree]:
             continue
@@ -424,33 +482,26 @@ def check(config: ServerConfig, sha1: bool = False, sample: Sample | None = None
         if row.blacklisted:
             report.notes.append(Problem("blacklisted", row.tree, row.name,
                                         "blacklisted in the catalog, still in the cache"))
-    rows = catalog_mod.files(config, None, database) if sha1 else catalog_mod.files(config, "mapping", database)
-    to_hash = [r for r in rows if r.name not in bad
-               and (r.tree == "mappings" or sample is None or sample.covers(r.name))]
-    report.problems.extend(_broken_links(layout.deliveries))
 
-    to_hash.sort(key=lambda r: r.name)
-    prior: list[Problem] = []
-    after = None
-    if sha1 and resume:
-        after, prior = read_progress(config, mode)
-        if after is None:
-            say(f"no interrupted `{mode}` pass to resume; checking every file")
+
+def _hash_pass(config: ServerConfig, options: CheckOptions, database: str | None, roots: dict[str, Path],
+               bad: set[str]) -> _Pass:
+    """The mappings always, and with sha1 every file (or the sample's): read and compared by sha1."""
+    sample = options.sample
+    rows = catalog_mod.files(config, None if options.sha1 else "mapping", database)
+    to_hash = sorted((r for r in rows if r.name not in bad
+                      and (r.tree == "mappings" or sample is None or sample.covers(r.name))), key=lambda r: r.name)
+    resumed = Resumed()
+    if options.sha1 and options.resume:
+        resumed = read_progress(config, options.mode)
+        if resumed.after is None:
+            log.info(f"no interrupted `{options.mode}` pass to resume; checking every file")
         else:
-            report.resumed_after = after
-            to_hash = [r for r in to_hash if r.name > after]
-            prior = [p for p in prior if p.name <= after]
-    bar = progress(len(to_hash), sum(r.size for r in to_hash)) if progress and sha1 else None
-    run = _hash_all(config, to_hash, mode, workers or default_workers(), bar, resumable=sha1, prior=prior,
-                    after=after, roots=roots)
-    report.problems.extend(run.problems())
-    report.hashed, report.bytes = run.hashed, run.bytes
-    if sha1:
-        progress_file(config).unlink(missing_ok=True)  # the pass is complete
-    order = {k: i for i, k in enumerate(PROBLEMS)}
-    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.tree, p.name))
-    report.seconds = time.monotonic() - start
-    return report
+            to_hash = [r for r in to_hash if r.name > resumed.after]
+            resumed = Resumed(resumed.after, tuple(p for p in resumed.problems if p.name <= resumed.after))
+    run = _Pass(config, to_hash, options.mode, roots, resumed)
+    run.show_progress = options.progress and options.sha1
+    return _hash_all(run, options.workers or default_workers(), resumable=options.sha1)
 
 
 # --- orphans into quarantine -------------------------------------------------------------
@@ -467,7 +518,7 @@ def quarantine_cap(config: ServerConfig, listed: int) -> int:
 
 
 def quarantine(config: ServerConfig, orphans: list[Problem], max_move: int | None = None, dry_run: bool = False,
-               catalog_files: int = 0, say=print) -> tuple[Path, list[Path]]:
+               catalog_files: int = 0) -> tuple[Path, list[Path]]:
     """Move orphans to a dated quarantine under the cache; refuse more than the cap. (where, moved files)."""
     orphans = [p for p in orphans if p.kind == "orphan" and p.tree in TREES]
     target = quarantine_dir(config)
@@ -487,7 +538,7 @@ def quarantine(config: ServerConfig, orphans: list[Problem], max_move: int | Non
         ensure_dir(dst.parent, mode=0o755)
         os.rename(src, dst)  # same filesystem: the cache's own directory
     if not dry_run:
-        say(f"moved {len(moved)} orphan(s) to {target}")
+        log.info(f"moved {len(moved)} orphan(s) to {target}")
     return target, moved
 
 
@@ -504,3 +555,36 @@ def recheck(config: ServerConfig, names: list[tuple[str, str]]) -> list[Problem]
         if problem is not None:
             out.append(problem)
     return out
+
+
+# --- the check restore and mirror end with -------------------------------------------------
+
+def closing_check(config: ServerConfig, after: str, staged: Report | CrdsOpsError | None = None) -> Report | None:
+    """The quick check ``inv mirror`` and ``inv restore`` end with: reported and recorded, never fatal.
+
+    ``staged``: the check a restore already ran on the state it swapped in (a Report, or the
+    error it raised); None runs it now.
+    """
+    from crdsops.runtime import results
+
+    start = time.monotonic()
+    try:
+        if isinstance(staged, BaseException):
+            raise staged
+        report = staged if staged is not None else check(config)
+    except CrdsOpsError as err:
+        results.write(config.layout, CacheCheckResult(ok=False, seconds=round(time.monotonic() - start, 3),
+                                                      error=str(err)))
+        log.warning(f"the cache check after the {after} could not run: {err}")
+        return None
+    results.write(config.layout, report.result())
+    if report.ok:
+        log.info(f"cache check after the {after}: {report.summary()}")
+        return report
+    for problem in report.failing[:20]:
+        log.info(f"  {problem.line(config.observatory)}")
+    more = " (first 20 shown; `inv check-cache` lists all)" if len(report.failing) > 20 else ""
+    log.warning(f"cache check after the {after}: {report.summary()}{more}; the {after} itself is not rolled "
+                "back; fix with `inv check-cache --repair --src KIND`")
+    return report
+

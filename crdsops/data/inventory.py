@@ -20,6 +20,7 @@ from crdsops.data import manifest as manifest_mod
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir, write_atomic
+from crdsops.runtime.outcomes import BackupRef
 
 STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
 VERIFIED = ".verified.json"
@@ -46,7 +47,12 @@ class Entry:
 
     @property
     def created(self) -> datetime.datetime | None:
-        return self.manifest.created_at if self.manifest else None
+        return self.manifest.created if self.manifest else None
+
+    @property
+    def ref(self) -> BackupRef:
+        return BackupRef(self.path.resolve().name, self.path, self.created,
+                         self.manifest.server.name if self.manifest else "")
 
     @property
     def engine(self) -> str:
@@ -71,7 +77,7 @@ def entry_dict(entry: Entry, now: datetime.datetime | None = None) -> dict:
         "engine": entry.engine if m else None,
         "purpose": entry.purpose if m else None,
         "server": m.server.name if m else None,
-        "counts": m.counts if m else None,
+        "counts": m.counts.as_dict() if m else None,
         "verified": entry.state,
         "problems": list(entry.problems),
     }
@@ -157,16 +163,16 @@ def verify_entry(config: ServerConfig, entry: Entry, deep: bool = True) -> Entry
 
 # --- retention ------------------------------------------------------------------------------
 
-def retention_plan(config: ServerConfig, now: datetime.datetime | None = None,
+def retention_plan(config: ServerConfig, listed: list[Entry], now: datetime.datetime | None = None,
                    verify=None) -> tuple[list[Entry], list[Entry]]:
-    """(keep, remove) among the private backups with a readable manifest.
+    """(keep, remove) among ``listed`` (``private_backups``, newest first) with a readable manifest.
 
     Keep the newest ``keep`` and all younger than ``keep_days`` days; never fewer than
     ``min_keep``; never the newest one that verifies. Dated by the manifest, not the name.
     """
     b = config.backups
     now = now or utcnow()
-    entries = [e for e in private_backups(config) if e.created is not None]
+    entries = [e for e in listed if e.created is not None]
     keep: list[Entry] = []
     for i, entry in enumerate(entries):
         if i < b.keep or entry.created >= now - datetime.timedelta(days=b.keep_days):
@@ -186,8 +192,9 @@ def retention_plan(config: ServerConfig, now: datetime.datetime | None = None,
     return keep, remove
 
 
-def apply_retention(config: ServerConfig) -> list[Path]:
-    _keep, remove = retention_plan(config)
+def apply_retention(config: ServerConfig, listed: list[Entry]) -> list[Path]:
+    """Remove what ``retention_plan`` says goes, of ``listed`` (the private backups, newest first)."""
+    _keep, remove = retention_plan(config, listed)
     removed = []
     for entry in remove:
         # rename first, so a half-deleted backup never looks like one
@@ -222,9 +229,9 @@ def find(config: ServerConfig, spec: str | None) -> Path:
     return matches[0]  # the newest of that date (private_backups is newest first); the plan names it
 
 
-def newest_listing(config: ServerConfig) -> dict[str, tuple[int, int, str]]:
-    """{name: (size, mtime_ns, sha1)} from the newest private backup's reference listing."""
-    for entry in private_backups(config):
+def newest_listing(listed: list[Entry]) -> dict[str, tuple[int, int, str]]:
+    """{name: (size, mtime_ns, sha1)} from the newest reference listing among ``listed`` (newest first)."""
+    for entry in listed:
         path = entry.path / (entry.manifest.listings.references if entry.manifest else "listings/references.tsv")
         if path.exists():
             return read_listing(path)

@@ -24,19 +24,21 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crdsops import commands
+from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, fsync_dir, write_atomic
+from crdsops.records import Record, RecordError
 
 NAME = "manifest.json"
 FORMAT = "crdsops-backup/1"
 
 
 @dataclass(frozen=True)
-class ServerIdentity:
+class ServerIdentity(Record):
     observatory: str
     kind: str
     host: str
@@ -49,23 +51,23 @@ class ServerIdentity:
 
 
 @dataclass(frozen=True)
-class DatabaseDump:
+class DatabaseDump(Record):
     engine: str
     file: str  # the dump's name inside the backup
     name: str = ""
     compression: str = ""
     migrations: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)  # get_catalog_counts when it was made
+    counts: CatalogCounts = field(default_factory=CatalogCounts)  # get_catalog_counts when it was made
 
 
 @dataclass(frozen=True)
-class SupportArchive:
+class SupportArchive(Record):
     file: str
     target: str
 
 
 @dataclass(frozen=True)
-class Listings:
+class Listings(Record):
     references: str = "listings/references.tsv"
     deliveries: str = "listings/deliveries.tsv"
     packages: str = "listings/packages.txt"
@@ -74,89 +76,66 @@ class Listings:
 
 
 @dataclass(frozen=True)
-class FileEntry:
+class FileEntry(Record):
     size: int
     sha256: str
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     server: ServerIdentity
-    created: str
+    created: datetime.datetime
     crdsops_version: str
     database: DatabaseDump
     files: dict[str, FileEntry] = field(default_factory=dict)
-    finished: str = ""
+    finished: datetime.datetime | None = None
     purpose: str = "backup"
     support: dict[str, SupportArchive] = field(default_factory=dict)
     listings: Listings = field(default_factory=Listings)
     format: str = FORMAT
 
     @property
-    def created_at(self) -> datetime.datetime | None:
-        try:
-            return datetime.datetime.fromisoformat(self.created)
-        except (TypeError, ValueError):
-            return None
-
-    @property
-    def counts(self) -> dict:
+    def counts(self) -> CatalogCounts:
         return self.database.counts
 
-    def describe(self) -> str:
-        counts = self.counts
-        return (f"{self.server.name} from {self.server.host}, made {self.created}, "
-                f"{counts.get('references')} references, {counts.get('mappings')} mappings, "
-                f"context {counts.get('operational_context')}")
+    @property
+    def made(self) -> str:
+        """When it was made, as the plan and the messages show it."""
+        return self.created.isoformat(timespec="seconds")
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def describe(self) -> str:
+        return f"{self.server.name} from {self.server.host}, made {self.made}, {self.counts.describe()}"
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "manifest") -> Manifest:
+    def from_dict(cls, data, where: str = "manifest") -> Manifest:
         """Build the record; CrdsOpsError naming the first field that is missing or malformed."""
-        lacking = problems_of(data)
-        if lacking:
-            raise CrdsOpsError(f"{where}: {lacking[0]}")
+        if isinstance(data, dict):
+            lacking = problems_of(data)
+            if lacking:
+                raise CrdsOpsError(f"{where}: {lacking[0]}")
         try:
-            return cls(
-                server=_record(ServerIdentity, data["server"]),
-                created=data["created"],
-                crdsops_version=data["crdsops_version"],
-                database=_record(DatabaseDump, data["database"]),
-                files={name: _record(FileEntry, entry) for name, entry in (data.get("files") or {}).items()},
-                finished=data.get("finished", ""),
-                purpose=data.get("purpose", "backup"),
-                support={label: _record(SupportArchive, entry) for label, entry in (data.get("support") or {}).items()},
-                listings=_record(Listings, data.get("listings") or {}),
-                format=data.get("format", FORMAT),
-            )
-        except (TypeError, AttributeError) as err:
-            raise CrdsOpsError(f"{where}: malformed manifest ({err})") from None
+            return super().from_dict(data, where)
+        except RecordError as err:
+            raise CrdsOpsError(f"malformed manifest ({err})") from None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
         """The manifest of the backup at ``path``; CrdsOpsError when missing or unreadable."""
         return cls.from_dict(read_json(path), where=str(Path(path) / NAME))
 
-    def write(self, directory: Path) -> Path:
+    def write(self, directory: Path, known: dict[str, FileEntry] | None = None) -> Path:
         """Write this manifest into the backup being built at ``directory`` (its last file).
 
-        ``files`` is computed here from what the directory holds, never taken from the caller.
+        ``files`` is computed here from what the directory holds, never taken from the caller:
+        ``known`` only spares hashing a file again whose sha256 its writer computed, when the
+        size on disk is the one it wrote.
         """
         directory = Path(directory)
-        data = dataclasses.replace(self, files=describe_files(directory), format=FORMAT).as_dict()
+        data = dataclasses.replace(self, files=describe_files(directory, known), format=FORMAT).as_dict()
         target = directory / NAME
         write_atomic(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
         fsync_dir(directory)
         return target
-
-
-def _record(cls, data):
-    if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__} is not a mapping")
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def read_json(path: Path) -> dict:
@@ -186,23 +165,31 @@ def problems_of(data: dict) -> list[str]:
     return problems
 
 
-def describe_files(directory: Path) -> dict[str, FileEntry]:
-    """{relative path: FileEntry} of every file under ``directory`` except the manifest."""
+def describe_files(directory: Path, known: dict[str, FileEntry] | None = None) -> dict[str, FileEntry]:
+    """{relative path: FileEntry} of every file under ``directory`` except the manifest.
+
+    A file whose entry ``known`` holds with the size it has now is not hashed again.
+    """
     directory = Path(directory)
+    known = known or {}
     out = {}
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.relative_to(directory).as_posix() != NAME:
-            out[path.relative_to(directory).as_posix()] = FileEntry(path.stat().st_size, digest(path))
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and rel != NAME:
+            size = path.stat().st_size
+            entry = known.get(rel)
+            out[rel] = entry if entry is not None and entry.size == size else FileEntry(size, digest(path))
     return out
 
 
-def verify(path: Path, deep: bool = False) -> list[str]:
+def verify(path: Path, deep: bool = False, hashes: bool = True) -> list[str]:
     """Check a backup against its manifest; return what is wrong (nothing: it is intact).
 
     Checks the manifest's own fields, that every listed file exists with its size and
     sha256, that no file is missing from or added to the manifest, and that the database
     dump is one of its files. With ``deep``, also decompresses each compressed file to its
-    end (a truncated dump fails here).
+    end (a truncated dump fails here). ``hashes=False`` skips the sha256s: for the backup
+    just sealed, whose manifest hashed these very files a moment ago.
     """
     path = Path(path)
     try:
@@ -224,17 +211,22 @@ def verify(path: Path, deep: bool = False) -> list[str]:
         size = file.stat().st_size
         if size != expect.get("size"):
             problems.append(f"{name}: size {size}, manifest says {expect.get('size')}")
-        elif digest(file) != expect.get("sha256"):
+        elif hashes and digest(file) != expect.get("sha256"):
             problems.append(f"{name}: sha256 differs from the manifest (changed or corrupt)")
     dump = (data.get("database") or {}).get("file")
     if dump and dump not in files:
         problems.append(f"database dump {dump} is not in the manifest")
     if deep and not problems:
-        for name in sorted(files):
-            problem = readable_to_end(path / name)
-            if problem:
-                problems.append(f"{name}: {problem}")
+        problems += read_to_end(path, sorted(files))
     return problems
+
+
+def read_to_end(path: Path, names: list[str]) -> list[str]:
+    """Decompress each compressed file of ``names`` to its end, side by side; what is wrong with them."""
+    from crdsops.parallel import side_by_side
+
+    tested = side_by_side({name: lambda name=name: readable_to_end(path / name) for name in names})
+    return [f"{name}: {tested.results[name]}" for name in names if tested.results[name]]
 
 
 def readable_to_end(file: Path) -> str | None:
@@ -245,10 +237,9 @@ def readable_to_end(file: Path) -> str | None:
     if comp is None:
         return None
     try:
-        result = subprocess.run(comp.test_argv(file), capture_output=True, text=True)
-    except FileNotFoundError:
+        result = commands.run(comp.test_argv(file), check=False)
+    except commands.CommandFailed:
         return f"cannot test: {comp.name} is not installed"
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"does not decompress to its end ({last})"
+    if not result.ok:
+        return f"does not decompress to its end ({result.last_error_line() or 'unknown error'})"
     return None

@@ -10,15 +10,22 @@ for tests and for machines where it lives elsewhere).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import CHECKOUT, ServerConfig
 from crdsops.errors import CrdsOpsError
+from crdsops.runtime.lifecycle import Operation
+from crdsops.runtime.outcomes import ScheduleOutcome
+from crdsops.steps import Plan
+
+log = logging.getLogger(__name__)
 
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -58,47 +65,72 @@ def cron_line(config: ServerConfig, at: str = "03:17", job: str = "backup", slic
 
 
 def read_crontab() -> list[str]:
-    try:
-        result = subprocess.run([*crontab_cmd(), "-l"], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise CrdsOpsError("no `crontab` command on this machine; install cron (Debian: apt-get install cron)") from None
-    if result.returncode != 0:
+    result = commands.run([*crontab_cmd(), "-l"], check=False, what="crontab -l")
+    if not result.ok:
         if "no crontab" in (result.stderr + result.stdout).lower():
             return []
-        raise CrdsOpsError(f"crontab -l failed: {result.stderr.strip()}")
+        raise CrdsOpsError(f"crontab -l failed: {result.last_error_line()}")
     return result.stdout.splitlines()
 
 
 def write_crontab(lines: list[str]) -> None:
     text = "\n".join(lines) + "\n" if lines else ""
-    result = subprocess.run([*crontab_cmd(), "-"], input=text, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CrdsOpsError(f"installing the crontab failed: {result.stderr.strip()}")
-
-
-def install(config: ServerConfig, at: str = "03:17", job: str = "backup", slices: int = 7) -> tuple[str, bool]:
-    """Install (or replace) this server's line for ``job``; return (line, whether the crontab changed)."""
-    line = cron_line(config, at, job, slices)
-    current = read_crontab()
-    mine = marker(config, job)
-    others = [each for each in current if not each.rstrip().endswith(mine)]
-    wanted = others + [line]
-    if wanted == current:
-        return line, False
-    write_crontab(wanted)
-    return line, True
-
-
-def remove(config: ServerConfig, job: str = "backup") -> list[str]:
-    """Remove this server's line(s) for ``job``; return what was removed."""
-    current = read_crontab()
-    mine = marker(config, job)
-    gone = [each for each in current if each.rstrip().endswith(mine)]
-    if gone:
-        write_crontab([each for each in current if each not in gone])
-    return gone
+    result = commands.run([*crontab_cmd(), "-"], input=text, check=False, what="crontab")
+    if not result.ok:
+        raise CrdsOpsError(f"installing the crontab failed: {result.last_error_line()}")
 
 
 def installed_line(config: ServerConfig, job: str = "backup") -> str | None:
     mine = marker(config, job)
     return next((each for each in read_crontab() if each.rstrip().endswith(mine)), None)
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    job: str = "backup"  # one of JOBS
+    at: str | None = None  # HH:MM (default: DEFAULT_AT[job])
+    slices: int = 7  # check-cache: the nights a full sha1 pass is spread over
+    remove: bool = False
+
+
+class Schedule(Operation):
+    """``inv schedule``: install (or remove) this server's nightly line for one job; idempotent."""
+
+    task = "schedule"
+
+    def __init__(self, config: ServerConfig, options: ScheduleOptions):
+        super().__init__(config)
+        self.options = options
+        self.line = ""
+        self.changed = False
+
+    def check(self) -> None:
+        o = self.options
+        if not o.remove:
+            self.line = cron_line(self.config, o.at or DEFAULT_AT[o.job], o.job, o.slices)
+
+    def probe(self) -> list[str]:
+        return read_crontab()
+
+    def plan(self, current: list[str]) -> Plan:
+        o, mine = self.options, marker(self.config, self.options.job)
+        others = [each for each in current if not each.rstrip().endswith(mine)]
+        gone = [each for each in current if each.rstrip().endswith(mine)]
+        p = Plan(f"scheduling {o.job} of {self.config.name}")
+        if o.remove:
+            action = (lambda: self._write(others, f"removed: {gone[0]}")) if gone else None
+            p.add(f"remove {gone[0]}" if gone else f"no {o.job} line for {self.config.name} in the crontab; "
+                  "nothing to do", action)
+        elif others + [self.line] == current:
+            p.add(f"already installed: {self.line}")
+        else:
+            p.add(f"install {self.line}", lambda: self._write(others + [self.line], f"installed: {self.line}"))
+        return p
+
+    def _write(self, lines: list[str], said: str) -> None:
+        write_crontab(lines)
+        self.changed = True
+        log.info(said)
+
+    def outcome(self) -> ScheduleOutcome:
+        return ScheduleOutcome(self.options.job, "" if self.options.remove else self.line, self.changed)

@@ -27,31 +27,14 @@ from dataclasses import dataclass, field
 from crdsops.config.model import ServerConfig, format_duration
 from crdsops.data import inventory
 from crdsops.data.inventory import Entry
-from crdsops.runtime import audit, results, service
+from crdsops.db.catalog import CatalogCounts
+from crdsops.runtime import audit, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
-from crdsops.runtime.results import LastResult
+from crdsops.runtime.results import CheckResult
+from crdsops.timefmt import age_text
 
 SCHEMA = 1
 EXIT_OK, EXIT_DOWN, EXIT_WARN = 0, 1, 2
-
-
-def age_text(delta: datetime.timedelta | float | None) -> str:
-    """``45s``, ``12m``, ``5h 3m``, ``30h``, ``3d 4h``: how long ago, for people (hours up to two days)."""
-    if delta is None:
-        return "?"
-    seconds = int(delta.total_seconds() if isinstance(delta, datetime.timedelta) else delta)
-    if seconds < 0:
-        return "in the future"
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 3600:
-        return f"{minutes}m"
-    if seconds < 86400:
-        return f"{hours}h {minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if seconds < 2 * 86400:
-        return f"{hours}h"
-    return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
 
 
 @dataclass
@@ -65,8 +48,8 @@ class Report:
     last_backup: AuditEntry | None = None
     last_restore: AuditEntry | None = None
     last_mirror: AuditEntry | None = None
-    runtests: LastResult | None = None
-    check_cache: LastResult | None = None
+    runtests: CheckResult | None = None
+    check_cache: CheckResult | None = None
     since: datetime.datetime | None = None  # when the server was first installed
     warnings: dict[str, str] = field(default_factory=dict)  # line key -> why it is a warning
 
@@ -87,15 +70,15 @@ class Report:
 
     def lines(self) -> list[tuple[str, str]]:
         cfg, st = self.config, self.status
-        context = (st.info or {}).get("operational_context", "-")
-        counts = st.counts or {}
+        context = st.context or "-"
+        counts = st.counts or CatalogCounts()
         out = [
             ("server", f"{cfg.name} ({cfg.tier} tier) on {cfg.host}"),
             ("url", f"{cfg.url}  (local {cfg.local_url})"),
             ("pid", f"{st.pid if st.pid else 'not running'}"),
             ("answers", "yes" if st.answers else "no" + (f" ({st.problem})" if st.problem else "")),
             ("context", f"{context}"),
-            ("catalog", f"{counts.get('references', '-')} references, {counts.get('mappings', '-')} mappings"),
+            ("catalog", f"{_or_dash(counts.references)} references, {_or_dash(counts.mappings)} mappings"),
             ("database", f"{cfg.database.engine} {cfg.database.name}"),
             ("backup", self._backup_text()),
             ("shared", self._entry_text(self.shared, "none published")),
@@ -151,10 +134,10 @@ class Report:
             text += f": {entry.error}"
         return text
 
-    def _result_text(self, result: LastResult | None) -> str:
+    def _result_text(self, result: CheckResult | None) -> str:
         if result is None:
             return "never run"
-        return f"{'ok' if result.ok else 'FAILED'} {age_text(self.age(result.at))} ago: {result.summary}"
+        return f"{'ok' if result.ok else 'FAILED'} {age_text(self.age(result.at))} ago: {result.line()}"
 
     # --- the --json document -------------------------------------------------------------
 
@@ -171,8 +154,8 @@ class Report:
             "pid": st.pid,
             "answers": st.answers,
             "problem": st.problem or None,
-            "context": (st.info or {}).get("operational_context"),
-            "counts": st.counts,
+            "context": st.context,
+            "counts": st.counts.as_dict() if st.counts else None,
             "backup": self._entry_dict(self.newest),
             "verified_backup": self._entry_dict(self.verified),
             "shared": self._entry_dict(self.shared),
@@ -208,25 +191,21 @@ class Report:
                 "error": entry.error, "seconds": entry.seconds, "by": entry.who.describe(),
                 "flags": entry.flags, "touched": entry.touched}
 
-    def _result_dict(self, result: LastResult | None) -> dict | None:
+    def _result_dict(self, result: CheckResult | None) -> dict | None:
         if result is None:
             return None
         return {"at": result.at.isoformat() if result.at else None, "age_seconds": self._seconds(result.at),
-                "ok": result.ok, "summary": result.summary, "result": result.data}
+                "ok": result.ok, "summary": result.line(), "result": result.as_dict()}
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def from_what(entry: AuditEntry) -> str:
     """What a run touched, in a few words: ``from hst.test (its backup ...)``, a backup's name."""
-    t = entry.touched
-    if entry.task == "mirror" and t.get("source"):
-        made = f", made {t['backup_created']}" if t.get("backup_created") else ""
-        return f"from {t['source']} (its backup {t.get('backup', '?')}{made})"
-    if entry.task == "restore" and t.get("backup"):
-        made = f", made {t['backup_created']}" if t.get("backup_created") else ""
-        return f"from {t['backup']}{made}"
-    if entry.task == "backup" and t.get("backup"):
-        return str(t["backup"])
-    return ", ".join(f"{k} {v}" for k, v in t.items() if not k.endswith(("path", "_host", "_url")))
+    outcome = outcomes.read(entry.task, entry.touched)
+    return outcome.describe() if outcome is not None else ""
 
 
 def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report:

@@ -12,14 +12,48 @@ cache against the catalog it staged, before the swap.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
+from crdsops.records import Record
 
 TABLE = "catalog_catalogfile"
 COLUMNS = "name, filekind, size, sha1sum, rejected, blacklisted"
 TREES = {"reference": "references", "mapping": "mappings"}  # filekind -> cache tree
+
+
+@dataclass(frozen=True)
+class CatalogCounts(Record):
+    """The catalog in four numbers, as the server counts it (JSON-RPC ``get_catalog_counts``,
+    ``manage.py catalog_counts``), and who answered (``observatory``, ``kind``)."""
+
+    references: int | None = None
+    mappings: int | None = None
+    contexts: int | None = None
+    operational_context: str | None = None
+    observatory: str | None = None
+    kind: str | None = None
+
+    COMPARED = ("references", "mappings", "contexts", "operational_context")
+
+    @property
+    def server(self) -> str:
+        return f"{self.observatory}.{self.kind}"
+
+    def differences(self, other: CatalogCounts, fields: tuple[str, ...] = COMPARED) -> list[tuple[str, object, object]]:
+        """(field, mine, theirs) for each compared field that differs."""
+        return [(name, getattr(self, name), getattr(other, name)) for name in fields
+                if getattr(self, name) != getattr(other, name)]
+
+    def describe(self) -> str:
+        return f"{self.references} references, {self.mappings} mappings, context {self.operational_context}"
+
+    @staticmethod
+    def label(field: str) -> str:
+        """A field's name in a sentence (``operational_context`` is the context)."""
+        return "context" if field == "operational_context" else field
 
 
 class CatalogFile(NamedTuple):

@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from crdsops import cleanup
 from crdsops.config.model import ServerConfig
 from crdsops.db.compression import compress_stream, compression, finish, open_decompressed
 from crdsops.db.mysql_loader import MysqlLoader, UseClient
@@ -161,14 +162,14 @@ class SqliteEngine(Engine):
             if os.geteuid() == 0:
                 os.chown(self.staging, st.st_uid, st.st_gid)
 
-    def stage_from_mysql(self, dump: Path, make_schema, say=print) -> None:
+    def stage_from_mysql(self, dump: Path, make_schema) -> None:
         """Stage a MySQL dump (a mirror down to SQLite): ``make_schema(path)`` migrates a new file, then the rows."""
         from crdsops.db import mysql_sqlite
 
         self.staging.unlink(missing_ok=True)
         try:
             make_schema(self.staging)
-            mysql_sqlite.load(dump, self.staging, say=say)
+            mysql_sqlite.load(dump, self.staging)
             con = sqlite3.connect(self.staging)
             try:
                 check = con.execute("PRAGMA quick_check").fetchone()[0]
@@ -265,7 +266,7 @@ class MysqlEngine(Engine):
                           f"CREATE DATABASE `{self.staging}` {self._charset()};\n")
                 self._load_with_client(dump)
         except BaseException:
-            self.discard_staging()
+            cleanup.every({f"the staging schema {self.staging}": self.discard_staging})  # the load's error stays the error
             raise
 
     def _load_with_client(self, dump: Path) -> None:
@@ -304,7 +305,10 @@ class MysqlEngine(Engine):
         self._sql(f"DROP DATABASE IF EXISTS `{self.old}`;\nDROP DATABASE IF EXISTS `{self.staging}`;\n")
 
     def discard_staging(self) -> None:
-        self._sql(f"DROP DATABASE IF EXISTS `{self.staging}`;\n")
+        # Only what exists: an account without rights on it (the cause of a failed staging) may not
+        # even drop a schema that is not there, and that refusal must not hide the cause.
+        if self.mysql.database_exists(self.config, self.staging):
+            self._sql(f"DROP DATABASE `{self.staging}`;\n")
 
 
 def engine_for(config: ServerConfig) -> Engine:

@@ -14,6 +14,7 @@ Other modules (backup, restore) build their commands with :func:`client_argv` /
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from crdsops.config.model import Database, ServerConfig
 from crdsops.errors import CrdsOpsError
+
+log = logging.getLogger(__name__)
 
 MYSQL = "mysql"
 MYSQLDUMP = "mysqldump"
@@ -268,14 +271,14 @@ def preflight(config: ServerConfig) -> str:
     return connection_check(config.database)
 
 
-def prepare_database(config: ServerConfig, say=print) -> None:
+def prepare_database(config: ServerConfig) -> None:
     """Check the option file and the login, create the database if it is missing."""
     db = config.database
     account = connection_check(db)
     if create_database(db):
-        say(f"created MySQL database {db.name} on {db.host}:{db.port} (as {account})")
+        log.info(f"created MySQL database {db.name} on {db.host}:{db.port} (as {account})")
     else:
-        say(f"MySQL database {db.name} exists on {db.host}:{db.port} (as {account})")
+        log.info(f"MySQL database {db.name} exists on {db.host}:{db.port} (as {account})")
 
 
 def _db(db: Database | ServerConfig) -> Database:

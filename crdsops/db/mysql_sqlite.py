@@ -21,12 +21,15 @@ skipped and named.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from pathlib import Path
 
 from crdsops.db.compression import finish, open_decompressed
 from crdsops.errors import CrdsOpsError
+
+log = logging.getLogger(__name__)
 
 _CREATE = re.compile(rb"^CREATE TABLE `([^`]+)`")
 _COLUMN = re.compile(rb"^\s+`([^`]+)` ")
@@ -59,7 +62,7 @@ def sqlite_insert(stmt: bytes, table: bytes, columns: list[bytes]) -> str:
     return (b'INSERT INTO "' + table + b'" (' + cols + b") VALUES " + values).decode("utf-8", "surrogateescape")
 
 
-def load(dump: Path, staging: Path, say=print) -> dict[str, int]:
+def load(dump: Path, staging: Path) -> dict[str, int]:
     """Load the rows of ``dump`` into ``staging`` (its schema made already); {table: statements}."""
     con = sqlite3.connect(staging, isolation_level=None)
     loaded: dict[str, int] = {}
@@ -121,5 +124,5 @@ def load(dump: Path, staging: Path, say=print) -> dict[str, int]:
         source.stdout.close()
     finish([("decompressing " + dump.name, source)])
     if skipped:
-        say(f"tables of the source that this server's Django schema lacks, not copied: {', '.join(sorted(skipped))}")
+        log.info(f"tables of the source that this server's Django schema lacks, not copied: {', '.join(sorted(skipped))}")
     return loaded

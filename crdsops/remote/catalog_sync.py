@@ -33,21 +33,23 @@ it sent), for the operator and the tests.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crdsops import progress
 from crdsops.data.inventory import human
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir
-from crdsops.remote.rsync import RSYNC_CODES, SyncResult
-from crdsops.remote.ssh import Target, ssh_argv
+from crdsops.remote import rsync
+from crdsops.remote.rsync import SyncResult
+from crdsops.remote.ssh import Target
+
+log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".crdsops-partial"  # rsync keeps a cut-off file here, per directory, and resumes it
 
@@ -210,8 +212,8 @@ class ListedSync(SyncResult):
         return self.here
 
     def delete_extraneous(self, max_delete: int | None = None, must_have: tuple[str, ...] = (),
-                          dry_run: bool = False, say=print) -> list[Path]:
-        gone = super().delete_extraneous(max_delete=max_delete, must_have=must_have, dry_run=dry_run, say=say)
+                          dry_run: bool = False) -> list[Path]:
+        gone = super().delete_extraneous(max_delete=max_delete, must_have=must_have, dry_run=dry_run)
         if not dry_run and self.complete and self.record is not None:  # the trees are what the listings say
             self.record.write(self.local_root, self.listings, self.dirs)
         return gone
@@ -328,31 +330,16 @@ def _set_difference(new_path: Path, old_path: Path):
     return (len(new), len(old)), fetch, gone
 
 
-def rsync_argv(target: Target, remote_root: str, local_root: Path, files_from: Path,
-               bwlimit: str | None = None) -> list[str]:
-    ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
-    argv = ["rsync", "-a", f"--files-from={files_from}", "--from0", "--ignore-missing-args",
-            f"--partial-dir={PARTIAL_DIR}", "--out-format=%i %l %n", "--protect-args", "-e", ssh]
-    if bwlimit:
-        argv.append(f"--bwlimit={bwlimit}")
-    return argv + [f"{target.host}:{remote_root.rstrip('/')}/", str(local_root) + "/"]
-
-
-def _progress_bar(total_bytes: int, files: int, label: str):
-    """A tqdm bar on a terminal (files and bytes to go, rate, ETA); None otherwise or without tqdm."""
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{label}: {files} files",
-                file=sys.stderr, leave=False, dynamic_ncols=True)
+def listed_argv(target: Target, remote_root: str, local_root: Path, files_from: Path,
+                bwlimit: str | None = None) -> list[str]:
+    """The rsync of exactly the names in ``files_from`` (NUL-separated), resumable, sizes in its itemized list."""
+    options = (f"--files-from={files_from}", "--from0", "--ignore-missing-args", f"--partial-dir={PARTIAL_DIR}",
+               "--out-format=%i %l %n", *((f"--bwlimit={bwlimit}",) if bwlimit else ()))
+    return rsync.rsync_argv(target, remote_root, local_root, options=options)
 
 
 def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[str, Path], work: Path,
-                say=print, label: str = "cache", bwlimit: str | None = None,
-                progress_every: float = 5.0) -> ListedSync:
+                label: str = "cache", bwlimit: str | None = None) -> ListedSync:
     """Fetch exactly the new and changed files of ``trees`` (tree -> trusted listing); deletions held back."""
     local_root = Path(local_root)
     for tree in trees:
@@ -360,56 +347,61 @@ def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[
     start = time.monotonic()
     result = plan_sync(local_root, trees, Path(work) / f"{label}.files-from", SyncRecord(work, label))
     log_path = Path(work) / f"{label}.rsync.log"
-    say(f"{label} sync from {target.name} by its backup's listing: {result.source_files} files there, "
-        f"{result.fetch} new or changed ({human(result.fetch_bytes)}), {len(result.extra)} not at the source")
+    log.info(f"{label} sync from {target.name} by its backup's listing: {result.source_files} files there, "
+             f"{result.fetch} new or changed ({human(result.fetch_bytes)}), {len(result.extra)} not at the source")
     if not result.fetch:
         log_path.write_text("")
         result.seconds = time.monotonic() - start
         result.complete = True
         return result
-    argv = rsync_argv(target, remote_root, local_root, result.files_from, bwlimit)
-    bar = _progress_bar(result.fetch_bytes, result.fetch, label)
-    done_bytes, last = 0, time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace")
-    try:
-        with open(log_path, "w") as log:
-            for line in proc.stdout:
-                log.write(line)
-                flags, _, rest = line.rstrip("\n").partition(" ")
-                if len(flags) != 11 or flags[1] != "f" or flags[0] not in "<>c":
-                    continue
-                size, _, name = rest.partition(" ")
-                result.sent.append(name)
-                result.transferred += 1
-                done_bytes += int(size) if size.isdigit() else 0
-                if bar is not None:
-                    bar.update(int(size) if size.isdigit() else 0)
-                    bar.set_postfix_str(f"{result.fetch - result.transferred} files to go", refresh=False)
-                elif time.monotonic() - last >= progress_every:
-                    last = time.monotonic()
-                    rate = done_bytes / max(last - start, 1e-6)
-                    eta = (result.fetch_bytes - done_bytes) / rate if rate else 0
-                    say(f"  {label}: {result.fetch - result.transferred} files, "
-                        f"{human(result.fetch_bytes - done_bytes)} to go, {human(rate)}/s, ETA {eta:.0f}s")
-        stderr = proc.stderr.read()
-        code = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    argv = listed_argv(target, remote_root, local_root, result.files_from, bwlimit)
+    with open(log_path, "w") as itemized, _Transferring(result, label, itemized) as seen:
+        rsync.run_rsync(argv, target, f"{label} sync", "nothing was deleted here; run the mirror again: it "
+                        "resumes where this one stopped", seen.line)
     result.seconds = time.monotonic() - start
-    if code != 0:
-        last_err = (stderr.strip().splitlines() or [""])[-1]
-        raise CrdsOpsError(
-            f"{label} sync from {target.where} failed (rsync exit {code}: {RSYNC_CODES.get(code, 'error')}; "
-            f"{last_err}); nothing was deleted here; run the mirror again: it resumes where this one stopped")
-    say(f"{label} sync: {result.transferred} files copied in {result.seconds:.1f}s")
+    log.info(f"{label} sync: {result.transferred} files copied in {result.seconds:.1f}s")
     result.complete = _all_here(local_root, result.files_from)
     return result
+
+
+class _Transferring:
+    """What an rsync of a fetch list says, line by line: kept in its log, counted, shown as progress."""
+
+    EVERY = 5.0  # seconds between progress lines off a terminal
+
+    def __init__(self, result: ListedSync, label: str, itemized):
+        self.result, self.label, self.itemized = result, label, itemized
+        self.bar = progress.terminal_bar(result.fetch_bytes, f"{label}: {result.fetch} files", leave=False)
+        self.done_bytes, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def __enter__(self) -> _Transferring:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def line(self, line: str) -> None:
+        self.itemized.write(line)
+        flags, _, rest = line.rstrip("\n").partition(" ")
+        if len(flags) != 11 or flags[1] != "f" or flags[0] not in "<>c":
+            return
+        size, _, name = rest.partition(" ")
+        nbytes = int(size) if size.isdigit() else 0
+        result = self.result
+        result.sent.append(name)
+        result.transferred += 1
+        self.done_bytes += nbytes
+        if self.bar is not None:
+            self.bar.update(nbytes)
+            self.bar.set_postfix_str(f"{result.fetch - result.transferred} files to go", refresh=False)
+        elif time.monotonic() - self.last >= self.EVERY:
+            self.last = time.monotonic()
+            rate = self.done_bytes / max(self.last - self.start, 1e-6)
+            eta = (result.fetch_bytes - self.done_bytes) / rate if rate else 0
+            log.info(f"  {self.label}: {result.fetch - result.transferred} files, "
+                     f"{human(result.fetch_bytes - self.done_bytes)} to go, {human(rate)}/s, ETA {eta:.0f}s")
 
 
 def _all_here(local_root: Path, files_from: Path) -> bool:

@@ -12,8 +12,8 @@ import datetime
 import html
 
 from crdsops import __version__
-from crdsops.data.state import age_text
 from crdsops.remote.fleet import ServerState
+from crdsops.timefmt import age_text
 
 COLOURS = {  # background, text: readable, and distinct for the usual colour blindness
     "ok": ("#d7f5dd", "#0b5d1e"),

@@ -17,14 +17,19 @@ the deletions are local unlinks of names the copy pass already listed.
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.errors import CrdsOpsError
 from crdsops.remote.ssh import Target, ssh_argv
+
+log = logging.getLogger(__name__)
 
 # rsync exit codes worth a sentence
 RSYNC_CODES = {
@@ -68,7 +73,7 @@ class SyncResult:
         return sorted(extra)
 
     def delete_extraneous(self, max_delete: int | None = None, must_have: tuple[str, ...] = (),
-                          dry_run: bool = False, say=print) -> list[Path]:
+                          dry_run: bool = False) -> list[Path]:
         """Delete what the source lacks, unless the source looks empty or too much would go."""
         for tree in must_have:
             if not self.has_files(tree):
@@ -90,69 +95,91 @@ class SyncResult:
             return extra
         for path in extra:
             path.unlink(missing_ok=True)
-        say(f"deleted {len(extra)} file(s) the source no longer has")
+        log.info(f"deleted {len(extra)} file(s) the source no longer has")
         return extra
 
 
-def rsync_argv(target: Target, remote_root: str, trees: list[str], local_root: Path,
-               extra: tuple[str, ...] = ()) -> list[str]:
-    """``rsync -a -R -ii`` of ``remote_root/./TREE/`` for each tree, over our checked SSH."""
-    import shlex
+def rsync_argv(target: Target, remote_root: str, local_root: Path, sources: list[str] | tuple[str, ...] = ("",),
+               options: tuple[str, ...] = ()) -> list[str]:
+    """The one way crdsops spells an rsync from a host: ``rsync -a --protect-args -e SSH OPTIONS HOST:ROOT/SRC... LOCAL/``.
 
+    Over our checked SSH (``crdsops.remote.ssh.ssh_argv``: known hosts, no prompts); with
+    ``--protect-args`` remote paths are not split or expanded by the remote shell.
+    """
     ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
-    sources = [f"{target.host}:{remote_root.rstrip('/')}/./{tree.strip('/')}/" for tree in trees]
-    # --protect-args: remote paths are not split or expanded by the remote shell
-    return ["rsync", "-a", "-R", "-ii", "--out-format=%i %n", "--protect-args", "--partial-dir=.crdsops-partial",
-            "-e", ssh, *extra,
-            *sources, str(local_root) + "/"]
+    root = remote_root.rstrip("/")
+    return ["rsync", "-a", "--protect-args", "-e", ssh, *options,
+            *(f"{target.host}:{root}/{src}" for src in sources), str(local_root).rstrip("/") + "/"]
 
 
-def pull(target: Target, remote_root: str, trees: list[str], local_root: Path, say=print,
-         label: str = "cache", progress_every: float = 2.0, bwlimit: str | None = None) -> SyncResult:
-    """Copy new and changed files of ``trees`` from the host; return what the source listed."""
-    local_root = Path(local_root)
-    local_root.mkdir(parents=True, exist_ok=True)
-    for tree in trees:
-        (local_root / tree).mkdir(parents=True, exist_ok=True)
-    result = SyncResult(local_root, [t.strip("/") for t in trees], {t.strip("/"): set() for t in trees})
-    argv = rsync_argv(target, remote_root, trees, local_root, (f"--bwlimit={bwlimit}",) if bwlimit else ())
-    say(f"{label} sync from {target.name} ({target.host}:{remote_root}): {', '.join(trees)} ...")
-    start = last = time.monotonic()
-    listed = 0
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace")
+def run_rsync(argv: list[str], target: Target, label: str, after: str, on_line=None,
+              ok_codes: tuple[int, ...] = (0,)) -> int:
+    """Run an rsync, each line of its output to ``on_line``; its exit code, or one CrdsOpsError line.
+
+    The error: ``LABEL from HOST failed (rsync exit N: what N means; its last stderr line); AFTER``.
+    """
+    proc = commands.start(argv, what=label, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
     try:
         for line in proc.stdout:
-            line = line.rstrip("\n")
-            flags, name = line[:11], line[12:]  # "%i %n": the 11 flag characters may hold spaces
-            if len(line) < 13 or line[11] != " ":
-                continue
-            if flags[1] == "f":
-                listed += 1
-                tree = _tree_of(name, result.trees)
-                if tree is not None:
-                    result.listed[tree].add(os.path.normpath(name))
-                if flags[0] in "><c":
-                    result.transferred += 1
-            now = time.monotonic()
-            if now - last >= progress_every:
-                say(f"  {label}: {listed} files checked, {result.transferred} copied, {now - start:.0f}s")
-                last = now
+            if on_line is not None:
+                on_line(line)
         stderr = proc.stderr.read()
         code = proc.wait()
     except BaseException:
         proc.kill()
         proc.wait()
         raise
+    if code not in ok_codes:
+        result = commands.Result(tuple(argv), code, "", stderr)
+        raise CrdsOpsError(f"{commands.failure_line(f'{label} from {target.where}', result, RSYNC_CODES)}; {after}")
+    return code
+
+
+def full_pass_argv(target: Target, remote_root: str, trees: list[str], local_root: Path,
+                   bwlimit: str | None = None) -> list[str]:
+    """One full pass over ``trees``: with ``-R`` and ROOT/./TREE/ each tree lands under its own relative
+    path here; ``-ii`` names every file the source has (what the deletions are decided from)."""
+    options = ("-R", "-ii", "--out-format=%i %n", "--partial-dir=.crdsops-partial",
+               *((f"--bwlimit={bwlimit}",) if bwlimit else ()))
+    return rsync_argv(target, remote_root, local_root, [f"./{t.strip('/')}/" for t in trees], options)
+
+
+def pull(target: Target, remote_root: str, trees: list[str], local_root: Path,
+         label: str = "cache", progress_every: float = 2.0, bwlimit: str | None = None) -> SyncResult:
+    """Copy new and changed files of ``trees`` from the host (one full pass); return what the source listed."""
+    local_root = Path(local_root)
+    local_root.mkdir(parents=True, exist_ok=True)
+    for tree in trees:
+        (local_root / tree).mkdir(parents=True, exist_ok=True)
+    result = SyncResult(local_root, [t.strip("/") for t in trees], {t.strip("/"): set() for t in trees})
+    argv = full_pass_argv(target, remote_root, trees, local_root, bwlimit)
+    log.info(f"{label} sync from {target.name} ({target.host}:{remote_root}): {', '.join(trees)} ...")
+    start = last = time.monotonic()
+    listed = 0
+
+    def on_line(line: str) -> None:
+        nonlocal listed, last
+        line = line.rstrip("\n")
+        flags, name = line[:11], line[12:]  # "%i %n": the 11 flag characters may hold spaces
+        if len(line) < 13 or line[11] != " ":
+            return
+        if flags[1] == "f":
+            listed += 1
+            tree = _tree_of(name, result.trees)
+            if tree is not None:
+                result.listed[tree].add(os.path.normpath(name))
+            if flags[0] in "><c":
+                result.transferred += 1
+        now = time.monotonic()
+        if now - last >= progress_every:
+            log.info(f"  {label}: {listed} files checked, {result.transferred} copied, {now - start:.0f}s")
+            last = now
+
+    run_rsync(argv, target, f"{label} sync", "nothing was deleted here; run the mirror again when the source "
+              "is reachable", on_line)
     result.seconds = time.monotonic() - start
-    if code != 0:
-        last_err = (stderr.strip().splitlines() or [""])[-1]
-        why = RSYNC_CODES.get(code, "error")
-        raise CrdsOpsError(
-            f"{label} sync from {target.where} failed (rsync exit {code}: {why}; {last_err}); "
-            "nothing was deleted here; run the mirror again when the source is reachable"
-        )
-    say(f"{label} sync: {listed} files at the source, {result.transferred} copied in {result.seconds:.1f}s")
+    log.info(f"{label} sync: {listed} files at the source, {result.transferred} copied in {result.seconds:.1f}s")
     return result
 
 
@@ -176,21 +203,11 @@ def probe_tree(conn, path: str) -> int | None:
     return int(res.stdout.strip() or 0)
 
 
-def pull_dir(target: Target, remote_dir: str, local_dir: Path, say=print, label: str = "") -> None:
+def pull_dir(target: Target, remote_dir: str, local_dir: Path, label: str = "") -> None:
     """Make ``local_dir`` an exact copy of ``remote_dir`` on the host (a fetch area)."""
-    import shlex
-
     local_dir = Path(local_dir)
     local_dir.parent.mkdir(parents=True, exist_ok=True)
-    ssh = " ".join(shlex.quote(a) for a in ssh_argv(target))
-    argv = ["rsync", "-a", "--delete", "--protect-args", "-e", ssh, "--stats"]
-    argv += [f"{target.host}:{remote_dir.rstrip('/')}/", str(local_dir) + "/"]
     start = time.monotonic()
-    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        last_err = (res.stderr.strip().splitlines() or [""])[-1]
-        raise CrdsOpsError(
-            f"{label or 'rsync'} from {target.where}:{remote_dir} failed (rsync exit {res.returncode}: "
-            f"{RSYNC_CODES.get(res.returncode, 'error')}; {last_err}); nothing here was changed"
-        )
-    say(f"{label or 'copy'}: {remote_dir} from {target.name} in {time.monotonic() - start:.1f}s")
+    argv = rsync_argv(target, remote_dir, local_dir, options=("--delete", "--stats"))
+    run_rsync(argv, target, f"{label or 'rsync'} of {remote_dir}", "nothing here was changed")
+    log.info(f"{label or 'copy'}: {remote_dir} from {target.name} in {time.monotonic() - start:.1f}s")

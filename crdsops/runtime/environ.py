@@ -6,13 +6,17 @@ operator sources in a login shell, so the two can never disagree.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import CHECKOUT, ServerConfig
+from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
+from crdsops.records import RecordError
 
 SERVER_DIR = CHECKOUT / "server"
 MANAGE_PY = SERVER_DIR / "manage.py"
@@ -100,10 +104,10 @@ def check_stack_has_vm(config: ServerConfig) -> None:
         needs["MySQLdb"] = "mysqlclient"
     if not needs:
         return
-    proc = subprocess.run([str(stack_python(config)), "-c", _FIND_MODULES, *needs], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    if proc.returncode != 0:
-        raise CrdsOpsError(f"the stack's python {stack_python(config)} does not run ({proc.stderr.strip()[-200:]}); "
+    proc = commands.run([stack_python(config), "-c", _FIND_MODULES, *needs], check=False,
+                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if not proc.ok:
+        raise CrdsOpsError(f"the stack's python {stack_python(config)} does not run ({proc.last_error_line()}); "
                            "rebuild it with `inv build --force`")
     absent = [needs[m] for m in proc.stdout.split() if m in needs]
     if absent:
@@ -135,22 +139,29 @@ def manage_failure(args, returncode: int, output: str = "") -> str:
 def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
     """Start ``manage.py ARGS`` with text pipes on stdin, stdout and stderr (in our session, so
     ``side_by_side`` stops it with the job that started it)."""
-    return subprocess.Popen(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
-                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return commands.start(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
+                          text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool = True,
-           extra_env: dict | None = None) -> subprocess.CompletedProcess:
+           extra_env: dict | None = None) -> commands.Result:
     """Run ``manage.py ARGS`` in the server's environment.
 
     With ``capture`` the output is returned (and shown in the error if it fails);
     otherwise it streams to the terminal.
     """
-    result = subprocess.run(
-        manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
-        capture_output=capture, text=True,
-    )
-    if check and result.returncode != 0:
+    result = commands.run(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
+                          capture=capture, check=False)
+    if check and not result.ok:
         output = (result.stderr or result.stdout or "") if capture else ""
         raise CrdsOpsError(manage_failure(args, result.returncode, output))
     return result
+
+
+def catalog_counts(config: ServerConfig) -> CatalogCounts:
+    """The catalog counts of the server's database, as ``manage.py catalog_counts`` prints them."""
+    result = manage(config, "catalog_counts", capture=True)
+    try:
+        return CatalogCounts.from_dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, RecordError):
+        raise CrdsOpsError(f"manage.py catalog_counts printed no counts ({result.stdout.strip()[:80]!r})") from None

@@ -7,7 +7,9 @@ import time
 import urllib.error
 import urllib.request
 
+from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
+from crdsops.records import RecordError
 
 
 class RpcError(CrdsOpsError):
@@ -35,6 +37,15 @@ def rpc(url: str, method: str, *params, timeout: float = 10.0):
         message = error.get("message", error) if isinstance(error, dict) else error
         raise RpcError(f"{url}: {method} failed: {message}")
     return answer.get("result")
+
+
+def catalog_counts(url: str, timeout: float = 10.0) -> CatalogCounts:
+    """The server's ``get_catalog_counts``: its four numbers and who it says it is."""
+    answer = rpc(url, "get_catalog_counts", timeout=timeout)
+    try:
+        return CatalogCounts.from_dict(answer, where=f"{url} get_catalog_counts")
+    except RecordError as err:
+        raise CrdsOpsError(f"{url} answered get_catalog_counts with something unexpected ({err})") from None
 
 
 def answers(url: str, timeout: float = 3.0) -> bool:

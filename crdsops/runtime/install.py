@@ -6,8 +6,10 @@ the data, and only migrates what is new.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from crdsops.config import installed as identity
@@ -17,16 +19,24 @@ from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
 from crdsops.runtime.backends import backend_for
 from crdsops.runtime.environ import check_stack_has_vm, manage, render_env_csh, render_env_sh, stack_python
-from crdsops.runtime.lock import server_lock
+from crdsops.runtime.lifecycle import Operation
+from crdsops.runtime.outcomes import InstallOutcome
 from crdsops.steps import Plan
 
+log = logging.getLogger(__name__)
 
-def plan(config: ServerConfig, say=print) -> Plan:
-    """The steps of installing ``config``'s server; the read-only checks run now, for real.
 
-    Fails (CrdsOpsError) before anything is created when there is no stack, another server is
-    installed here, the MySQL option file or login is wrong, or the web server cannot run.
-    """
+@dataclass(frozen=True)
+class InstallFacts:
+    """What the read-only checks found: who installed what here, whom the data belongs to."""
+
+    installed: str | None  # the server recorded as installed here (None: none yet)
+    owner: tuple[int, int] | None  # uid/gid of the web server's user when we are root
+
+
+def probe(config: ServerConfig) -> InstallFacts:
+    """Fails (CrdsOpsError) before anything is created when there is no stack, another server is
+    installed here, the MySQL option file or login is wrong, or the web server cannot run."""
     stack_python(config)
     check_stack_has_vm(config)
     _check_replacing(config)
@@ -34,21 +44,28 @@ def plan(config: ServerConfig, say=print) -> Plan:
         from crdsops.db import mysql
 
         mysql.preflight(config)
+    backend_for(config).preflight(config)
+    installed = identity.read_installed()
+    return InstallFacts(installed.name if installed else None, _data_owner(config))
+
+
+def plan(config: ServerConfig, facts: InstallFacts) -> Plan:
+    """The steps of installing ``config``'s server, written from ``facts``."""
+    layout, db, web, owner = config.layout, config.database, config.web, facts.owner
     backend = backend_for(config)
-    backend.preflight(config)
-    layout, db, web = config.layout, config.database, config.web
-    owner = _data_owner(config)
     p = Plan(f"installing {config.name}")
     if db.is_mysql:
+        from crdsops.db import mysql
+
         p.add(f"MySQL: login to {db.host}:{db.port} with {db.option_file} (checked: ok); create the database "
-              f"{db.name} if missing", lambda: mysql.prepare_database(config, say=say), name="creating the database")
+              f"{db.name} if missing", lambda: mysql.prepare_database(config), name="creating the database")
     p.add("; ".join(f"{'keep' if path.exists() else 'create'} {label} {path}" for label, path in (
         ("server root", config.root), ("file cache", config.cache), ("server files", config.server_files))),
         lambda: (_make_dirs(config, owner), _write_secret_key(config, owner)), name="laying out directories")
-    p.add(f"write {layout.env_sh} and {layout.env_csh.name}", lambda: _write_env_files(config, say),
+    p.add(f"write {layout.env_sh} and {layout.env_csh.name}", lambda: _write_env_files(config),
           name="writing env.sh")
     p.add(f"migrate the {db.engine} database {db.name}; collect static files into {layout.static}",
-          lambda: _migrate(config, owner, say), name="migrating the database")
+          lambda: _migrate(config, owner), name="migrating the database")
     if web.server == "mod_wsgi":
         p.add(f"generate Apache/mod_wsgi in {layout.apache} (port {web.port}, {web.processes}x{web.threads}, "
               f"as {web.user}) and check it can read the stack", lambda: backend.prepare(config),
@@ -57,26 +74,46 @@ def plan(config: ServerConfig, say=print) -> Plan:
         p.add("seed the demo catalog (first install of a django kind)", lambda: _seed_demo(config),
               name="seeding the demo catalog")
     p.add(f"record the installed identity {config.name} in {identity.state_file()}",
-          lambda: _record(config, say), name="recording the install")
+          lambda: _record(config), name="recording the install")
     return p
 
 
-def install(config: ServerConfig, say=print) -> None:
-    steps = plan(config, say=say)
-    with server_lock(config, "install", say=say):
-        steps.run()
+class Install(Operation):
+    """``inv install``: idempotent; ``if_none``: nothing to do when a server is installed here already."""
+
+    task = "install"
+    lock_before_probe = False  # a first install's checks refuse before its root (and lock) exists
+
+    def __init__(self, config: ServerConfig, if_none: bool = False):
+        super().__init__(config)
+        self.if_none = if_none
+
+    def probe(self) -> InstallFacts | None:
+        if self.if_none and identity.read_installed() is not None:
+            return None
+        return probe(self.config)
+
+    def plan(self, facts: InstallFacts | None) -> Plan:
+        if facts is None:
+            p = Plan(f"installing {self.config.name}")
+            p.add(f"{self.config.name} is already installed here; nothing to do")
+            return p
+        return plan(self.config, facts)
+
+    def outcome(self) -> InstallOutcome:
+        return InstallOutcome(self.config.root, f"{self.config.database.engine} {self.config.database.name}")
 
 
-def _write_env_files(config: ServerConfig, say) -> None:
+def _write_env_files(config: ServerConfig) -> None:
     layout = config.layout
     changed = [path.name for path, text in ((layout.env_sh, render_env_sh(config)),
                                             (layout.env_csh, render_env_csh(config)))
                if write_atomic(path, text, mode=0o644)]
-    say(f"environment files: {'written ' + ', '.join(changed) if changed else 'unchanged'} in {config.root}")
+    log.info(f"environment files: {'written ' + ', '.join(changed) if changed else 'unchanged'} in {config.root}")
 
 
-def _migrate(config: ServerConfig, owner, say) -> None:
-    say("migrating the database ...")
+def _migrate(config: ServerConfig, owner) -> None:
+    log.info("migrating the database ...")
     manage(config, "migrate", "--noinput", capture=True)
     manage(config, "collectstatic", "--noinput", capture=True)
     if config.database.engine == "sqlite":
@@ -90,9 +127,9 @@ def _seed_demo(config: ServerConfig) -> None:
     write_atomic(config.layout.seeded_marker, "demo catalog seeded by the first install\n")
 
 
-def _record(config: ServerConfig, say) -> None:
+def _record(config: ServerConfig) -> None:
     identity.record_installed(config)
-    say(f"installed {config.name} in {config.root} (database: {config.database.engine} {config.database.name})")
+    log.info(f"installed {config.name} in {config.root} (database: {config.database.engine} {config.database.name})")
 
 
 def _wants_demo(config: ServerConfig) -> bool:

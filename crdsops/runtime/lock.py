@@ -24,6 +24,7 @@ import datetime
 import errno
 import getpass
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -35,6 +36,8 @@ from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
 from crdsops.runtime.backends.base import start_time
+
+log = logging.getLogger(__name__)
 
 HOLDER = "holder.json"
 _held: dict[str, dict] = {}  # lock path -> our holder record, for re-entry and release
@@ -88,7 +91,7 @@ def _gone(holder: dict | None) -> bool:
     return started is None or (holder.get("pid_start") is not None and started != holder.get("pid_start"))
 
 
-def acquire(config: ServerConfig, task: str, say=print) -> dict:
+def acquire(config: ServerConfig, task: str) -> dict:
     """Take the lock or raise LockHeld naming the holder; return our holder record."""
     path = lock_path(config)
     ensure_dir(path.parent)
@@ -121,7 +124,7 @@ def acquire(config: ServerConfig, task: str, say=print) -> dict:
             os.rename(path, aside)
         except OSError:
             continue
-        say(f"warning: took over a stale lock of {config.name}: {describe(holder)} is gone")
+        log.warning(f"took over a stale lock of {config.name}: {describe(holder)} is gone")
         shutil.rmtree(aside, ignore_errors=True)
     raise LockHeld(f"could not take the lock {path} (others kept racing for it); try again")
 
@@ -154,13 +157,13 @@ def held_here(config: ServerConfig) -> bool:
 
 
 @contextlib.contextmanager
-def server_lock(config: ServerConfig, task: str, say=print):
+def server_lock(config: ServerConfig, task: str):
     """Hold the server's lock for the block (re-entrant within this process)."""
     if held_here(config):
         yield _held[str(lock_path(config))]
         return
     with interrupts.shielded():  # taken and recorded, or not taken: never half
-        record = acquire(config, task, say=say)
+        record = acquire(config, task)
     try:
         yield record
     finally:

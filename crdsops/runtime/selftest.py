@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -28,6 +29,8 @@ from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime import health
 from crdsops.runtime.environ import manage, stack_python
+
+log = logging.getLogger(__name__)
 
 LIVE_SYNC_MAX_BYTES = 500 * 10**6
 
@@ -69,31 +72,30 @@ print(json.dumps(crds.getrecommendations(header, reftypes=[reftype], context=con
 
 
 class Checks:
-    def __init__(self, say):
-        self.say = say
+    def __init__(self):
         self.passed = 0
         self.failed = 0
 
     def record(self, name: str, ok: bool, detail: str = "") -> None:
         if ok:
             self.passed += 1
-            self.say(f"ok    {name}" + (f" ({detail})" if detail else ""))
+            log.info(f"ok    {name}" + (f" ({detail})" if detail else ""))
         else:
             self.failed += 1
-            self.say(f"FAIL  {name}: {detail}")
+            log.info(f"FAIL  {name}: {detail}")
 
     @property
     def summary(self) -> str:
         return f"{self.passed} passed, {self.failed} failed"
 
 
-def run(config: ServerConfig, say=print, django_tests: bool = True, live: bool = True) -> Checks:
-    checks = Checks(say)
+def run(config: ServerConfig, django_tests: bool = True, live: bool = True) -> Checks:
+    checks = Checks()
     if django_tests:
-        say("running the server's Django test suite ...")
+        log.info("running the server's Django test suite ...")
         result = manage(config, "test", "crds_server", "--noinput", check=False, capture=True)
         output = result.stdout + result.stderr
-        say(output.rstrip())
+        log.info(output.rstrip())
         ran = re.search(r"^Ran (\d+) tests?", output, re.MULTILINE)
         count = int(ran.group(1)) if ran else 0
         checks.record("django test suite", result.returncode == 0 and count > 0,

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 
 from crdsops import failpoints, interrupts
 from crdsops.config.model import ServerConfig
+from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.files import tail
 from crdsops.runtime import health
 from crdsops.runtime.backends import backend_for
 from crdsops.runtime.backends.base import Backend, alive, cmdline, read_pid_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,8 +32,8 @@ class Status:
     local_url: str
     pid: int | None
     answers: bool
-    info: dict | None
-    counts: dict | None
+    context: str | None  # the operational context get_server_info names
+    counts: CatalogCounts | None
     engine: str
     problem: str = ""
 
@@ -51,15 +55,15 @@ def running_pid(config: ServerConfig, backend: Backend | None = None) -> int | N
     return pid
 
 
-def start(config: ServerConfig, say=print) -> int:
+def start(config: ServerConfig) -> int:
     """Start the server in the background and return once it answers ``get_server_info``."""
     backend = backend_for(config)
     pid = running_pid(config, backend)
     if pid is not None:
-        say(f"{config.name} is already running (pid {pid}) at {config.local_url}; nothing started")
+        log.info(f"{config.name} is already running (pid {pid}) at {config.local_url}; nothing started")
         return pid
     check_port_free(config.web.host, config.web.port)
-    say(f"starting {config.name} ({backend.name}) at {config.local_url} ...")
+    log.info(f"starting {config.name} ({backend.name}) at {config.local_url} ...")
     with interrupts.shielded(f"starting {config.name}"):  # a pid file for whatever was spawned
         pid = backend.start(config)
     try:
@@ -70,14 +74,14 @@ def start(config: ServerConfig, say=print) -> int:
             _stop_what_we_started(config, backend, pid)
         raise
     if answered:
-        say(f"{config.name} is up (pid {pid}) at {config.local_url}; log: {backend.log_file(config)}")
+        log.info(f"{config.name} is up (pid {pid}) at {config.local_url}; log: {backend.log_file(config)}")
         return pid
     still = alive(pid)
     _stop_what_we_started(config, backend, pid)
     why = "did not answer within %ss" % config.web.start_timeout if still else "exited during start-up"
-    log = backend.log_file(config)
+    server_log = backend.log_file(config)
     raise CrdsOpsError(
-        f"{config.name} {why}; see {log}; its last lines:\n{tail(log) or '(empty log)'}"
+        f"{config.name} {why}; see {server_log}; its last lines:\n{tail(server_log) or '(empty log)'}"
     )
 
 
@@ -87,27 +91,27 @@ def _stop_what_we_started(config: ServerConfig, backend: Backend, pid: int) -> N
     backend.pid_file(config).unlink(missing_ok=True)
 
 
-def stop(config: ServerConfig, say=print) -> bool:
+def stop(config: ServerConfig) -> bool:
     """Stop the server if it runs; return whether anything was stopped."""
     backend = backend_for(config)
     pid = running_pid(config, backend)
     if pid is None:
         backend.pid_file(config).unlink(missing_ok=True)
         if backend.sweep(config):
-            say(f"{config.name}: stopped processes its pid file no longer named")
+            log.info(f"{config.name}: stopped processes its pid file no longer named")
             return True
-        say(f"{config.name} is not running")
+        log.info(f"{config.name} is not running")
         return False
-    say(f"stopping {config.name} (pid {pid}) ...")
+    log.info(f"stopping {config.name} (pid {pid}) ...")
     failpoints.hit("service.stopping")
     forced = backend.stop(config, pid, config.web.stop_timeout)
     backend.pid_file(config).unlink(missing_ok=True)
-    say(f"{config.name} stopped" + (f" (killed after {config.web.stop_timeout}s)" if forced else ""))
+    log.info(f"{config.name} stopped" + (f" (killed after {config.web.stop_timeout}s)" if forced else ""))
     return True
 
 
 @contextlib.contextmanager
-def kept_as_it_was(config: ServerConfig, say=print):
+def kept_as_it_was(config: ServerConfig):
     """Run the block; if it fails or is interrupted, put the server back up (or down) as it was.
 
     ``inv rerun`` and ``inv stop`` run under it: whatever stopped the server starts it again,
@@ -118,25 +122,25 @@ def kept_as_it_was(config: ServerConfig, say=print):
         yield
     except BaseException:
         with interrupts.shielded(f"putting {config.name} back as it was"):
-            put_back(config, was_up, say)
+            put_back(config, was_up)
         raise
 
 
-def put_back(config: ServerConfig, was_up: bool, say=print) -> None:
+def put_back(config: ServerConfig, was_up: bool) -> None:
     """Start the server if it was up and is not; stop it if it was down and is up now."""
     now_up = running_pid(config) is not None
     if was_up and not now_up:
-        say(f"starting {config.name} again (it was up before) ...")
+        log.info(f"starting {config.name} again (it was up before) ...")
         try:
-            start(config, say=say)
+            start(config)
         except CrdsOpsError as err:
-            say(f"could not start {config.name} again ({str(err).splitlines()[0]}); run `inv run`")
+            log.info(f"could not start {config.name} again ({str(err).splitlines()[0]}); run `inv run`")
     elif not was_up and now_up:
-        say(f"stopping {config.name} again (it was not running before) ...")
+        log.info(f"stopping {config.name} again (it was not running before) ...")
         try:
-            stop(config, say=say)
+            stop(config)
         except CrdsOpsError as err:
-            say(f"could not stop {config.name} again ({str(err).splitlines()[0]}); run `inv stop`")
+            log.info(f"could not stop {config.name} again ({str(err).splitlines()[0]}); run `inv stop`")
 
 
 def status(config: ServerConfig) -> Status:
@@ -146,10 +150,11 @@ def status(config: ServerConfig) -> Status:
     problem = ""
     try:
         info = health.rpc(config.local_url, "get_server_info", timeout=5)
-        counts = health.rpc(config.local_url, "get_catalog_counts", timeout=5)
+        counts = health.catalog_counts(config.local_url, timeout=5)
     except CrdsOpsError as err:
         problem = str(err)
-    return Status(config.name, config.url, config.local_url, pid, info is not None, info, counts,
+    context = info.get("operational_context") if isinstance(info, dict) else None
+    return Status(config.name, config.url, config.local_url, pid, info is not None, context, counts,
                   config.database.engine, problem)
 
 
@@ -165,3 +170,12 @@ def check_port_free(host: str, port: int) -> None:
                     "in this server's config"
                 ) from None
             raise CrdsOpsError(f"cannot listen on {host}:{port} ({err.strerror}); check web.host/web.port") from None
+
+
+def foreground(config: ServerConfig) -> int:
+    """Run the server in this terminal until Ctrl-C (development); its exit code."""
+    backend = backend_for(config)
+    if running_pid(config, backend) is not None:
+        raise CrdsOpsError(f"{config.name} is already running in the background; `inv stop` it first")
+    check_port_free(config.web.host, config.web.port)
+    return backend.foreground(config)

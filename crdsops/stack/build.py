@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 
+from crdsops import steps as steps_mod
 from crdsops.errors import CrdsOpsError
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
@@ -383,16 +384,47 @@ def _check_writable(prefix: pathlib.Path) -> None:
 def build(prefix: pathlib.Path, *, dry_run: bool = False, **options) -> Plan:
     """Build (or confirm) the stack at PREFIX from the lock; return the plan it carried out."""
     p = plan(prefix, **options)
-    if p.restamp and not dry_run:
+    if not dry_run:
+        carry_out(p)
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """What `inv build` was asked for (None: as the current stack has it)."""
+
+    lock_path: pathlib.Path | None = None
+    dev: bool | None = None
+    vm: bool | None = None
+    mode: str | None = None
+    python: str | None = None
+    conda: str | None = None
+    force: bool = False
+
+
+def probe(prefix: pathlib.Path, options: BuildOptions) -> Plan:
+    """What a build of PREFIX would do (read-only)."""
+    return plan(prefix, **dataclasses.asdict(options))
+
+
+def steps(facts: Plan) -> steps_mod.Plan:
+    """The one step of a build, as the lifecycle shows and runs it."""
+    p = steps_mod.Plan(f"the stack {facts.prefix}")
+    p.add(facts.describe(), (lambda: carry_out(facts)) if (facts.restamp or not facts.up_to_date) else None,
+          name="building the stack")
+    return p
+
+
+def carry_out(p: Plan) -> None:
+    if p.restamp:
         stamp = dict(read_stamp(p.prefix), env_sha256=p.env_sha256, freshness=p.freshness)
         _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
-    if p.up_to_date or dry_run:
-        return p
+    if p.up_to_date:
+        return
     _check_writable(p.prefix)
     _say(p.describe())
     with _build_lock(p.prefix):
         _replace_stack(p)
-    return p
 
 
 class _build_lock:
@@ -693,10 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "system":
         return _system_main(args)
     prefix = args.prefix or os.environ.get("STACK") or ".venv"
-    from crdsops import interrupts
+    from crdsops import interrupts, output
 
+    output.to_terminal()
     try:
-        with interrupts.raising_signals(say=lambda line: print(line, file=sys.stderr, flush=True)):
+        with interrupts.raising_signals():
             p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, vm=args.vm, mode=args.mode,
                       python=args.python, force=args.force)
     except CrdsOpsError as err:

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from crdsops.tasks._common import confirm, installed_config, ops_task, touched
-from crdsops.tasks.cache import end_check
+from crdsops.tasks._common import ops_task, server
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
 
-@ops_task(aliases=["backup-server"], changing=True, notifying=True, help={"dry_run": "print the plan, change nothing"})
+@ops_task(aliases=["backup-server"], help={"dry_run": "print the plan, change nothing"})
 def backup(c, dry_run=False):
     """Back up the installed server: database, support dirs, listings; publish the shared latest."""
-    from crdsops.data import backup as lib
-    from crdsops.data.inventory import shared_latest
-    from crdsops.runtime.lock import server_lock
+    from crdsops.data.backup import Backup
+    from crdsops.runtime.lifecycle import drive
 
-    cfg = installed_config()
-    if dry_run:
-        lib.plan(cfg).show()
-        return
-    with server_lock(cfg, "backup"):
-        made = lib.create(cfg)
-    touched(backup=made.name, path=made, shared=shared_latest(cfg))
+    drive(Backup(server()), dry_run=dry_run)
 
 
 @ops_task(help={
@@ -45,7 +37,7 @@ def verify(c, backup=None, quick=False, json_=False):
 
     from crdsops.data import inventory
 
-    cfg = installed_config()
+    cfg = server()
     if backup:
         path = inventory.find(cfg, None if backup == "shared" else backup)
         entries = [inventory.entry_of(path, "shared" if backup == "shared" else "given")]
@@ -86,7 +78,7 @@ def backups(c, verify=False, json_=False):
 
     from crdsops.data import inventory
 
-    cfg = installed_config()
+    cfg = server()
     entries = inventory.all_entries(cfg)
     if verify:
         for entry in entries:
@@ -111,7 +103,7 @@ def backups(c, verify=False, json_=False):
         raise Exit(f"error: {len(bad)} of {len(entries)} backups failed verification; see above", code=1)
 
 
-@ops_task(aliases=["restore-server"], changing=True, notifying=True, help={
+@ops_task(aliases=["restore-server"], help={
     "from": "a date (2026-11-28, the newest of that day), a private backup's name, or a backup directory; "
             "default: the shared latest",
     "yes": "do not ask for confirmation",
@@ -119,34 +111,13 @@ def backups(c, verify=False, json_=False):
 })
 def restore(c, from_=None, yes=False, dry_run=False):
     """Restore the installed server from its shared latest backup (or --from), with rollback."""
-    from crdsops.data import inventory
-    from crdsops.data.restore import RestoreRun
-    from crdsops.runtime.lock import server_lock
+    from crdsops.data.restore import Restore
+    from crdsops.runtime.lifecycle import drive
 
-    cfg = installed_config()
-    source = inventory.find(cfg, from_)
-    touched(backup=source.resolve())
-    with server_lock(cfg, "restore"):
-        run = RestoreRun(cfg, source)
-        steps = run.plan()
-        if run.manifest is not None:
-            touched(backup_created=run.manifest.created, backup_of=run.manifest.server.name)
-        steps.show()
-        if steps.problems:
-            raise Exit(f"error: refusing backup {source}: {'; '.join(steps.problems[:3])}; nothing was changed")
-        if dry_run:
-            return
-        if not confirm(f"replace {cfg.name}'s database and support directories with this backup?", yes):
-            raise Exit("error: not confirmed; nothing was changed (use --yes when running without a terminal)")
-        try:
-            steps.run()
-        finally:
-            if run.staged is not None:
-                touched(safety_backup=run.staged.safety)
-        end_check(cfg, "restore", staged=run.staged.cache_check)
+    drive(Restore(server(), from_), dry_run=dry_run, yes=yes)
 
 
-@ops_task(changing=True, help={
+@ops_task(help={
     "remove": "remove this server's line instead of installing it (the cache check's line with check-cache)",
     "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check)",
     "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
@@ -154,15 +125,8 @@ def restore(c, from_=None, yes=False, dry_run=False):
 })
 def schedule(c, remove=False, at=None, check_cache=False, slices=7):
     """Install (or --remove) the nightly cron line that runs `inv backup` (or --check-cache) for this server."""
-    from crdsops.data import schedule as lib
+    from crdsops.data.schedule import Schedule, ScheduleOptions
+    from crdsops.runtime.lifecycle import drive
 
-    cfg = installed_config()
     job = "check-cache" if check_cache else "backup"
-    if remove:
-        gone = lib.remove(cfg, job)
-        print(f"removed: {gone[0]}" if gone else f"no {job} line for {cfg.name} in the crontab; nothing to do")
-        touched(cron_line="removed" if gone else "none")
-        return
-    line, changed = lib.install(cfg, at or lib.DEFAULT_AT[job], job, int(slices))
-    touched(cron_line=line, changed=changed)
-    print(("installed: " if changed else "already installed: ") + line)
+    drive(Schedule(server(), ScheduleOptions(job, at, int(slices), bool(remove))))

@@ -52,9 +52,9 @@ def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None)
     import json
     from pathlib import Path
 
-    from crdsops.data.state import age_text
     from crdsops.files import write_atomic
     from crdsops.remote import fleet, fleet_page
+    from crdsops.timefmt import age_text
 
     fleets = {}
     for observatory, targets in _targets_by_observatory(obs, kinds).items():

@@ -12,7 +12,7 @@ import sys
 
 from invoke import Exit
 
-from crdsops.tasks._common import audited_in_installed, installed_config, ops_task, server
+from crdsops.tasks._common import ops_task, say, server
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
@@ -35,7 +35,7 @@ def config(c, obs=None, kind=None, json_=False):
     print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@ops_task(changing=True, help={
+@ops_task(help={
     "obs": "observatory to install: hst, jwst (the configs/ directories)",
     "kind": "server kind: django, dev, test, ops, or a JWST I&T kind (dit, bit, cit, ait)",
     "if_none": "do nothing when a server is already installed here (used by `make run`)",
@@ -44,72 +44,45 @@ def config(c, obs=None, kind=None, json_=False):
 def install(c, obs=None, kind=None, if_none=False, dry_run=False):
     """Install a server: directories, env.sh/env.csh, database migrations, static files."""
     from crdsops.config import installed as identity
-    from crdsops.runtime import install as lib
+    from crdsops.runtime.install import Install
+    from crdsops.runtime.lifecycle import drive
 
     installed = identity.read_installed()
-    if if_none and installed is not None:
-        audited_in_installed()
-        print(f"{installed.name} is already installed here; nothing to do")
-        return
     if (obs is None or kind is None) and installed is None:
         raise Exit("error: give --obs and --kind (e.g. `inv install --obs hst --kind django`)")
-    cfg = server(obs, kind)
-    if dry_run:
-        lib.plan(cfg).show()
-        return
-    lib.install(cfg)
+    cfg = server(None, None) if if_none and installed is not None else server(obs, kind)
+    drive(Install(cfg, if_none=if_none), dry_run=dry_run)
 
 
-@ops_task(changing=True, help={"foreground": "run in this terminal (development); stop with Ctrl-C"})
+@ops_task(help={"foreground": "run in this terminal (development); stop with Ctrl-C"})
 def run(c, foreground=False):
     """Start the installed server in the background; return once it answers."""
     from crdsops.runtime import service
-    from crdsops.runtime.backends import backend_for
-    from crdsops.runtime.lock import server_lock
+    from crdsops.runtime.lifecycle import drive
+    from crdsops.runtime.serving import Start
 
-    cfg = installed_config()
+    cfg = server()
     if foreground:
-        backend = backend_for(cfg)
-        if service.running_pid(cfg, backend) is not None:
-            raise Exit(f"error: {cfg.name} is already running in the background; `inv stop` it first")
-        service.check_port_free(cfg.web.host, cfg.web.port)
-        raise Exit(code=backend.foreground(cfg))
-    with server_lock(cfg, "run"), service.kept_as_it_was(cfg):
-        service.start(cfg)
+        raise Exit(code=service.foreground(cfg))
+    drive(Start(cfg))
 
 
-@ops_task(changing=True)
+@ops_task
 def stop(c):
     """Stop the installed server: gracefully, then forcefully after web.stop_timeout."""
-    from crdsops.runtime import service
-    from crdsops.runtime.lock import server_lock
+    from crdsops.runtime.lifecycle import drive
+    from crdsops.runtime.serving import Stop
 
-    cfg = installed_config()
-    with server_lock(cfg, "stop"), service.kept_as_it_was(cfg):
-        service.stop(cfg)
+    drive(Stop(server()))
 
 
-@ops_task(changing=True, help={"dry_run": "print the plan (its read-only checks run for real), change nothing"})
+@ops_task(help={"dry_run": "print the plan (its read-only checks run for real), change nothing"})
 def rerun(c, dry_run=False):
     """Stop, reinstall (same identity) and start the installed server."""
-    from crdsops.runtime import install as lib
-    from crdsops.runtime import service
-    from crdsops.runtime.lock import server_lock
-    from crdsops.steps import Plan
+    from crdsops.runtime.lifecycle import drive
+    from crdsops.runtime.serving import Rerun
 
-    cfg = installed_config()
-    pid = service.running_pid(cfg)
-    plan = Plan(f"rerunning {cfg.name}")
-    plan.add(f"stop it (pid {pid})" if pid else "nothing to stop (not running)", lambda: service.stop(cfg),
-             name="stopping the server")
-    plan.steps += lib.plan(cfg).steps
-    plan.add(f"start it at {cfg.local_url} and wait until get_server_info answers", lambda: service.start(cfg),
-             name="starting the server")
-    if dry_run:
-        plan.show()
-        return
-    with server_lock(cfg, "rerun"), service.kept_as_it_was(cfg):
-        plan.run()
+    drive(Rerun(server()), dry_run=dry_run)
 
 
 @ops_task(help={"json": JSON_HELP})
@@ -117,7 +90,7 @@ def status(c, json_=False):
     """Say whether the server is up, its context, backups and last checks; exit 1 down, 2 warning."""
     from crdsops.data import state
 
-    cfg = installed_config()
+    cfg = server()
     rep = state.report(cfg)
     if json_:
         print(json.dumps(rep.as_dict(), indent=2, default=str))
@@ -134,10 +107,11 @@ def status(c, json_=False):
 })
 def history(c, n=20, task=None, json_=False):
     """Show the audit log: who ran which changing task on this server, when, and how it ended."""
-    from crdsops.data.state import age_text, from_what
+    from crdsops.data.state import from_what
     from crdsops.runtime import audit
+    from crdsops.timefmt import age_text
 
-    cfg = installed_config()
+    cfg = server()
     n = int(n)
     entries = audit.history(cfg.layout, limit=n or None, task=task)
     if json_:
@@ -170,7 +144,7 @@ def manage(c, args=""):
 
     from crdsops.runtime.environ import manage as run_manage
 
-    cfg = installed_config()
+    cfg = server()
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(args)
     if not argv:
         raise Exit("error: say which manage.py command to run, e.g. `inv manage -- shell`")
@@ -189,18 +163,20 @@ def runtests(c, django_only=False, live_only=False):
 
     from crdsops.errors import CrdsOpsError
     from crdsops.runtime import results, selftest
+    from crdsops.runtime.results import RuntestsResult
 
-    cfg = installed_config()
+    cfg = server()
     started = time.monotonic()
     scope = {"django_only": bool(django_only), "live_only": bool(live_only)}
     try:
         checks = selftest.run(cfg, django_tests=not live_only, live=not django_only)
     except CrdsOpsError as err:
-        results.write(cfg.layout, "runtests", False, time.monotonic() - started, error=str(err).splitlines()[0],
-                      **scope)
+        results.write(cfg.layout, RuntestsResult(ok=False, seconds=round(time.monotonic() - started, 3),
+                                                 error=str(err).splitlines()[0], **scope))
         raise
-    results.write(cfg.layout, "runtests", not checks.failed, time.monotonic() - started, passed=checks.passed,
-                  failed=checks.failed, summary=checks.summary, **scope)
-    print(f"runtests {cfg.name}: {checks.summary}")
+    results.write(cfg.layout, RuntestsResult(ok=not checks.failed, seconds=round(time.monotonic() - started, 3),
+                                             passed=checks.passed, failed=checks.failed, summary=checks.summary,
+                                             **scope))
+    say(f"runtests {cfg.name}: {checks.summary}")
     if checks.failed:
         raise Exit(code=1)

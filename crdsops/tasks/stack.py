@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pathlib
 
-from crdsops.tasks._common import audited_in_installed, ops_task, touched
+from crdsops.tasks._common import ops_task
 
 
 def _prefix(prefix):
@@ -29,7 +29,7 @@ def _prefix(prefix):
     return stack_prefix()
 
 
-@ops_task(aliases=["build-conda3"], changing=True, help={
+@ops_task(aliases=["build-conda3"], help={
     "prefix": "where the stack goes (default: the config's stack.prefix, .venv in the checkout)",
     "dev": "include the dev category (pytest, py-rattler, conda-lock); default: as the current stack",
     "no_dev": "leave the dev category out (default: as the current stack)",
@@ -52,14 +52,51 @@ def build(c, prefix=None, dev=False, no_dev=False, vm=False, no_vm=False, mode=N
         raise Exit("error: give --dev or --no-dev, not both")
     if vm and no_vm:
         raise Exit("error: give --vm or --no-vm, not both")
-    audited_in_installed()  # the stack is the checkout's: its builds go into the installed server's log
-    p = stack.build(_prefix(prefix), dry_run=dry_run, dev=True if dev else (False if no_dev else None),
-                    vm=True if vm else (False if no_vm else None), mode=mode, python=python, conda=conda,
-                    lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
-    touched(stack=p.prefix, up_to_date=p.up_to_date)
-    if p.up_to_date or dry_run:
-        print(("would " if dry_run and not p.up_to_date else "") + p.describe())
+    from crdsops.runtime.lifecycle import drive
 
+    options = stack.BuildOptions(dev=True if dev else (False if no_dev else None),
+                                 vm=True if vm else (False if no_vm else None), mode=mode, python=python,
+                                 conda=conda, lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
+    drive(_build_operation(_prefix(prefix), options), dry_run=dry_run)
+
+
+def _build_operation(prefix: pathlib.Path, options):
+    """``inv build`` in the one lifecycle (``crdsops.runtime.lifecycle``): the stack builder's facts and step,
+    no server lock (the builder holds its own per prefix), its audit line in the installed server's log
+    (the stack is the checkout's)."""
+    from crdsops.config.installed import resolve_installed_or_none
+    from crdsops.errors import CrdsOpsError
+    from crdsops.runtime.lifecycle import Operation
+    from crdsops.runtime.outcomes import BuildOutcome
+    from crdsops.stack import build as stack
+
+    class Build(Operation):
+        task = "build"
+        locks = None
+
+        def __init__(self):
+            super().__init__(None)
+            self.facts = None
+            try:
+                self.log_to = resolve_installed_or_none()
+            except CrdsOpsError:
+                self.log_to = None
+
+        @property
+        def audit_in(self):
+            return self.log_to
+
+        def probe(self):
+            self.facts = stack.probe(prefix, options)
+            return self.facts
+
+        def plan(self, facts):
+            return stack.steps(facts)
+
+        def outcome(self):
+            return BuildOutcome(self.facts.prefix, self.facts.up_to_date) if self.facts else None
+
+    return Build()
 
 
 @ops_task(iterable=["channel", "env_file"], help={

@@ -4,6 +4,7 @@ exit code, the server still up, the disk freed."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_a_dump_left_out_of_the_manifest_is_found(tmp_path):
     backup = tmp_path / "b"
     (backup / "support").mkdir(parents=True)
     (backup / "support" / "catalogs.tar.zst").write_bytes(b"x")
-    Manifest(server=ServerIdentity("hst", "django", "h", "u"), created="2026-11-28T00:00:00+00:00",
+    Manifest(server=ServerIdentity("hst", "django", "h", "u"), created=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC),
              crdsops_version="t", database=DatabaseDump("sqlite", "database.sqlite3.zst")).write(backup)
     assert verify_manifest(backup) == ["database dump database.sqlite3.zst is not in the manifest"]
 

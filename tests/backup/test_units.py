@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from crdsops.data import inventory, schedule
 from crdsops.data.manifest import DatabaseDump, Manifest, ServerIdentity
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime import lock as serverlock
+from crdsops.runtime.lifecycle import drive
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def cfg(tmp_path):
 
 # --- the lock ------------------------------------------------------------------------------
 
-def test_second_taker_refuses_and_names_the_holder(cfg):
+def test_second_taker_refuses_and_names_the_holder(cfg, caplog):
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from crdsops.config.loader import load_config
@@ -49,9 +51,9 @@ sys.stdin.read()
         holder.kill()
         holder.wait()
     # the holder is gone: its lock is taken over with a warning
-    said = []
-    record = serverlock.acquire(cfg, "restore", say=said.append)
-    assert any("stale lock" in s for s in said)
+    with caplog.at_level(logging.WARNING, logger="crdsops"):
+        record = serverlock.acquire(cfg, "restore")
+    assert any("stale lock" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     serverlock.release(cfg, record)
     assert not serverlock.lock_path(cfg).exists()
 
@@ -94,7 +96,7 @@ def _fake_backups(cfg, ages_days, bad=()):
         path = cfg.backups.private_dir / f"backup-{i:02d}"
         path.mkdir(parents=True)
         (path / "database.sqlite3").write_text(f"dump {i}")
-        Manifest(server=ServerIdentity("hst", "django", "h", "u"), created=created.isoformat(), crdsops_version="t",
+        Manifest(server=ServerIdentity("hst", "django", "h", "u"), created=created, crdsops_version="t",
                  database=DatabaseDump("sqlite", "database.sqlite3")).write(path)
         if i in bad:
             (path / "database.sqlite3").write_text("corrupted")
@@ -103,7 +105,7 @@ def _fake_backups(cfg, ages_days, bad=()):
 
 def _kept(cfg, **backups):
     cfg = dataclasses.replace(cfg, backups=dataclasses.replace(cfg.backups, **backups))
-    keep, remove = inventory.retention_plan(cfg, now=NOW)
+    keep, remove = inventory.retention_plan(cfg, inventory.private_backups(cfg), now=NOW)
     return sorted(e.path.name for e in keep), sorted(e.path.name for e in remove)
 
 
@@ -147,16 +149,21 @@ elif [ "$1" = "-" ]; then cat > {store}; fi
 
 def test_schedule_is_idempotent_and_removable(cfg, fake_crontab):
     fake_crontab.write_text("0 1 * * * somebody else's job\n")
-    line, changed = schedule.install(cfg, "02:30")
-    assert changed and line.startswith("30 2 * * * ") and " backup >> " in line
+    def scheduled(**options):
+        return drive(schedule.Schedule(cfg, schedule.ScheduleOptions(**options)))
+
+    first = scheduled(at="02:30")
+    line = first.cron_line
+    assert first.changed and line.startswith("30 2 * * * ") and " backup >> " in line
     assert str(cfg.root / "logs" / "backup.log") in line and line.endswith("# crdsops backup hst.django")
-    assert schedule.install(cfg, "02:30") == (line, False)
-    schedule.install(cfg, "04:05")
+    assert scheduled(at="02:30") == schedule.ScheduleOutcome("backup", line, False)
+    scheduled(at="04:05")
     text = fake_crontab.read_text()
     assert text.count("crdsops backup hst.django") == 1 and "5 4 * * *" in text
     assert "somebody else's job" in text
-    assert schedule.remove(cfg)
+    assert scheduled(remove=True).changed
     assert fake_crontab.read_text() == "0 1 * * * somebody else's job\n"
+    assert not scheduled(remove=True).changed
     with pytest.raises(CrdsOpsError, match="HH:MM"):
         schedule.cron_line(cfg, "25:00")
 

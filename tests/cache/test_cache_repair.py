@@ -45,9 +45,10 @@ def test_repair_fetches_missing_truncated_and_damaged_files_over_ssh_and_quarant
 
     dry = check(fleet, "--sha1", "--repair", "--src", "test", "--dry-run")
     assert dry.returncode == 1, dry.stderr
-    assert f"would fetch references/hst/{names[0]} from hst.test (missing)" in dry.stdout
-    assert f"would fetch references/hst/{names[2]} from hst.test (damaged)" in dry.stdout
-    assert "would move orphan references/hst/orphan_only_here.fits" in dry.stdout
+    assert f"  - fetch references/hst/{names[0]} from hst.test (missing)\n" in dry.stdout
+    assert f"  - fetch references/hst/{names[2]} from hst.test (damaged)\n" in dry.stdout
+    assert "  - move orphan references/hst/orphan_only_here.fits to " in dry.stdout
+    assert "dry run: nothing changed" in dry.stdout
     assert orphan.exists() and not (refs / names[0]).exists()
 
     fixed = check(fleet, "--sha1", "--repair", "--src", "test", "--json")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import pytest
 
+from crdsops import progress
 from crdsops.data.manifest import DatabaseDump, FileEntry, Manifest, ServerIdentity
 from crdsops.files import digest
 from crdsops.remote import catalog_sync
@@ -59,14 +61,14 @@ def test_deletions_are_capped_and_refused_from_an_empty_listing(tmp_path):
     with pytest.raises(Exception, match="more than the cap of 2"):
         plan.delete_extraneous(max_delete=2, must_have=("references/hst",))
     assert len(list((root / "references" / "hst").iterdir())) == 5
-    assert len(plan.delete_extraneous(max_delete=4, say=lambda *_: None)) == 4
+    assert len(plan.delete_extraneous(max_delete=4)) == 4
 
 
 def test_a_listing_that_does_not_match_the_verified_manifest_is_refused(tmp_path):
     listing = _listing(tmp_path / "listings" / "references.tsv" if (tmp_path / "listings").mkdir() is None else None,
                        {"a.fits": (1, 0)})
     rel = "listings/references.tsv"
-    manifest = Manifest(ServerIdentity("hst", "test", "h", "u"), "2026-01-01T00:00:00+00:00", "x",
+    manifest = Manifest(ServerIdentity("hst", "test", "h", "u"), datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), "x",
                         DatabaseDump("sqlite", "database.sqlite3.zst"),
                         files={rel: FileEntry(listing.stat().st_size, digest(listing))})
     assert catalog_sync.trusted_listing(tmp_path, manifest, rel) == listing
@@ -80,7 +82,7 @@ def test_rsync_argv_resumes_and_limits_bandwidth(tmp_path):
     from crdsops.remote.ssh import Target
 
     target = Target(host="127.0.0.2", user="root", port=2222)
-    argv = catalog_sync.rsync_argv(target, "/data/cache", tmp_path, tmp_path / "ff", bwlimit="2000")
+    argv = catalog_sync.listed_argv(target, "/data/cache", tmp_path, tmp_path / "ff", bwlimit="2000")
     assert f"--partial-dir={catalog_sync.PARTIAL_DIR}" in argv and "--bwlimit=2000" in argv
     assert f"--files-from={tmp_path / 'ff'}" in argv and "--from0" in argv and "--ignore-missing-args" in argv
     assert argv[-2:] == ["127.0.0.2:/data/cache/", f"{tmp_path}/"]
@@ -91,9 +93,9 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert catalog_sync._progress_bar(100, 1, "cache") is None
+    assert progress.terminal_bar(100, "cache: 1 files") is None
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    bar = catalog_sync._progress_bar(100, 1, "cache")
+    bar = progress.terminal_bar(100, "cache: 1 files")
     assert bar is not None and bar.total == 100
     bar.close()
 

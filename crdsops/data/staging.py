@@ -1,0 +1,392 @@
+"""Put a new state in place under a running server: stage it beside the live one, swap, roll back.
+
+``inv restore`` and ``inv mirror`` both run these two phases:
+
+1. ``stage_while_serving``: while the server keeps serving, side by side: a safety backup of
+   the current state, the dump loaded into a staging database, the support directories
+   unpacked next to their targets, and what the caller adds (a mirror's cache sync); with
+   ``check_cache``, the quick cache check lists the cache and the staged mappings while the
+   rows load and compares them with the staged catalog once loaded (reported after a healthy
+   swap, as the check of the state now live); and ``ServerInfoWarmer`` precomputes
+   get_server_info. If anything fails or is interrupted, every staged part is removed (each
+   removal runs whatever an earlier one raised) and the error names the first cause: nothing
+   live was touched.
+2. ``swap_and_check``: stop the server; swap the staged database and directories in (the old
+   ones are kept: a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``,
+   ``<dir>.crdsops-old``); start it; health check (``get_server_info`` answers and the catalog
+   counts equal the manifest's); the first ``get_server_info`` reads the download_metadata the
+   warmer computed (when the live catalog's fingerprint matches). On any failure or interrupt
+   from the stop on: swap the old state back (or, if that fails, restore the safety backup),
+   start the server again if it was running, and say so; the rollback finishes even through a
+   second Ctrl-C. On success the old state is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdsops import cleanup, failpoints, interrupts
+from crdsops.config.model import ServerConfig
+from crdsops.data.backup import create, support_dirs
+from crdsops.data.manifest import Manifest
+from crdsops.db.compression import open_decompressed
+from crdsops.db.engines import Engine, engine_for
+from crdsops.errors import CrdsOpsError
+from crdsops.parallel import JobsFailed, side_by_side
+from crdsops.runtime import health, service
+from crdsops.runtime.environ import manage, manage_failure, start_manage
+from crdsops.steps import under_way
+
+log = logging.getLogger(__name__)
+
+
+def converts(config: ServerConfig, manifest: Manifest) -> bool:
+    """Whether the backup's dump is of another engine that staging converts (MySQL down to SQLite)."""
+    return manifest.database.engine == "mysql" and not config.database.is_mysql
+
+
+class SupportRestore:
+    """Unpack a backup's support directories next to their targets; swap them by rename."""
+
+    def __init__(self, config: ServerConfig):
+        self.targets = support_dirs(config)
+        self.swapped: list[str] = []
+
+    @staticmethod
+    def staging(target: Path) -> Path:
+        return target.with_name(target.name + ".crdsops-new")
+
+    @staticmethod
+    def old(target: Path) -> Path:
+        return target.with_name(target.name + ".crdsops-old")
+
+    def stage(self, backup: Path, manifest: Manifest) -> None:
+        for label, target in self.targets.items():
+            interrupts.check()
+            entry = manifest.support.get(label)
+            if not entry:
+                raise CrdsOpsError(f"backup {backup} has no {label} archive")
+            staging = self.staging(target)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True, mode=0o700)
+            source = open_decompressed(backup / entry.file)
+            tar = subprocess.Popen(["tar", "-C", str(staging), "-xf", "-"], stdin=source.stdout,
+                                   stderr=subprocess.PIPE)
+            source.stdout.close()
+            err = tar.stderr.read().decode(errors="replace")
+            if tar.wait() != 0 or source.wait() != 0:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise CrdsOpsError(f"unpacking {entry.file} failed: {err.strip()[-200:] or 'decompression error'}")
+
+    def swap_in(self) -> None:
+        for label, target in self.targets.items():
+            staging, old = self.staging(target), self.old(target)
+            if not staging.exists():
+                raise CrdsOpsError(f"nothing staged for {label} at {staging}")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.rename(target, old)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, target)
+            self.swapped.append(label)
+
+    def swap_back(self) -> None:
+        for label in reversed(self.swapped):
+            target = self.targets[label]
+            old = self.old(target)
+            if old.exists():
+                if target.exists():
+                    os.rename(target, self.staging(target))
+                os.rename(old, target)
+                shutil.rmtree(self.staging(target), ignore_errors=True)
+        self.swapped = []
+
+    def discard_old(self) -> None:
+        for target in self.targets.values():
+            shutil.rmtree(self.old(target), ignore_errors=True)
+
+    def discard_staging(self) -> None:
+        for target in self.targets.values():
+            shutil.rmtree(self.staging(target), ignore_errors=True)
+
+
+def health_check(config: ServerConfig, manifest: Manifest) -> list[str]:
+    """What is wrong with the running server compared with ``manifest`` (empty: healthy).
+
+    Called right after ``service.start``, which returns only once ``get_server_info``
+    answered (on a large catalog, fetching that again would cost a second download).
+    """
+    failpoints.hit("restore.health")
+    try:
+        counts = health.catalog_counts(config.local_url, timeout=15)
+    except CrdsOpsError as err:
+        return [str(err)]
+    problems = []
+    # a mirror must leave the server answering as itself, not as the source it copied
+    if (counts.observatory, counts.kind) != (config.observatory, config.kind):
+        problems.append(f"{config.local_url} answers as {counts.server}, not {config.name}")
+    return problems + [f"{name} is {mine!r}, the backup has {theirs!r}"
+                       for name, mine, theirs in counts.differences(manifest.counts)]
+
+
+@dataclass
+class Staged:
+    """What ``stage_while_serving`` prepared: ready to swap in, nothing live changed yet."""
+
+    engine: Engine
+    support: SupportRestore
+    safety: Path
+    took: dict[str, float] = field(default_factory=dict)  # job -> seconds, for the one line that says so
+    cache_check: object = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
+
+
+class Staging:
+    """The jobs of ``stage_while_serving`` and what they made."""
+
+    def __init__(self, config: ServerConfig, backup: Path, manifest: Manifest, check_cache: bool):
+        self.config, self.backup, self.manifest = config, backup, manifest
+        self.engine, self.support = engine_for(config), SupportRestore(config)
+        self.check_cache = check_cache
+        self.staged = {"support": threading.Event(), "database": threading.Event()}
+        self.safety: Path | None = None
+
+    def jobs(self) -> dict[str, Callable[[], object]]:
+        jobs = {"safety backup": self._safety_backup, "database staged": self._stage_db,
+                "support staged": self._stage_support}
+        if self.check_cache:
+            jobs["cache checked"] = self._check_staged
+        return jobs
+
+    def _safety_backup(self) -> None:
+        self.safety = create(self.config, purpose="safety", publish=False, retention=False)
+
+    def _stage_db(self) -> None:
+        config, engine = self.config, self.engine
+        warmer = ServerInfoWarmer(config, engine)  # Django starts while the rows load
+        try:
+            dump = self.backup / self.manifest.database.file
+            if converts(config, self.manifest):  # a mirror from MySQL: Django's schema for SQLite, then the rows
+                engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path))
+            else:
+                engine.stage(dump)
+            self.staged["database"].set()
+            warmer.finish()
+        finally:
+            warmer.abandon()
+
+    def _stage_support(self) -> None:
+        self.support.stage(self.backup, self.manifest)
+        self.staged["support"].set()
+
+    def _check_staged(self):
+        """The quick cache check of what is staged: listed while the rows load, compared once loaded.
+
+        Returned, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
+        from crdsops.data import cachecheck
+
+        try:
+            if not self._ready("support"):
+                return None
+            mappings = self.support.staging(self.support.targets["mappings"])
+            listed = cachecheck.list_trees(self.config, mappings)
+            if not self._ready("database"):
+                return None
+            return cachecheck.check(self.config, cachecheck.CheckOptions(), cachecheck.CheckSource(
+                database=str(self.engine.staging), mappings=mappings, listed=listed))
+        except CrdsOpsError as err:
+            return err
+
+    def _ready(self, part: str) -> bool:
+        """Wait until ``part`` is staged; False when the staging is being stopped."""
+        while not self.staged[part].wait(0.1):
+            if interrupts.cancelled.is_set():
+                return False
+        return True
+
+    def discard(self) -> list[str]:
+        """Remove every staged part, each whatever the others raised; what could not be removed."""
+        return cleanup.every({
+            "the staged database": self.engine.discard_staging,
+            "the staged support directories": self.support.discard_staging,
+            "the precomputed server info": lambda: self.config.layout.server_info_warm.unlink(missing_ok=True),
+        })
+
+
+def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, what: str = "",
+                        check_cache: bool = False, alongside: dict[str, Callable[[], object]] | None = None) -> Staged:
+    """Phase 1 (module docstring); ``alongside``: more jobs run side by side (a mirror's cache sync).
+
+    The jobs ``alongside`` keep their own results; if any job fails or the task is interrupted,
+    all stop, the staging is removed, and the error says nothing changed.
+    """
+    staging = Staging(config, backup, manifest, check_cache)
+    try:
+        outcome = side_by_side({**staging.jobs(), **(alongside or {})})
+    except BaseException as err:
+        with interrupts.shielded():
+            left = staging.discard()
+        if isinstance(err, JobsFailed):
+            also = f"; could not remove {', '.join(left)}: remove it by hand" if left else ""
+            raise CrdsOpsError(f"{what or 'restore of ' + config.name} stopped before the swap ({err}); "
+                               f"nothing was changed, the server state is as it was{also}") from None
+        raise
+    took = dict(outcome.seconds)
+    log.info(f"safety backup: {staging.safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
+    return Staged(staging.engine, staging.support, staging.safety, took, outcome.results.get("cache checked"))
+
+
+class ServerInfoWarmer:
+    """Precompute get_server_info's download_metadata from the staged database, for the first request
+    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal.
+
+    ``manage.py warm_server_info --when-told`` starts with the staging (Django's start, 0.7 s,
+    overlaps the load) and computes when ``finish`` tells it the database is staged.
+    """
+
+    def __init__(self, config: ServerConfig, engine: Engine):
+        self.out = config.layout.server_info_warm
+        self.args = ("warm_server_info", "--when-told", "--out", str(self.out))
+        self.error = ""
+        self.proc = None
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.proc = start_manage(config, *self.args, extra_env={"CRDS_DB_NAME": str(engine.staging)})
+        except (OSError, CrdsOpsError) as err:
+            self.error = str(err)
+
+    def finish(self) -> bool:
+        if self.proc is not None:
+            out, err = self.proc.communicate("go\n")
+            if self.proc.returncode == 0:
+                return True
+            self.error = manage_failure(self.args, self.proc.returncode, err or out)
+        log.warning(f"could not precompute server info from the staged database ({self.error}); "
+                    "the first request after the restart computes it")
+        self.out.unlink(missing_ok=True)
+        return False
+
+    def abandon(self) -> None:
+        """Stop it if it is still waiting or computing (the staging failed or was interrupted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _migrate_into(config: ServerConfig, path: Path) -> None:
+    """Run the server's Django migrations into the SQLite file ``path`` (a new staging database)."""
+    manage(config, "migrate", "--noinput", capture=True, extra_env={"CRDS_DB_ENGINE": "sqlite",
+                                                                    "CRDS_DB_NAME": str(path)})
+
+
+# --- phase 2: the swap ----------------------------------------------------------------------
+
+def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, what: str = "") -> float:
+    """Stop, swap the staged state in, start, health check against ``manifest``; return the seconds stopped.
+
+    On any failure or interrupt from the stop on: roll back to the old state (or the safety
+    backup), start it again if it was running, and raise (CrdsOpsError saying so, or the
+    interrupt). On success the old state is dropped.
+    """
+    swap = _Swap(config, staged)
+    what = what or f"restore of {config.name}"
+    stopped_at = time.monotonic()
+    try:
+        swap.swap_in_and_start(manifest)
+    except BaseException as err:
+        reason = interrupts.describe(err)
+        log.info(f"{what} failed ({reason})")
+        with interrupts.shielded("the rollback"):
+            swap.roll_back()
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise CrdsOpsError(
+            f"{what} failed ({reason}); rolled back to the state before (safety backup {staged.safety})"
+        ) from None
+    stopped = time.monotonic() - stopped_at
+    config.layout.server_info_warm.unlink(missing_ok=True)  # served its purpose: later starts compute it
+    log.info(f"{config.name} was stopped for {stopped:.1f}s")
+    with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
+        staged.engine.discard_old()
+        staged.support.discard_old()
+    return stopped
+
+
+class _Swap:
+    """The swap of one staged state, and its rollback."""
+
+    def __init__(self, config: ServerConfig, staged: Staged):
+        self.config, self.staged = config, staged
+        self.swapped = {"db": False, "support": False}
+        self.was_running = service.running_pid(config) is not None
+
+    def swap_in_and_start(self, manifest: Manifest) -> None:
+        config, engine, support = self.config, self.staged.engine, self.staged.support
+        with under_way("stopping the server"):
+            failpoints.hit("restore.staged")
+            service.stop(config)
+        with under_way("swapping the new state in"):
+            engine.swap_in()
+            self.swapped["db"] = True
+            support.swap_in()
+            self.swapped["support"] = True
+            failpoints.hit("restore.swapped")
+        with under_way("starting the server"):
+            service.start(config)
+        with under_way("the health check"):
+            problems = health_check(config, manifest)
+            if problems:
+                raise CrdsOpsError("health check failed: " + "; ".join(problems))
+
+    def roll_back(self) -> None:
+        config = self.config
+        log.info(f"rolling back {config.name} to the state before ...")
+        config.layout.server_info_warm.unlink(missing_ok=True)  # it describes the new state, not the old
+        failpoints.hit("restore.rollback")
+        try:
+            service.stop(config)
+        except CrdsOpsError as err:
+            log.warning(f"could not stop {config.name} for the rollback ({err})")
+        try:
+            self._put_old_back()
+        finally:
+            self._start_again()
+
+    def _put_old_back(self) -> None:
+        engine, support, safety = self.staged.engine, self.staged.support, self.staged.safety
+        try:
+            if self.swapped["support"]:
+                support.swap_back()
+            if self.swapped["db"]:
+                engine.swap_back()
+            support.discard_staging()
+            engine.discard_staging()
+        except Exception as err:  # noqa: BLE001
+            log.info(f"swapping the old state back failed ({err}); restoring the safety backup {safety} instead")
+            manifest = Manifest.load(safety)
+            engine.stage(safety / manifest.database.file)
+            engine.swap_in()
+            engine.discard_old()
+            sup = SupportRestore(self.config)
+            sup.stage(safety, manifest)
+            sup.swap_in()
+            sup.discard_old()
+
+    def _start_again(self) -> None:
+        config = self.config
+        if not self.was_running:
+            log.info(f"{config.name} has its previous state again (not started: it was not running before)")
+            return
+        try:
+            service.start(config)
+            log.info(f"{config.name} runs its previous state again")
+        except CrdsOpsError as err:
+            log.error(f"could not start {config.name} after the rollback ({err}); start it with `inv run`")

@@ -1,0 +1,155 @@
+"""What a changing task's run did, as typed records: the audit line, `inv history`, `inv status`
+and the fleet read these back, never string keys.
+
+``crdsops.runtime.lifecycle`` asks the operation for its ``Outcome`` when the run ends (also
+when it failed: then the outcome holds what was known or made before the failure) and the
+audit line carries it as ``touched`` (``Outcome.as_dict()``). A reader turns a line back
+into the record of its task with ``read(task, data)``.
+
+``BackupRef`` names one backup wherever a run made, read or kept one.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from crdsops.db.catalog import CatalogCounts
+from crdsops.records import Record, RecordError
+
+
+@dataclass(frozen=True)
+class BackupRef(Record):
+    """One backup: its dated name, where it is, when it was made and of which server."""
+
+    name: str
+    path: Path
+    created: datetime.datetime | None = None
+    server: str = ""  # whose backup it is (hst.test)
+
+    def describe(self) -> str:
+        made = f", made {self.created.isoformat(timespec='seconds')}" if self.created else ""
+        return f"{self.path}{made}"
+
+
+class Outcome(Record):
+    """What one run of a task did (a frozen dataclass per task below)."""
+
+    def describe(self) -> str:
+        """A few words for `inv history` and `inv status`."""
+        return ""
+
+
+@dataclass(frozen=True)
+class InstallOutcome(Outcome):
+    root: Path | None = None
+    database: str = ""
+
+    def describe(self) -> str:
+        return f"in {self.root}" if self.root else ""
+
+
+@dataclass(frozen=True)
+class ServiceOutcome(Outcome):
+    """``run``, ``stop``, ``rerun``: the server's pid afterwards (None: not running)."""
+
+    pid: int | None = None
+    url: str = ""
+
+    def describe(self) -> str:
+        return f"pid {self.pid} at {self.url}" if self.pid else "not running"
+
+
+@dataclass(frozen=True)
+class BuildOutcome(Outcome):
+    stack: Path | None = None
+    up_to_date: bool = False
+
+    def describe(self) -> str:
+        return f"stack {self.stack}" + (" (up to date)" if self.up_to_date else "")
+
+
+@dataclass(frozen=True)
+class BackupOutcome(Outcome):
+    backup: BackupRef | None = None
+    shared: Path | None = None  # the shared latest it was published as
+    counts: CatalogCounts | None = None
+
+    def describe(self) -> str:
+        return self.backup.name if self.backup else ""
+
+
+@dataclass(frozen=True)
+class RestoreOutcome(Outcome):
+    backup: BackupRef | None = None  # the backup restored
+    safety_backup: Path | None = None  # the state before, kept
+    stopped_seconds: float | None = None
+
+    def describe(self) -> str:
+        return f"from {self.backup.describe()}" if self.backup else ""
+
+
+@dataclass(frozen=True)
+class MirrorOutcome(Outcome):
+    source: str  # the server mirrored (hst.test)
+    source_host: str = ""
+    source_url: str = ""
+    backup: BackupRef | None = None  # the source's backup that was copied
+    safety_backup: Path | None = None
+    deleted: int | None = None  # cache files the source no longer had
+    stopped_seconds: float | None = None
+
+    def describe(self) -> str:
+        if not self.backup:
+            return f"from {self.source}"
+        made = f", made {self.backup.created.isoformat(timespec='seconds')}" if self.backup.created else ""
+        return f"from {self.source} (its backup {self.backup.path}{made})"
+
+
+@dataclass(frozen=True)
+class RepairOutcome(Outcome):
+    """``check-cache --repair``."""
+
+    source: str = ""
+    source_host: str = ""
+    fetched: int = 0
+    still_bad: int = 0
+    quarantine: Path | None = None
+    quarantined: int = 0
+
+    def describe(self) -> str:
+        parts = [f"{self.fetched} fetched" + (f" from {self.source}" if self.source else "")]
+        if self.quarantined:
+            parts.append(f"{self.quarantined} quarantined")
+        if self.still_bad:
+            parts.append(f"{self.still_bad} still bad")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ScheduleOutcome(Outcome):
+    job: str = "backup"
+    cron_line: str = ""  # the line installed ("" when removed or none)
+    changed: bool = False
+
+    def describe(self) -> str:
+        return f"{self.job}: " + (self.cron_line or "no line") + ("" if self.changed else " (unchanged)")
+
+
+OUTCOMES: dict[str, type[Outcome]] = {
+    "install": InstallOutcome, "run": ServiceOutcome, "stop": ServiceOutcome, "rerun": ServiceOutcome,
+    "build": BuildOutcome, "backup": BackupOutcome, "restore": RestoreOutcome, "mirror": MirrorOutcome,
+    "check-cache": RepairOutcome, "schedule": ScheduleOutcome,
+}
+
+
+def read(task: str, data: object) -> Outcome | None:
+    """The outcome record of ``task`` from its JSON (an audit line's ``touched``); None if it is not one."""
+    kind = OUTCOMES.get(task)
+    if kind is None or not data:
+        return None
+    try:
+        return kind.from_dict(data, where=f"the outcome of {task}")
+    except RecordError:
+        return None

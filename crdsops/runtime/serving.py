@@ -1,0 +1,92 @@
+"""``inv run``, ``inv stop``, ``inv rerun``: the operations on a server's running state.
+
+Each puts the server back as it was (up or down) when it fails or is interrupted
+(``service.kept_as_it_was``); the outcome is the server's pid afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from crdsops.config.model import ServerConfig
+from crdsops.runtime import install, service
+from crdsops.runtime.lifecycle import Operation
+from crdsops.runtime.outcomes import ServiceOutcome
+from crdsops.steps import Plan
+
+log = logging.getLogger(__name__)
+
+
+def outcome(config: ServerConfig) -> ServiceOutcome:
+    """The server's state after a run, stop or rerun."""
+    pid = service.running_pid(config)
+    return ServiceOutcome(pid, config.local_url if pid else "")
+
+
+class Start(Operation):
+    """``inv run`` (in the background): start it unless it runs; put it back as it was if that fails."""
+
+    task = "run"
+    quiet_plan = True
+
+    def probe(self) -> int | None:
+        return service.running_pid(self.config)
+
+    def plan(self, pid: int | None) -> Plan:
+        config = self.config
+        p = Plan(f"starting {config.name}")
+        if pid is not None:
+            said = f"{config.name} is already running (pid {pid}) at {config.local_url}; nothing started"
+            p.add(said, lambda: log.info(said))
+        else:
+            p.add(f"start it at {config.local_url} and wait until get_server_info answers", lambda: service.start(config),
+                  name="starting the server")
+        return p
+
+    def run(self, plan: Plan) -> ServiceOutcome:
+        with service.kept_as_it_was(self.config):
+            plan.run()
+        return self.outcome()
+
+    def outcome(self) -> ServiceOutcome:
+        return outcome(self.config)
+
+
+class Stop(Start):
+    """``inv stop``: gracefully, then forcefully after ``web.stop_timeout``."""
+
+    task = "stop"
+
+    def plan(self, pid: int | None) -> Plan:
+        p = Plan(f"stopping {self.config.name}")
+        p.add(f"stop it (pid {pid})" if pid else "stop what is left of it (not running)",
+              lambda: service.stop(self.config), name="stopping the server")
+        return p
+
+
+class Rerun(Operation):
+    """``inv rerun``: stop, reinstall (same identity), start; the server is put back as it was if that fails."""
+
+    task = "rerun"
+
+    def probe(self) -> tuple[int | None, install.InstallFacts]:
+        return service.running_pid(self.config), install.probe(self.config)
+
+    def plan(self, facts) -> Plan:
+        pid, install_facts = facts
+        config = self.config
+        p = Plan(f"rerunning {config.name}")
+        p.add(f"stop it (pid {pid})" if pid else "nothing to stop (not running)", lambda: service.stop(config),
+              name="stopping the server")
+        p.extend(install.plan(config, install_facts))
+        p.add(f"start it at {config.local_url} and wait until get_server_info answers",
+              lambda: service.start(config), name="starting the server")
+        return p
+
+    def run(self, plan: Plan) -> ServiceOutcome:
+        with service.kept_as_it_was(self.config):
+            plan.run()
+        return self.outcome()
+
+    def outcome(self) -> ServiceOutcome:
+        return outcome(self.config)

@@ -1,0 +1,156 @@
+"""The run of one task, from its start to its audit line: interrupts, notifications, the audit.
+
+``running(task, flags)`` is what every task runs under (the task boundary in
+``crdsops.tasks._common`` opens it; nothing here knows invoke):
+
+* SIGINT, SIGTERM and SIGHUP raise ``crdsops.interrupts.Interrupted`` inside it, so every
+  ``finally`` cleans up; ``interrupted_line()`` says where it stopped and what state the
+  server is in then, compared with what it was when the run said which server it acts on;
+* the lines the library says are kept (``crdsops.output.captured``) for the notifications;
+* when it ends, ok, failed or interrupted: a notifying run pings ``monitoring.ping_url`` and
+  mails ``monitoring.mail_to`` (``crdsops.runtime.notify``), and a changing run appends one
+  line to its server's audit log (``crdsops.runtime.audit``) with its ``Outcome``. Neither
+  can fail the task: each failure is a warning, on stderr and in the audit line.
+
+``crdsops.runtime.lifecycle.drive`` tells the run which server it acts on (``acting_on``)
+and hands it the operation's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+
+from crdsops import interrupts, output, steps
+from crdsops.config.model import ServerConfig
+from crdsops.runtime.outcomes import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskRun:
+    """One task being run: which, on which server, what it did, how it ended."""
+
+    task: str
+    flags: dict = field(default_factory=dict)  # the flags given, not at their default
+    config: ServerConfig | None = None  # the server it acts on, once the driver said so
+    was_running: bool | None = None
+    audit_in: ServerConfig | None = None  # whose audit log gets its line (None: no line)
+    outcome: Outcome | None = None
+    notifier: object | None = None
+    warnings: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    started_at: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    tail: output.Tail | None = None
+    result: str = "ok"  # ok | failed | interrupted
+    exit: int = 0
+    error: str | None = None  # the error as the user sees it
+
+    def acting_on(self, config: ServerConfig | None, audit_in: ServerConfig | None = None,
+                  notifying: bool = False) -> None:
+        """Say which server this run changes (``config``), whose log gets its line, and whether it notifies."""
+        from crdsops.runtime import service
+
+        self.audit_in = audit_in
+        if config is not None and self.config is None:
+            self.config = config
+            try:
+                self.was_running = service.running_pid(config) is not None
+            except Exception:  # noqa: BLE001 - a probe for a message; never fail the task on it
+                self.was_running = None
+        if notifying and config is not None and self.notifier is None:
+            from crdsops.runtime.notify import Notifier
+
+            self.notifier = Notifier(config, self.task)
+            self._warn(self.notifier.started())
+
+    def ended(self, result: str, code: int, error: str | None) -> None:
+        self.result, self.exit, self.error = result, code, error
+
+    def interrupted_line(self) -> str:
+        """``interrupted during STEP; STATE``: where it stopped and what the server is now."""
+        return f"interrupted during {steps.current() or self.task}; {self.server_state()}"
+
+    def server_state(self) -> str:
+        if self.config is None:
+            return "no server was changed"
+        from crdsops.runtime import service
+
+        config = self.config
+        try:
+            pid = service.running_pid(config)
+        except Exception:  # noqa: BLE001
+            return f"the state of {config.name} is unknown; check it with `inv status`"
+        if pid is not None:
+            before = " as before" if self.was_running else ""
+            return f"{config.name} is up{before} (pid {pid}) at {config.local_url}"
+        if self.was_running:
+            return f"{config.name} is DOWN (it was up before); start it with `inv run`"
+        return f"{config.name} is not running, as before"
+
+    # --- the end: notifications, then the audit line ------------------------------------
+
+    def finish(self) -> None:
+        if self.notifier is not None:
+            try:
+                text = self.tail.text() if self.tail else ""
+                self._warn(self.notifier.finished(self.result == "ok", self.error or "", text))
+            except Exception as err:  # noqa: BLE001 - a notification never fails the task
+                self._warn([f"warning: notifications failed ({type(err).__name__}: {err})"])
+        if self.audit_in is not None:
+            self._audit()
+
+    def _audit(self) -> None:
+        config = self.audit_in
+        if not config.root.exists():
+            return  # a first install refused before it made the root: there is nothing to log into
+        from crdsops.runtime import audit
+
+        error = None
+        if self.error:
+            first = self.error.splitlines()[0] if self.error.strip() else self.error
+            error = first.removeprefix("error: ")
+        entry = audit.Entry(
+            at=self.started_at.isoformat(timespec="seconds"), task=self.task, server=config.name, who=audit.who(),
+            result=self.result, exit=self.exit, seconds=round(time.monotonic() - self.started, 3), flags=self.flags,
+            error=error, touched=self.outcome.as_dict() if self.outcome else {}, warnings=self.warnings,
+        )
+        try:
+            audit.append(config.layout, entry)
+        except OSError as err:
+            log.warning(f"could not write the audit line to {config.layout.audit_log} ({err.strerror or err})")
+
+    def _warn(self, warnings: list[str]) -> None:
+        for line in warnings:
+            text = line.removeprefix("warning: ")
+            log.warning(text)
+            self.warnings.append(text)
+
+
+_runs: list[TaskRun] = []
+
+
+def current() -> TaskRun | None:
+    """The task run under way in this process, if any (library code called from a test has none)."""
+    return _runs[-1] if _runs else None
+
+
+@contextlib.contextmanager
+def running(task: str, flags: dict | None = None):
+    """Run a task: signals raise ``Interrupted``, its lines are kept; notify and audit when it ends.
+
+    The caller records how it ended (``TaskRun.ended``) before the block is left.
+    """
+    steps.reset()
+    run = TaskRun(task, dict(flags or {}))
+    _runs.append(run)
+    try:
+        with output.captured() as run.tail, interrupts.raising_signals():
+            yield run
+    finally:
+        _runs.pop()
+        run.finish()
