@@ -51,7 +51,7 @@ from crdsops.data.inventory import (
     utcnow,
 )
 from crdsops.data.manifest import DatabaseDump, Listings, Manifest, ServerIdentity, SupportArchive
-from crdsops.db.compression import compress_stream, compression
+from crdsops.db.compression import compress_stream, compression, stage_failure
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir, fsync_dir, write_atomic
@@ -336,7 +336,7 @@ def _pack(directory: Path, out: Path) -> None:
     for label, proc in (("tar", tar), ("compressor", comp)):
         err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
-            raise CrdsOpsError(f"archiving {directory} failed: {label}: {err.strip()[-200:]}")
+            raise CrdsOpsError(f"archiving {directory} failed: {stage_failure(label, proc.returncode, err)}")
 
 
 def _private_modes(directory: Path) -> None:
