@@ -48,6 +48,17 @@ class Interrupted(KeyboardInterrupt):
         return f"interrupted by {self.name}"
 
 
+class Stopped(Interrupted):
+    """No signal: ``parallel.side_by_side`` stopped this job because another one failed.
+
+    Still an ``Interrupted`` (a KeyboardInterrupt), so a job's clean-up runs as for a signal;
+    but it is no cause of anything, and says so.
+    """
+
+    def __str__(self) -> str:
+        return "stopped because another job failed"
+
+
 def describe(err: BaseException) -> str:
     """A reason for any exception, never empty (``str(KeyboardInterrupt())`` is '')."""
     if isinstance(err, Interrupted):
@@ -122,9 +133,12 @@ def pending() -> bool:
 
 
 def check() -> None:
-    """In long loops of worker threads: stop when the task has been interrupted."""
+    """In long loops of worker threads: stop when the task has been interrupted (``Interrupted``
+    by the signal that arrived) or its jobs are being stopped (``Stopped``: another job failed)."""
     if cancelled.is_set():
-        raise Interrupted(signal.SIGINT)
+        if received:
+            raise Interrupted(received[0])
+        raise Stopped(signal.SIGINT)
 
 
 def send_self(signum: int) -> None:

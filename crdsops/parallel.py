@@ -6,6 +6,11 @@ sets ``interrupts.cancelled`` (loops in the jobs check it), ends the child proce
 started (mysqldump, tar, zstd, rsync: our children in our own session; a server we started
 runs in a session of its own and is left alone), waits for every job to return, and only then
 raises, so the caller's clean-up never races a job still writing.
+
+What it raises names the causes only: the jobs that failed before the others were stopped.
+A job that ends after that (its ``interrupts.check()`` raised, its process died of our
+SIGTERM, its tar lost its compressor) was stopped, not failed, and is not reported. A real
+signal is still an interrupt (``interrupts.Interrupted``, exit 128+n), as it was.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from crdsops.errors import CrdsOpsError
 
 
 class JobsFailed(CrdsOpsError):
-    """One or more side-by-side jobs failed; ``failures`` holds (label, exception), in the order they ended."""
+    """One or more side-by-side jobs failed; ``failures`` holds (label, exception), in the order they ended:
+    the causes, not the jobs stopped because of them (``stopped`` holds their labels)."""
 
-    def __init__(self, failures: list[tuple[str, BaseException]]):
+    def __init__(self, failures: list[tuple[str, BaseException]], stopped: list[str] | None = None):
         self.failures = failures
+        self.stopped = stopped or []
         super().__init__("; ".join(f"{label}: {interrupts.describe(err)}" for label, err in failures))
 
 
@@ -44,7 +51,8 @@ def side_by_side(jobs: dict[str, Callable[[], object]], own_processes: bool = Tr
     call nested in another's job must not end the processes of that call's other jobs).
     """
     outcome = Outcome()
-    failures: list[tuple[str, BaseException]] = []
+    failures: list[tuple[str, BaseException]] = []  # the causes: what failed before we stopped the others
+    after_stop: list[tuple[str, BaseException]] = []  # what ended in failure once we had stopped them
 
     def timed(label, job):
         start = time.monotonic()
@@ -60,15 +68,16 @@ def side_by_side(jobs: dict[str, Callable[[], object]], own_processes: bool = Tr
         # inside the executor's own locks (submit, as_completed) can leave one held and hang the pool.
         with interrupts.shielded("stopping the jobs under way", announce=False):
             futures = {pool.submit(timed, label, job): label for label, job in jobs.items()}
+            order = list(futures)
             pending = set(futures)
             while pending:
                 done, pending = concurrent.futures.wait(pending, timeout=0.1,
                                                         return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
+                for future in sorted(done, key=order.index):  # several at once: in the jobs' order
                     try:
                         outcome.results[futures[future]] = future.result()
                     except BaseException as err:  # noqa: BLE001 - a job's failure, reported below
-                        failures.append((futures[future], err))
+                        (after_stop if stopped else failures).append((futures[future], err))
                 if (failures or interrupts.pending()) and not stopped:
                     _stop_the_others(own_processes)
                     stopped = True
@@ -76,10 +85,14 @@ def side_by_side(jobs: dict[str, Callable[[], object]], own_processes: bool = Tr
     finally:
         if stopped:
             _stopped_done()
+    if interrupts.received:  # a signal (in a nested call, raised here: the main thread defers it above)
+        interrupted = [e for _, e in failures + after_stop if isinstance(e, KeyboardInterrupt)]
+        if interrupted:
+            raise interrupted[0]
     if failures:
-        if interrupts.received and any(isinstance(e, KeyboardInterrupt) for _, e in failures):
-            raise next(e for _, e in failures if isinstance(e, KeyboardInterrupt))
-        raise JobsFailed(failures)
+        raise JobsFailed(failures, stopped=[label for label, _ in after_stop])
+    if after_stop:  # stopped by a signal that a job saw first: nothing else failed
+        raise JobsFailed(after_stop)
     return outcome
 
 

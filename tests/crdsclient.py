@@ -345,6 +345,35 @@ def workflow_no_html(server):
                 assert answer["error"]["name"] == "ServiceNotAvailable", (method, answer["error"])
 
 
+def post_body(server, body: bytes):
+    """POST raw ``body`` to /json/; (status, Content-Type, the decoded JSON). An HTTP error status raises."""
+    request = urllib.request.Request(f"{server.url}/json/", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return answer.status, answer.headers.get("Content-Type"), json.loads(answer.read())
+
+
+def workflow_bad_bodies(server):
+    """A body nested 5,000 deep, one of 12 MB (past mod_wsgi-express's default limit, within the
+    server's) and one of 20 MB (past the server's 16 MiB): a JSON-RPC error each, then the server
+    still answers get_server_info."""
+
+    def error(body, name, words):
+        status, content_type, answer = post_body(server, body)
+        assert (status, content_type) == (200, "application/json"), (status, content_type, answer)
+        assert answer["result"] is None and answer["error"]["name"] == name, answer
+        assert words in answer["error"]["message"], answer
+
+    error(b"[" * 5000, "ParseError", "more than 100 levels deep")
+    padded = json.dumps({"method": "no_such_method", "params": ["x" * 12_000_000], "id": 1}).encode()
+    error(padded, "MethodNotFound", "unknown method 'no_such_method'")
+    huge = json.dumps({"method": "get_file_info_map", "params": [server.obs, ["x" * 100] * 200_000], "id": 1}).encode()
+    assert len(huge) > 20 * 10**6
+    error(huge, "RequestTooLarge", f"request body of {len(huge)} bytes is over this server's limit of 16777216 bytes")
+    status, _, info = post_body(server, json.dumps({"method": "get_server_info", "params": [], "id": 2}).encode())
+    assert status == 200 and info["error"] is None, info
+    assert info["result"]["observatory"] == server.obs and info["result"]["operational_context"], info
+
+
 def sync_files_flat(url, cache, names, *flags):
     """`crds.sync --hst --files NAMES FLAGS` from ``url`` into a new flat ``cache`` (as a pipeline host keeps it)."""
     env = dict(os.environ, CRDS_SERVER_URL=url, CRDS_PATH=str(cache), CRDS_MODE="remote")

@@ -20,3 +20,13 @@ def test_wsgi_mode_selects_embedded_or_daemon(tmp_path, mode, embedded):
     assert argv[argv.index("--user") + 1] == "www-data"
     aliases = [argv[i + 1:i + 3] for i, word in enumerate(argv) if word == "--url-alias"]
     assert ["/unchecked_get/references/hst", str(cfg.cache / "references" / "hst")] in aliases
+
+
+def test_apache_passes_the_json_rpc_view_bodies_past_its_own_limit(tmp_path):
+    """The view answers a body over its 16 MiB with a JSON-RPC error; Apache's default (10 MB) would
+    answer HTML 413 before it, so Apache's limit is far above the view's."""
+    from crdsops.config.loader import load_config
+
+    cfg = load_config("hst", "dev", make_configs(tmp_path, {("hst", "dev"): {"root": str(tmp_path / "r")}}))
+    argv = ModWsgiBackend().setup_argv(cfg, None)
+    assert int(argv[argv.index("--limit-request-body") + 1]) >= 64 * 2**20

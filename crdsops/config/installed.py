@@ -24,7 +24,7 @@ from crdsops import __version__
 from crdsops.config.loader import configs_dir, load_config, load_defaults_section
 from crdsops.config.model import CHECKOUT, ServerConfig, Stack
 from crdsops.errors import CrdsOpsError
-from crdsops.files import write_atomic
+from crdsops.files import name_directories, write_atomic
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,24 @@ def configs_here() -> Path:
 
 
 def resolve(obs: str | None = None, kind: str | None = None) -> ServerConfig:
-    """The config of the server a task acts on: the one the flags name, else the installed one."""
+    """The config of the server a task acts on: the one the flags name, else the installed one.
+
+    Its directories are named after their config keys in path errors (``crdsops.files``): this is
+    the server on this machine, so a file where ``backups.private_dir`` should be is reported as
+    ``backups.private_dir ... is a file``. (Nothing is checked here: ``inv config`` may show a
+    server whose paths are on another host; a mirror's source is loaded elsewhere and never named.)
+    """
     if (obs is None) != (kind is None):
         raise CrdsOpsError("give both --obs and --kind (or neither, for the installed server)")
     installed = read_installed()
     if obs is None:
         installed = require_installed()
-        return load_config(installed.observatory, installed.kind, configs_for(installed))
-    mine = installed is not None and (obs, kind) == (installed.observatory, installed.kind)
-    return load_config(obs, kind, configs_for(installed if mine else None))
+        config = load_config(installed.observatory, installed.kind, configs_for(installed))
+    else:
+        mine = installed is not None and (obs, kind) == (installed.observatory, installed.kind)
+        config = load_config(obs, kind, configs_for(installed if mine else None))
+    name_directories(config.directory_keys())
+    return config
 
 
 def resolve_installed_or_none() -> ServerConfig | None:

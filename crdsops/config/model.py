@@ -158,6 +158,20 @@ class ServerConfig:
         """Every path under the server root, and the cache's trees of this observatory."""
         return Layout(self.root, self.cache, self.server_files, self.observatory)
 
+    def directory_keys(self) -> tuple[tuple[str, Path, str], ...]:
+        """(key, directory, how to fix the key) for each key that names a directory crdsops makes
+        or writes on this server's machine; what it keeps under one (``<root>/logs``, the cache's
+        trees, a backup's temporary directory) is named after the nearest (``crdsops.files``)."""
+        keys = [(key, path, f"point {key} at a directory") for key, path in (
+            ("root", self.root), ("cache", self.cache), ("server_files", self.server_files),
+            ("backups.private_dir", self.backups.private_dir), ("backups.shared_dir", self.backups.shared_dir),
+            ("stack.prefix", self.stack.prefix),
+        )]
+        if self.database.engine == "sqlite":
+            keys.append(("the directory of database.name", Path(self.database.name).parent,
+                         "point database.name at a file in a directory"))
+        return tuple(keys)
+
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data.pop("sources")

@@ -19,7 +19,7 @@ from crdsops.config.model import ServerConfig
 from crdsops.data import manifest as manifest_mod
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
-from crdsops.files import digest, ensure_dir, write_atomic
+from crdsops.files import digest, ensure_dir, list_dir, write_atomic
 from crdsops.runtime.outcomes import BackupRef
 
 STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
@@ -106,7 +106,7 @@ def private_backups(config: ServerConfig) -> list[Entry]:
     if not directory.exists():
         return []
     cache = _read_cache(config)
-    entries = [entry_of(p, "private", cache) for p in directory.iterdir()
+    entries = [entry_of(p, "private", cache) for p in list_dir(directory)
                if p.is_dir() and not p.name.startswith(".")]
     epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     return sorted(entries, key=lambda e: (e.created or epoch, e.path.name), reverse=True)

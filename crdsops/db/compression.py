@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,26 @@ def compress_stream(source, out: Path) -> subprocess.Popen:
         os.close(fd)
 
 
+def stage_failure(label: str, returncode: int, stderr: str) -> str:
+    """One stage of a pipeline that failed, for an error line: ``tar exited 2: <its last line>``,
+    ``zstd was killed by SIGTERM``; never an empty ``label: `` when it said nothing."""
+    if returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited {returncode}"
+    last = (stderr or "").strip().splitlines()[-1:]
+    return f"{label} {how}" + (f": {last[0].strip()[-200:]}" if last else " (no message)")
+
+
 def finish(procs: list[tuple[str, subprocess.Popen]]) -> None:
     """Wait for a pipeline; raise naming the first stage that failed."""
     errors = []
     for label, proc in procs:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
-            errors.append(f"{label} exited {proc.returncode}: {(err.strip().splitlines() or ['no message'])[-1]}")
+            errors.append(stage_failure(label, proc.returncode, err))
     if errors:
         raise CrdsOpsError("; ".join(errors))

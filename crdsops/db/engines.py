@@ -41,7 +41,7 @@ from pathlib import Path
 
 from crdsops import cleanup
 from crdsops.config.model import ServerConfig
-from crdsops.db.compression import compress_stream, compression, finish, open_decompressed
+from crdsops.db.compression import compress_stream, compression, finish, open_decompressed, stage_failure
 from crdsops.db.mysql_loader import MysqlLoader, UseClient
 from crdsops.errors import CrdsOpsError
 
@@ -235,7 +235,7 @@ class MysqlEngine(Engine):
             err = proc.stderr.read().decode(errors="replace")
             if proc.wait() != 0:
                 errors.append(self.mysql.explain(err, self.config) if label == "mysqldump"
-                              else CrdsOpsError(f"{label} failed: {err.strip()}"))
+                              else stage_failure(label, proc.returncode, err))
         if errors:
             raise CrdsOpsError(f"dumping {self.live} failed: {errors[0]}")
 

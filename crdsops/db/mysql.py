@@ -30,7 +30,16 @@ log = logging.getLogger(__name__)
 MYSQL = "mysql"
 MYSQLDUMP = "mysqldump"
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-_ERROR = re.compile(r"ERROR (\d+)(?: \(\w+\))?(?: at line \d+)?: (.*)")
+# The two shapes of a client's error line: the mysql client's and the server's
+#   ERROR 1045 (28000): Access denied for user 'x'@'h' (using password: YES)
+# and mysqldump's (MariaDB and MySQL), the message in double quotes:
+#   mysqldump: Got error: 1045: "Access denied for user 'x'@'h' (using password: YES)" when trying to connect
+#   mysqldump: Got error: 1049: "Unknown database 'x'" when selecting the database
+_ERRORS = (
+    re.compile(r"ERROR (\d+)(?: \(\w+\))?(?: at line \d+)?: (.*)"),
+    re.compile(r"Got error: (\d+): \"(.*)\"(?: when .*)?$", re.MULTILINE),
+    re.compile(r"Got error: (\d+): (.*?)(?: when .*)?$", re.MULTILINE),
+)
 
 # MariaDB/MySQL client and server error codes we turn into advice.
 ACCESS_DENIED = 1045          # wrong user or password
@@ -194,12 +203,13 @@ def explain(stderr: str, db: Database | ServerConfig, database: str | None = Non
     """Turn a mysql client's error output into one actionable line."""
     db = _db(db)
     text = (stderr or "").strip()
-    match = _ERROR.search(text)
+    match = next(filter(None, (pattern.search(text) for pattern in _ERRORS)), None)
     code, message = (int(match.group(1)), match.group(2).strip()) if match else (None, text.splitlines()[-1] if text else "no output")
     where = f"{db.host}:{db.port}"
     path = db.option_file
     if code == ACCESS_DENIED:
-        return CrdsOpsError(f"MySQL at {where} refused the login ({message}); fix user/password in {path}")
+        return CrdsOpsError(f"MySQL at {where} refused the login ({message}); fix user/password in the option file "
+                            f"{path} (database.option_file)")
     if code in (CANT_CONNECT_SOCKET, CANT_CONNECT, UNKNOWN_HOST, SERVER_GONE, LOST_CONNECTION):
         return CrdsOpsError(
             f"cannot reach the MySQL server at {where} ({message}); start it (systemctl start mariadb) "

@@ -106,8 +106,8 @@ class TaskRun:
 
     def _audit(self) -> None:
         config = self.audit_in
-        if not config.root.exists():
-            return  # a first install refused before it made the root: there is nothing to log into
+        if not config.root.is_dir():
+            return  # a first install refused before it made the root (or it is not a directory): no log to write
         from crdsops.runtime import audit
 
         error = None

@@ -56,6 +56,11 @@ def test_no_client_method_answers_html_through_apache(apache_hst):
     cc.workflow_no_html(apache_hst)
 
 
+def test_bad_bodies_answer_jsonrpc_errors_through_apache(apache_hst):
+    """Apache passes bodies up to its limit (far above the server's) to Django, which answers them."""
+    cc.workflow_bad_bodies(apache_hst)
+
+
 def test_runtests_live_checks_through_apache(apache_hst):
     out = apache_hst.ops.inv("runtests", timeout=900).stdout
     for line in ("ok    crds sync --contexts hst-operational --check-sha1sum (0 errors, 4 mappings, 4 references",

@@ -55,6 +55,13 @@ from crds_server.wsgi import application  # noqa: E402,F401
 '''
 
 
+# Apache's own limit on a request body, far above the JSON-RPC view's (CRDS_JSONRPC_MAX_BYTES,
+# 16 MiB in server/crds_server/settings/base.py) so that Django, not Apache, answers a body over
+# that with a JSON-RPC error: mod_wsgi-express's default, 10 MB, would answer an HTML 413 to
+# requests the view accepts. Apache reads and discards what the view leaves unread.
+APACHE_REQUEST_BODY_LIMIT = 1024 * 1024 * 1024
+
+
 class ModWsgiBackend(Backend):
     """Apache + mod_wsgi, set up by mod_wsgi-express under ``<root>/apache``."""
 
@@ -130,6 +137,7 @@ class ModWsgiBackend(Backend):
             "--python-path", str(SERVER_DIR),
             "--locale", "C.UTF-8",
             "--enable-sendfile",
+            "--limit-request-body", str(APACHE_REQUEST_BODY_LIMIT),
             *(["--embedded-mode"] if web.wsgi_mode == "embedded" else []),
             "--startup-timeout", str(max(15, web.start_timeout)),
             "--shutdown-timeout", str(max(5, min(web.stop_timeout, 30))),

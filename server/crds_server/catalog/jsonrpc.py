@@ -245,18 +245,42 @@ def _bind(func, request, params):
     return func(request, *args, **kwargs)
 
 
+def _too_deep(value, limit):
+    """Whether `value` nests arrays/objects more than `limit` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+                         if isinstance(child, (list, dict)))
+    return False
+
+
 def handle(request, body):
     """Return the JSON-RPC response dict for raw request `body`."""
+    limit = settings.CRDS_JSONRPC_MAX_DEPTH
     try:
         call = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return error_response(None, "ParseError", f"request is not valid JSON: {exc}")
+    except RecursionError:  # the parser's own recursion limit, far past ours
+        call = None
+        too_deep = True
+    else:
+        too_deep = _too_deep(call, limit)
+    if too_deep:
+        return error_response(None, "ParseError", f"request nests arrays/objects more than {limit} levels deep; "
+                                                  "no CRDS call needs more than a few")
     if not isinstance(call, dict) or not isinstance(call.get("method"), str):
         return error_response(None, "InvalidRequest", "request must be an object with a 'method' string")
     request_id = call.get("id")
     func = METHODS.get(call["method"])
     if func is None:
-        return error_response(request_id, "MethodNotFound", f"unknown method {call['method']!r}")
+        name = call["method"]
+        return error_response(request_id, "MethodNotFound",
+                              f"unknown method {name[:80]!r}" + ("..." if len(name) > 80 else ""))
     try:
         result = _bind(func, request, call.get("params"))
     except RpcError as exc:

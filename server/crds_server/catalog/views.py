@@ -20,11 +20,33 @@ def jsonrpc(request, method=None, request_id=None):
         response.status_code = 405
         return response
     # Always 200: the client reads the error object, urllib would hide it behind HTTPError.
-    answer = rpc.handle(request, request.body)
+    body, refusal = _read_body(request)
+    answer = refusal or rpc.handle(request, body)
     try:
         return JsonResponse(answer)
-    except (TypeError, ValueError) as exc:  # a result JSON cannot carry
+    except (TypeError, ValueError, RecursionError) as exc:  # a result JSON cannot carry
         return JsonResponse(rpc.error_response(answer.get("id"), "EncodingError", f"cannot encode result: {exc}"))
+
+
+def _read_body(request):
+    """(body, None), or (None, the JSON-RPC error) for a body over ``CRDS_JSONRPC_MAX_BYTES``.
+
+    Read from the stream, not ``request.body``: that stops at Django's form-upload limit
+    (DATA_UPLOAD_MAX_MEMORY_SIZE) with an HTML 400. What is left of a refused body is read and
+    discarded by the WSGI server (runserver, mod_wsgi), so the connection stays usable.
+    """
+    limit = settings.CRDS_JSONRPC_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    body = b"" if declared > limit else request.read(limit + 1)
+    if declared > limit or len(body) > limit:
+        size = f"{declared} bytes" if declared > limit else f"over {limit} bytes"
+        return None, rpc.error_response(None, "RequestTooLarge",
+                                        f"request body of {size} is over this server's limit of {limit} bytes "
+                                        f"({limit / 2**20:g} MiB); send fewer files or headers per call")
+    return body, None
 
 
 def cache_file_path(section, observatory, filename):

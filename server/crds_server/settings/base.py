@@ -22,6 +22,17 @@ CRDS_SERVER_INFO_TTL = int(optional("CRDS_SERVER_INFO_TTL", "10"))
 CRDS_SERVER_INFO_WARM = optional("CRDS_SERVER_INFO_WARM",
                                  os.path.join(CRDS_SERVER_ROOT, "run", "server_info.warm.json"))
 
+# The largest JSON-RPC request body the server reads, and the deepest nesting it accepts; beyond
+# either the answer is a JSON-RPC error (catalog/views.py, catalog/jsonrpc.py), never an HTML page.
+# 16 MiB: the largest requests the real crds client sends are get_file_info_map for every file it
+# syncs (about 30 bytes a name: some 500,000 names, more than an observatory's whole catalog) and
+# get_best_references_by_header_map (thousands of headers of a few KB); a body is held in memory
+# by each of a server's threads, so no larger. Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB, an
+# HTML 400) does not apply: the JSON-RPC view reads the body itself.
+CRDS_JSONRPC_MAX_BYTES = 16 * 1024 * 1024
+# A request is a few levels deep (params, a header map, a header); 100 is more than any needs.
+CRDS_JSONRPC_MAX_DEPTH = 100
+
 # ---------------------------------------------------------------- storage
 
 CRDS_PATH = os.path.abspath(require("CRDS_PATH"))

@@ -3,6 +3,7 @@ import threading
 import time
 from unittest import mock
 
+from django.conf import settings
 from django.test import Client, SimpleTestCase, override_settings
 
 from crds_server.catalog import infocache, queries
@@ -138,6 +139,71 @@ class ErrorTests(SeededTestCase):
         response = Client().get("/json/")
         self.assertEqual(response.status_code, 405)
         self.assertIn("POST", response.json()["error"]["message"])
+
+
+class BadInputTests(SeededTestCase):
+    """Whatever arrives at /json/, the answer is a JSON-RPC error with a message, and the server goes on."""
+
+    def post(self, body, url="/json/"):
+        response = self.client.post(url, body, content_type="application/json")
+        self.assertEqual(response.status_code, 200, response.content[:300])
+        self.assertEqual(response["Content-Type"], "application/json", response.content[:300])
+        answer = response.json()
+        self.assertIsNone(answer["result"])
+        self.assertTrue(answer["error"]["message"], answer)
+        return answer["error"]
+
+    def assert_still_answers(self):
+        self.assertEqual(self.rpc_result("get_default_context"), demo_set(self.obs).context)
+
+    def test_a_body_nested_5000_deep(self):
+        error = self.post("[" * 5000)
+        self.assertEqual(error["name"], "ParseError")
+        self.assertIn("more than 100 levels deep", error["message"])
+        self.assert_still_answers()
+
+    def test_nesting_the_parser_accepts_but_no_call_needs(self):
+        deep = "[" * 500 + "]" * 500
+        for body in (deep, f'{{"method": "get_default_context", "params": [], "id": {deep}}}',
+                     f'{{"method": "get_best_references", "params": ["x.pmap", {deep}], "id": 1}}'):
+            self.assertIn("more than 100 levels deep", self.post(body)["message"])
+        self.assert_still_answers()
+
+    def test_a_20_MB_body_is_refused_as_json(self):
+        body = json.dumps({"method": "get_file_info_map", "params": [self.obs, ["x" * 100] * 200_000], "id": 1})
+        self.assertGreater(len(body), 20 * 10**6)
+        error = self.post(body)
+        self.assertEqual(error["name"], "RequestTooLarge")
+        self.assertIn(f"request body of {len(body)} bytes is over this server's limit of 16777216 bytes",
+                      error["message"])
+        self.assert_still_answers()
+
+    @override_settings(CRDS_JSONRPC_MAX_BYTES=1000)
+    def test_the_limit_is_the_body_size(self):
+        call = {"method": "get_default_context", "params": [], "id": "x"}
+        at_limit = json.dumps(call).ljust(1000)
+        self.assertEqual(self.client.post("/json/", at_limit, content_type="application/json").json()["result"],
+                         demo_set(self.obs).context)
+        error = self.post(at_limit + " ")
+        self.assertIn("request body of 1001 bytes is over this server's limit of 1000 bytes", error["message"])
+
+    def test_a_body_past_djangos_upload_limit_that_the_client_sends(self):
+        """get_file_info_map for 150,000 files (3.3 MB: past DATA_UPLOAD_MAX_MEMORY_SIZE) is answered."""
+        names = [f"n{i:08d}_{'drk' if i % 2 else 'flt'}.fits" for i in range(150_000)]
+        body = json.dumps({"method": "get_file_info_map", "params": [self.obs, names, ["size"]], "id": 7})
+        self.assertGreater(len(body), settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        response = self.client.post("/json/", body, content_type="application/json")
+        answer = response.json()
+        self.assertIsNone(answer["error"])
+        self.assertEqual(len(answer["result"]), 150_000)
+        self.assertEqual(answer["result"][names[0]], "NOT FOUND")
+
+    def test_odd_bodies(self):
+        for body in (b"", b"\xff\xfe\x00", b"null", b'"a string"', b'{"method": 5}', b"1" * 5000,
+                     b'{"method": "' + b"m" * 100_000 + b'"}'):
+            error = self.post(body)
+            self.assertLess(len(error["message"]), 400, error["message"][:400])
+        self.assert_still_answers()
 
 
 class EmptyCatalogTests(SeededTestCase):
