@@ -121,7 +121,7 @@ def bench_cache_sync(where: Path) -> float:
 
         def ours():
             t = time.perf_counter()
-            res = cachesync.pull(target, str(src), trees, ours_dir)
+            res = cachesync.pull(cachesync.Pull(target, str(src), ours_dir), trees)
             res.delete_extraneous(max_delete=10_000, must_have=("mappings/hst",))
             return time.perf_counter() - t
 
@@ -183,7 +183,7 @@ RSS_CHILD = """
 import sys, json
 sys.path[:0] = {paths!r}
 from pathlib import Path
-from crdsops.remote import catalog_sync
+from crdsops.remote import catalog_sync, rsync
 from crdsops.remote.ssh import Target
 target = Target(**json.loads(sys.argv[1]))
 trees = {{k: Path(v) for k, v in json.loads(sys.argv[2]).items()}}
@@ -196,7 +196,7 @@ gc.collect()
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")
 before = status("VmRSS")
-res = catalog_sync.pull_listed(target, sys.argv[3], Path(sys.argv[4]), trees, Path(sys.argv[5]))
+res = catalog_sync.pull_listed(rsync.Pull(target, sys.argv[3], Path(sys.argv[4])), trees, Path(sys.argv[5]))
 res.delete_extraneous(max_delete=10**9)
 after = status("VmHWM")  # the peak since the reset
 print(max(0, after - before) * 1024)
@@ -209,7 +209,7 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float]:
 
     from sshd import SshLab
 
-    from crdsops.remote import catalog_sync
+    from crdsops.remote import catalog_sync, rsync
     from crdsops.remote import ssh as remote
 
     lab = SshLab(where / "ssh")
@@ -230,7 +230,7 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float]:
 
         def ours(listings):
             t = time.perf_counter()
-            res = catalog_sync.pull_listed(target, str(src), ours_dir, listings, work)
+            res = catalog_sync.pull_listed(rsync.Pull(target, str(src), ours_dir), listings, work)
             res.delete_extraneous(max_delete=10**9, must_have=("references/hst",))
             return time.perf_counter() - t
 

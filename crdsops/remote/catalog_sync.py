@@ -338,10 +338,13 @@ def listed_argv(target: Target, remote_root: str, local_root: Path, files_from: 
     return rsync.rsync_argv(target, remote_root, local_root, options=options)
 
 
-def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[str, Path], work: Path,
-                label: str = "cache", bwlimit: str | None = None) -> ListedSync:
-    """Fetch exactly the new and changed files of ``trees`` (tree -> trusted listing); deletions held back."""
-    local_root = Path(local_root)
+def pull_listed(spec: rsync.Pull, trees: dict[str, Path], work: Path) -> ListedSync:
+    """Fetch exactly the new and changed files of ``trees`` (tree -> trusted listing); deletions held back.
+
+    ``work`` keeps the fetch list, rsync's itemized log and the record of the last finished sync.
+    """
+    target, label = spec.target, spec.label
+    local_root = Path(spec.local_root)
     for tree in trees:
         (local_root / tree).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -354,7 +357,7 @@ def pull_listed(target: Target, remote_root: str, local_root: Path, trees: dict[
         result.seconds = time.monotonic() - start
         result.complete = True
         return result
-    argv = listed_argv(target, remote_root, local_root, result.files_from, bwlimit)
+    argv = listed_argv(target, spec.remote_root, local_root, result.files_from, spec.bwlimit)
     with open(log_path, "w") as itemized, _Transferring(result, label, itemized) as seen:
         rsync.run_rsync(argv, target, f"{label} sync", "nothing was deleted here; run the mirror again: it "
                         "resumes where this one stopped", seen.line)

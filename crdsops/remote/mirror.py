@@ -235,12 +235,11 @@ class Syncs:
 
     def _sync(self, label: str, remote_root: str, local_root: Path, listed: dict, full_trees: list[str]):
         m = self.mirror
-        target, bwlimit = m.facts.target, m.options.bwlimit
+        spec = rsync.Pull(m.facts.target, remote_root, local_root, label, m.options.bwlimit)
         if listed:
-            result = catalog_sync.pull_listed(target, remote_root, local_root, listed, m.config.layout.mirror_work,
-                                              label=label, bwlimit=bwlimit)
+            result = catalog_sync.pull_listed(spec, listed, m.config.layout.mirror_work)
         else:
-            result = rsync.pull(target, remote_root, full_trees, local_root, label=label, bwlimit=bwlimit)
+            result = rsync.pull(spec, full_trees)
         m.syncs[label] = result
         return result
 

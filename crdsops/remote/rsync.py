@@ -145,15 +145,26 @@ def full_pass_argv(target: Target, remote_root: str, trees: list[str], local_roo
     return rsync_argv(target, remote_root, local_root, [f"./{t.strip('/')}/" for t in trees], options)
 
 
-def pull(target: Target, remote_root: str, trees: list[str], local_root: Path,
-         label: str = "cache", progress_every: float = 2.0, bwlimit: str | None = None) -> SyncResult:
+@dataclass(frozen=True)
+class Pull:
+    """Where a sync pulls from and to, what its messages call it, and its bandwidth cap (KB/s, or with a unit)."""
+
+    target: Target
+    remote_root: str
+    local_root: Path
+    label: str = "cache"
+    bwlimit: str | None = None
+
+
+def pull(spec: Pull, trees: list[str], progress_every: float = 2.0) -> SyncResult:
     """Copy new and changed files of ``trees`` from the host (one full pass); return what the source listed."""
-    local_root = Path(local_root)
+    target, remote_root, label = spec.target, spec.remote_root, spec.label
+    local_root = Path(spec.local_root)
     local_root.mkdir(parents=True, exist_ok=True)
     for tree in trees:
         (local_root / tree).mkdir(parents=True, exist_ok=True)
     result = SyncResult(local_root, [t.strip("/") for t in trees], {t.strip("/"): set() for t in trees})
-    argv = full_pass_argv(target, remote_root, trees, local_root, bwlimit)
+    argv = full_pass_argv(target, remote_root, trees, local_root, spec.bwlimit)
     log.info(f"{label} sync from {target.name} ({target.host}:{remote_root}): {', '.join(trees)} ...")
     start = last = time.monotonic()
     listed = 0
