@@ -223,6 +223,8 @@ def test_the_status_document_is_a_record_that_round_trips(sqlite_server):
     """What `inv status --json` prints is exactly its record's JSON; read back, it is the same record."""
     from crdsops.data import state
     from crdsops.data.state import StatusDocument
+    from crdsops.remote import fleet
+    from crdsops.remote.ssh import Target
     from crdsops.runtime.outcomes import RestoreOutcome
     from crdsops.runtime.results import CacheCheckResult, RuntestsResult
 
@@ -252,3 +254,8 @@ def test_the_status_document_is_a_record_that_round_trips(sqlite_server):
     newer = dict(host, added_later=[1], server=dict(host["server"], region="b"),
                  last_restore=dict(host["last_restore"], host_of_run="x"))
     assert StatusDocument.from_dict(newer) == doc  # a newer host's added keys are ignored
+
+    # fleet-status reads it as the record and prints it as the host did
+    answer = fleet.HostResult(Target(host="127.0.0.9", label="django"), 0, "", printed)
+    seen = fleet.ServerState(answer, "hst", fleet._status_document(answer))
+    assert seen.report == doc and seen.as_dict()["status"] == host
