@@ -6,6 +6,7 @@ built, without any service, so a change to quoting or flags shows up here first.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -184,15 +185,27 @@ def test_source_config_reads_the_destinations_configs(configs):
 
 # --- the fleet: mirror sources, drift, the page ------------------------------------------------
 
-def _state(name, tier, up=True, context="hst_0001.pmap", refs=3, last_mirror=None, exited=0):
+def _state(name, tier, exited=0, **status):
+    """One host's answer as fleet-status reads it: the JSON a host's `inv status --json` prints, parsed.
+
+    ``status``: up (True), context ("hst_0001.pmap"), refs (3), last_mirror (None).
+    """
     from crdsops.remote import fleet
 
     obs, kind = name.split(".")
-    report = {"schema": 1, "server": {"name": name, "tier": tier}, "state": "ok" if up else "down", "up": up,
-              "context": context, "counts": {"references": refs, "mappings": 4, "contexts": 1},
-              "last_mirror": last_mirror, "warnings": [], "verified_backup": {"age_seconds": 7200}}
-    result = fleet.HostResult(ssh.Target(host="127.0.0.9", label=name), exited, "")
-    return fleet.ServerState(result, obs, report if exited is not None else None)
+    up, refs = status.pop("up", True), status.pop("refs", 3)
+    doc = {"schema": 1, "server": {"name": name, "tier": tier}, "state": "ok" if up else "down",
+           "exit": 0 if up else 1, "up": up, "context": status.pop("context", "hst_0001.pmap"),
+           "counts": {"references": refs, "mappings": 4, "contexts": 1},
+           "last_mirror": status.pop("last_mirror", None), "warnings": [],
+           "verified_backup": {"name": "20261203-0317", "path": f"/backups/{name}/20261203-0317",
+                               "created": "2026-12-03T03:17:00+00:00", "age_seconds": 7200}}
+    assert not status, f"unknown keys {status}"
+    result = fleet.HostResult(ssh.Target(host="127.0.0.9", label=name), exited, "",
+                              json.dumps(doc) if exited is not None else "")
+    state = fleet.ServerState(result, obs, fleet._status_document(result))
+    assert (state.report is not None) == (exited is not None), "the document parses"
+    return state
 
 
 @pytest.mark.parametrize("name, tier, others, last_mirror, expected", [
@@ -239,3 +252,90 @@ def test_the_page_has_one_table_per_observatory_and_escapes_what_hosts_say():
     assert re.findall(r'<tr data-server="([^"]+)" data-state="ok">', page) == ["hst.test", "hst.dev", "jwst.ops"]
     assert "&lt;b&gt;jwst_0001.pmap&lt;/b&gt;" in page and "<b>jwst" not in page
     assert ">2h ago<" in page  # times as ages
+
+
+NEWER = {  # a host's `inv status --json` from a newer crdsops: keys this one does not know, at every level
+    "schema": 1, "added_later": {"x": 1},
+    "server": {"name": "hst.dev", "observatory": "hst", "kind": "dev", "tier": "dev", "host": "dlhstcrds2",
+               "url": "https://hst-crds-dev.example", "local_url": "http://127.0.0.1:8001",
+               "database": {"engine": "mysql", "name": "crds_hst_dev", "replica": "db2"}, "region": "b"},
+    "state": "warn", "exit": 2, "up": True, "pid": 4242, "answers": True, "problem": None,
+    "context": "hst_0042.pmap", "counts": {"references": 3, "mappings": 4, "contexts": 1, "rejected": 1},
+    "backup": None, "shared": None, "last_backup": None, "last_restore": None,
+    "verified_backup": {"name": "20261203-0317", "path": "/b/20261203-0317", "where": "private",
+                        "created": "2026-12-03T03:17:00+00:00", "age_seconds": 30 * 3600, "verified": "ok",
+                        "problems": [], "size": 1234, "purpose": "backup", "encrypted": False},
+    "last_mirror": {"at": "2026-12-02T04:00:00+00:00", "age_seconds": 50 * 3600, "result": "ok", "error": None,
+                    "seconds": 61.5, "by": "crds (no terminal)", "flags": {"src": "ops"}, "host_of_run": "x",
+                    "touched": {"source": "hst.ops", "source_host": "dlhstcrds0", "bytes_copied": 10}},
+    "runtests": {"at": "2026-12-03T05:00:00+00:00", "age_seconds": 600, "ok": True, "summary": "5 passed",
+                 "result": {"schema": 1, "task": "runtests", "at": "2026-12-03T05:00:00+00:00", "ok": True,
+                            "seconds": 12.0, "passed": 5, "failed": 0, "summary": "5 passed", "flaky": 0}},
+    "check_cache": None,
+    "thresholds": {"backup_max_age": 93600, "shared_max_age": 93600, "runtests_max_age": None,
+                   "check_cache_max_age": None, "binlog_max_age": 3600},
+    "warnings": ["backup: the newest verified backup is 30h old, more than 26h (monitoring.backup_max_age)"],
+}
+
+
+def test_a_status_document_from_a_newer_host_still_parses():
+    import datetime
+
+    from crdsops.data.state import StatusDocument
+    from crdsops.remote import fleet
+    from crdsops.runtime.outcomes import MirrorOutcome
+    from crdsops.runtime.results import RuntestsResult
+
+    result = fleet.HostResult(ssh.Target(host="127.0.0.9", label="dev"), 2, "", json.dumps(NEWER))
+    doc = fleet._status_document(result)
+    assert isinstance(doc, StatusDocument) and doc.server.name == "hst.dev" and doc.server.database.name == "crds_hst_dev"
+    assert doc.counts.references == 3 and doc.thresholds.backup_max_age == 93600
+    assert doc.verified_backup.created == datetime.datetime(2026, 12, 3, 3, 17, tzinfo=datetime.UTC)
+    assert doc.last_mirror.outcome("mirror") == MirrorOutcome(source="hst.ops", source_host="dlhstcrds0")
+    assert isinstance(doc.runtests.result, RuntestsResult) and doc.runtests.result.passed == 5
+    assert doc.warning("backup").startswith("the newest verified backup is 30h old") and doc.warning("shared") is None
+    assert result.summary == NEWER["warnings"][0]  # the host's line says why it warns
+    state = fleet.ServerState(result, "hst", doc)
+    assert (state.name, state.state, state.tier, state.context, state.backup_age) == (
+        "hst.dev", "WARN", "dev", "hst_0042.pmap", 30 * 3600)
+    assert fleet.mirror_source(state, [state]) == "hst.ops"
+    printed = state.as_dict()["status"]
+    assert printed["server"]["name"] == "hst.dev" and "added_later" not in printed
+    assert printed["last_mirror"]["touched"] == NEWER["last_mirror"]["touched"]  # a run's touched as the host said
+
+
+@pytest.mark.parametrize("stdout", [
+    "", "error: not installed", json.dumps([NEWER]), json.dumps(dict(NEWER, schema=2)),
+    json.dumps({k: v for k, v in NEWER.items() if k != "server"}), json.dumps(dict(NEWER, server="hst.dev")),
+    json.dumps(dict(NEWER, up="yes")), json.dumps(dict(NEWER, verified_backup={"age_seconds": 3})),
+])
+def test_a_status_document_that_does_not_parse_is_no_status(stdout):
+    from crdsops.remote import fleet
+
+    for exited, shown in ((0, "ok"), (1, "FAILED")):
+        result = fleet.HostResult(ssh.Target(host="127.0.0.9", label="dev"), exited, "the last line", stdout)
+        state = fleet.ServerState(result, "hst", fleet._status_document(result))
+        assert state.report is None and state.state == shown and result.summary == "the last line"
+        assert state.as_dict()["status"] is None and state.name == "dev"
+        fleet._compare(state, {}, [state])
+        assert state.drift_note == "no status"
+
+
+def test_the_page_reads_the_mirror_backups_and_warnings_from_the_document():
+    from crdsops.remote import fleet, fleet_page
+
+    result = fleet.HostResult(ssh.Target(host="127.0.0.9", label="dev"), 2, "", json.dumps(NEWER))
+    dev = fleet.ServerState(result, "hst", fleet._status_document(result))
+    failed = _state("hst.test", "test", last_mirror={"at": "2026-12-03T01:00:00+00:00", "age_seconds": 90,
+                                                     "result": "failed", "touched": {"source": "hst.ops"}})
+    gone = _state("hst.ops", "ops", exited=None)
+    page = fleet_page.render({"hst": [dev, failed, gone]})
+    row = {name: re.search(rf'<tr data-server="{re.escape(name)}".*?</tr>', page).group(0)
+           for name in ("hst.dev", "hst.test", "hst.ops")}
+    assert '<td>3 references, 4 mappings</td>' in row["hst.dev"]
+    assert '<td class="warn" title="2026-12-03T03:17:00+00:00">30h ago</td>' in row["hst.dev"]
+    assert '<span title="2026-12-02T04:00:00+00:00">2d 2h ago from hst.ops</span>' in row["hst.dev"]
+    assert "<li>backup: the newest verified backup is 30h old" in row["hst.dev"]
+    assert '<span title="2026-12-03T01:00:00+00:00">1m ago from hst.ops</span> <b>FAILED</b>' in row["hst.test"]
+    assert '<td title="2026-12-03T03:17:00+00:00">2h ago</td>' in row["hst.test"]  # no warning: no class
+    assert '<span class="note">never</span>' in row["hst.ops"] and "UNREACHABLE" in row["hst.ops"]

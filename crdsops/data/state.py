@@ -16,25 +16,168 @@ into warnings:
 A failed backup, restore or mirror run is shown, not warned about: its alert went out when it
 failed, and a missed backup turns stale within hours. Exit codes: 0 ok, 1 down, 2 warning.
 
-``Report.as_dict()`` is the ``--json`` document (``schema`` 1; README "JSON output").
+``Report.document()`` is the ``--json`` document as a record, ``StatusDocument`` (``schema`` 1;
+README "JSON output"), and ``Report.as_dict()`` its JSON. Another machine reads a host's
+document back with ``StatusDocument.from_dict`` (``crdsops.remote.fleet``): times are datetimes,
+counts a ``CatalogCounts``, a check's result its ``CheckResult``, and a run's ``touched`` its
+task's outcome through ``RunSummary.outcome(task)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from crdsops.config.model import ServerConfig, format_duration
+from crdsops.config.model import Monitoring, ServerConfig, format_duration
 from crdsops.data import inventory
 from crdsops.data.inventory import Entry
 from crdsops.db.catalog import CatalogCounts
+from crdsops.records import Record
 from crdsops.runtime import audit, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
-from crdsops.runtime.results import CheckResult
+from crdsops.runtime.results import CacheCheckResult, CheckResult, RuntestsResult
 from crdsops.timefmt import age_text
 
 SCHEMA = 1
 EXIT_OK, EXIT_DOWN, EXIT_WARN = 0, 1, 2
+
+
+# --- the --json document, as records (field order is the JSON's key order) ----------------------
+
+@dataclass(frozen=True)
+class DatabaseInfo(Record):
+    engine: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerInfo(Record):
+    """Which server this is, and where."""
+
+    name: str
+    observatory: str = ""
+    kind: str = ""
+    tier: str = ""
+    host: str = ""
+    url: str = ""
+    local_url: str = ""
+    database: DatabaseInfo = field(default_factory=DatabaseInfo)
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> ServerInfo:
+        return cls(name=config.name, observatory=config.observatory, kind=config.kind, tier=config.tier,
+                   host=config.host, url=config.url, local_url=config.local_url,
+                   database=DatabaseInfo(config.database.engine, config.database.name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupSummary(Record):
+    """One backup: ``backup`` (the newest private one), ``verified_backup``, ``shared``."""
+
+    name: str
+    path: Path
+    where: str = ""  # private | shared
+    created: datetime.datetime | None = None
+    age_seconds: int | None = None
+    verified: str = "unverified"  # ok | BAD | unverified
+    problems: tuple[str, ...] = ()
+    size: int = 0
+    purpose: str = "?"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary(Record):
+    """A task's last run from the audit log: ``last_backup``, ``last_restore``, ``last_mirror``."""
+
+    at: datetime.datetime | None = None
+    age_seconds: int | None = None
+    result: str  # ok | failed | interrupted
+    error: str | None = None
+    seconds: float = 0.0
+    by: str = ""
+    flags: dict[str, Any] = field(default_factory=dict)
+    touched: dict[str, Any] = field(default_factory=dict)  # the run's outcome, as its audit line has it
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+    def outcome(self, task: str) -> outcomes.Outcome | None:
+        """What the run touched, as the outcome record of ``task``; None when it says nothing readable."""
+        return outcomes.read(task, self.touched)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckSummary(Record):
+    """A check's last result: ``runtests``, ``check_cache``."""
+
+    at: datetime.datetime | None = None
+    age_seconds: int | None = None
+    ok: bool = False
+    summary: str = ""
+    result: CheckResult  # the record as the check wrote it
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntestsSummary(CheckSummary):
+    result: RuntestsResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheCheckSummary(CheckSummary):
+    result: CacheCheckResult
+
+
+@dataclass(frozen=True)
+class Thresholds(Record):
+    """The ``monitoring:`` limits, in seconds (None: off)."""
+
+    backup_max_age: int | None = None
+    shared_max_age: int | None = None
+    runtests_max_age: int | None = None
+    check_cache_max_age: int | None = None
+
+    @classmethod
+    def of(cls, monitoring: Monitoring) -> Thresholds:
+        limits = {f.name: getattr(monitoring, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{name: None if limit is None else int(limit.total_seconds()) for name, limit in limits.items()})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusDocument(Record):
+    """``inv status --json`` (schema 1; README "JSON output")."""
+
+    schema: int = SCHEMA
+    server: ServerInfo
+    state: str = ""  # ok | warn | down
+    exit: int = EXIT_OK
+    up: bool = False
+    pid: int | None = None
+    answers: bool = False
+    problem: str | None = None
+    context: str | None = None
+    counts: CatalogCounts | None = None
+    backup: BackupSummary | None = None
+    verified_backup: BackupSummary | None = None
+    shared: BackupSummary | None = None
+    last_backup: RunSummary | None = None
+    last_restore: RunSummary | None = None
+    last_mirror: RunSummary | None = None
+    runtests: RuntestsSummary | None = None
+    check_cache: CacheCheckSummary | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    warnings: tuple[str, ...] = ()  # "line: why", the line being backup, shared, runtests or check-cache
+
+    def warning(self, line: str) -> str | None:
+        """Why ``line`` warns, or None."""
+        for text in self.warnings:
+            key, _, why = text.partition(": ")
+            if key == line:
+                return why
+        return None
 
 
 @dataclass
@@ -141,61 +284,47 @@ class Report:
 
     # --- the --json document -------------------------------------------------------------
 
+    def document(self) -> StatusDocument:
+        st = self.status
+        return StatusDocument(
+            server=ServerInfo.of(self.config), state=self.state, exit=self.exit_code, up=st.up, pid=st.pid,
+            answers=st.answers, problem=st.problem or None, context=st.context, counts=st.counts,
+            backup=self._backup(self.newest), verified_backup=self._backup(self.verified),
+            shared=self._backup(self.shared), last_backup=self._run(self.last_backup),
+            last_restore=self._run(self.last_restore), last_mirror=self._run(self.last_mirror),
+            runtests=self._check(RuntestsSummary, self.runtests),
+            check_cache=self._check(CacheCheckSummary, self.check_cache),
+            thresholds=Thresholds.of(self.config.monitoring),
+            warnings=tuple(f"{key}: {why}" for key, why in self.warnings.items()),
+        )
+
     def as_dict(self) -> dict:
-        cfg, st, m = self.config, self.status, self.config.monitoring
-        return {
-            "schema": SCHEMA,
-            "server": {"name": cfg.name, "observatory": cfg.observatory, "kind": cfg.kind, "tier": cfg.tier,
-                       "host": cfg.host, "url": cfg.url, "local_url": cfg.local_url,
-                       "database": {"engine": cfg.database.engine, "name": cfg.database.name}},
-            "state": self.state,
-            "exit": self.exit_code,
-            "up": st.up,
-            "pid": st.pid,
-            "answers": st.answers,
-            "problem": st.problem or None,
-            "context": st.context,
-            "counts": st.counts.as_dict() if st.counts else None,
-            "backup": self._entry_dict(self.newest),
-            "verified_backup": self._entry_dict(self.verified),
-            "shared": self._entry_dict(self.shared),
-            "last_backup": self._run_dict(self.last_backup),
-            "last_restore": self._run_dict(self.last_restore),
-            "last_mirror": self._run_dict(self.last_mirror),
-            "runtests": self._result_dict(self.runtests),
-            "check_cache": self._result_dict(self.check_cache),
-            "thresholds": {name: (None if value is None else int(value.total_seconds()))
-                           for name, value in (("backup_max_age", m.backup_max_age),
-                                               ("shared_max_age", m.shared_max_age),
-                                               ("runtests_max_age", m.runtests_max_age),
-                                               ("check_cache_max_age", m.check_cache_max_age))},
-            "warnings": [f"{key}: {why}" for key, why in self.warnings.items()],
-        }
+        """The ``--json`` document."""
+        return self.document().as_dict()
 
     def _seconds(self, when: datetime.datetime | None) -> int | None:
         delta = self.age(when)
         return None if delta is None else int(delta.total_seconds())
 
-    def _entry_dict(self, entry: Entry | None) -> dict | None:
+    def _backup(self, entry: Entry | None) -> BackupSummary | None:
         if entry is None:
             return None
-        return {"name": self._name(entry), "path": str(entry.path), "where": entry.where,
-                "created": entry.created.isoformat() if entry.created else None,
-                "age_seconds": self._seconds(entry.created), "verified": entry.state,
-                "problems": list(entry.problems), "size": entry.size, "purpose": entry.purpose}
+        return BackupSummary(name=self._name(entry), path=entry.path, where=entry.where, created=entry.created,
+                             age_seconds=self._seconds(entry.created), verified=entry.state,
+                             problems=tuple(entry.problems), size=entry.size, purpose=entry.purpose)
 
-    def _run_dict(self, entry: AuditEntry | None) -> dict | None:
+    def _run(self, entry: AuditEntry | None) -> RunSummary | None:
         if entry is None:
             return None
-        return {"at": entry.at, "age_seconds": self._seconds(entry.when), "result": entry.result,
-                "error": entry.error, "seconds": entry.seconds, "by": entry.who.describe(),
-                "flags": entry.flags, "touched": entry.touched}
+        return RunSummary(at=entry.when, age_seconds=self._seconds(entry.when), result=entry.result,
+                          error=entry.error, seconds=entry.seconds, by=entry.who.describe(), flags=entry.flags,
+                          touched=entry.touched)
 
-    def _result_dict(self, result: CheckResult | None) -> dict | None:
+    def _check(self, kind: type[CheckSummary], result: CheckResult | None) -> CheckSummary | None:
         if result is None:
             return None
-        return {"at": result.at.isoformat() if result.at else None, "age_seconds": self._seconds(result.at),
-                "ok": result.ok, "summary": result.line(), "result": result.as_dict()}
+        return kind(at=result.at, age_seconds=self._seconds(result.at), ok=result.ok, summary=result.line(),
+                    result=result)
 
 
 def _or_dash(value) -> str:

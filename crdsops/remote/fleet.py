@@ -5,10 +5,11 @@ machine (``host`` is not ``localhost``), one entry per distinct host/port. Each 
 one result line; a host that cannot be reached, refuses our key or has an unknown or
 changed host key is one failed line among the others, never an exception that hides them.
 
-``fleet_status`` runs ``inv status --json`` on every host and adds what only the fleet can
-see: each server's drift from its mirror source (the server its last mirror came from, else
-the server of the tier above it: ``hst.dev`` from ``hst.test``), the context and catalog
-counts that differ between the two.
+``fleet_status`` runs ``inv status --json`` on every host, reads each answer as the record
+``crdsops.data.state.StatusDocument`` (a newer host's added keys are ignored; an answer that does
+not parse is no status), and adds what only the fleet can see: each server's drift from its
+mirror source (the server its last mirror came from, else the server of the tier above it:
+``hst.dev`` from ``hst.test``), the context and catalog counts that differ between the two.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import json
 from dataclasses import dataclass, field
 
 from crdsops.config.model import TIERS
+from crdsops.data.state import SCHEMA as STATUS_SCHEMA
+from crdsops.data.state import StatusDocument
+from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
+from crdsops.records import RecordError
 from crdsops.remote import ssh as remote
+from crdsops.runtime.outcomes import MirrorOutcome
 
 SCHEMA = 1  # of `inv fleet-status --json` (README, JSON output)
-DRIFT_KEYS = ("references", "mappings", "contexts")
+DRIFT_KEYS = ("references", "mappings", "contexts")  # the CatalogCounts fields compared
 
 
 @dataclass
@@ -129,15 +135,14 @@ class ServerState:
 
     result: HostResult
     observatory: str
-    report: dict | None = None  # the host's status document (schema 1), when it printed one
+    report: StatusDocument | None = None  # the host's status document (schema 1), when it printed one
     source: str | None = None  # the server it is compared with (its mirror source)
     drift: list[str] = field(default_factory=list)  # what differs from the source
     drift_note: str = ""  # why there is no comparison (top tier, source unreachable ...)
 
     @property
     def name(self) -> str:
-        server = (self.report or {}).get("server") or {}
-        return server.get("name") or self.result.target.name
+        return (self.report.server.name if self.report else "") or self.result.target.name
 
     @property
     def state(self) -> str:
@@ -146,25 +151,26 @@ class ServerState:
             return "UNREACHABLE"
         if self.report is None:
             return "FAILED" if self.result.exited else "ok"
-        return {"ok": "ok", "warn": "WARN", "down": "DOWN"}.get(self.report.get("state"), "FAILED")
+        return {"ok": "ok", "warn": "WARN", "down": "DOWN"}.get(self.report.state, "FAILED")
 
     @property
     def tier(self) -> str | None:
-        return ((self.report or {}).get("server") or {}).get("tier")
+        return self.report.server.tier if self.report else None
 
     @property
     def context(self) -> str | None:
-        return (self.report or {}).get("context")
+        return self.report.context if self.report else None
 
     @property
     def backup_age(self) -> int | None:
-        backup = (self.report or {}).get("verified_backup") or {}
-        return backup.get("age_seconds")
+        backup = self.report.verified_backup if self.report else None
+        return backup.age_seconds if backup else None
 
     def as_dict(self) -> dict:
         target = self.result.target
         return {"name": self.name, "observatory": self.observatory, "host": target.where, "state": self.state,
-                "exit": self.result.exited, "summary": self.result.summary, "status": self.report,
+                "exit": self.result.exited, "summary": self.result.summary,
+                "status": self.report.as_dict() if self.report else None,
                 "source": self.source, "drift": self.drift, "drift_note": self.drift_note or None}
 
 
@@ -178,22 +184,24 @@ def fleet_status(observatory: str, targets: list[remote.Target]) -> list[ServerS
     return states
 
 
-def _status_document(res: HostResult) -> dict | None:
+def _status_document(res: HostResult) -> StatusDocument | None:
+    """The host's status document (schema 1) as the record; None when it printed none that parses."""
     try:
-        data = json.loads(res.stdout)
-    except ValueError:
+        doc = StatusDocument.from_dict(json.loads(res.stdout), where=f"the status of {res.target.name}")
+    except (ValueError, RecordError):
         return None
-    if isinstance(data, dict) and data.get("schema") == 1 and isinstance(data.get("server"), dict):
-        res.summary = ", ".join(data.get("warnings") or []) or res.summary
-        return data
-    return None
+    if doc.schema != STATUS_SCHEMA:
+        return None
+    res.summary = ", ".join(doc.warnings) or res.summary
+    return doc
 
 
 def mirror_source(state: ServerState, states: list[ServerState]) -> str | None:
     """The server ``state``'s data comes from: its last mirror's source, else the one of the tier above."""
-    last = ((state.report or {}).get("last_mirror") or {})
-    if last.get("result") == "ok" and (last.get("touched") or {}).get("source"):
-        return last["touched"]["source"]
+    last = state.report.last_mirror if state.report else None
+    outcome = last.outcome("mirror") if last is not None and last.ok else None
+    if isinstance(outcome, MirrorOutcome) and outcome.source:
+        return outcome.source
     tier = state.tier
     if tier not in TIERS or TIERS.index(tier) == len(TIERS) - 1:
         return None
@@ -205,7 +213,7 @@ def mirror_source(state: ServerState, states: list[ServerState]) -> str | None:
     return sorted(s.name for s in candidates)[0]
 
 
-def _compare(state: ServerState, by_name: dict, states: list[ServerState]) -> None:
+def _compare(state: ServerState, by_name: dict[str, ServerState], states: list[ServerState]) -> None:
     if state.report is None:
         state.drift_note = "no status"
         return
@@ -219,12 +227,11 @@ def _compare(state: ServerState, by_name: dict, states: list[ServerState]) -> No
         why = "not in the fleet" if other is None else ("unreachable" if other.state == "UNREACHABLE" else "gave no status")
         state.drift_note = f"{state.source} {why}"
         return
-    if not (state.report.get("up") and source.report.get("up")):
-        state.drift_note = f"{'it' if not state.report.get('up') else state.source} is down"
+    mine, theirs = state.report, source.report
+    if not (mine.up and theirs.up):
+        state.drift_note = f"{'it' if not mine.up else state.source} is down"
         return
-    if state.context != source.context:
-        state.drift.append(f"context {state.context or '-'} vs {source.context or '-'}")
-    mine, theirs = state.report.get("counts") or {}, source.report.get("counts") or {}
-    for key in DRIFT_KEYS:
-        if mine.get(key) != theirs.get(key):
-            state.drift.append(f"{key} {mine.get(key)} vs {theirs.get(key)}")
+    if mine.context != theirs.context:
+        state.drift.append(f"context {mine.context or '-'} vs {theirs.context or '-'}")
+    differing = (mine.counts or CatalogCounts()).differences(theirs.counts or CatalogCounts(), fields=DRIFT_KEYS)
+    state.drift.extend(f"{name} {a} vs {b}" for name, a, b in differing)

@@ -12,7 +12,11 @@ import datetime
 import html
 
 from crdsops import __version__
+from crdsops.data.state import BackupSummary, RunSummary, StatusDocument
+from crdsops.db.catalog import CatalogCounts
+from crdsops.records import to_json
 from crdsops.remote.fleet import ServerState
+from crdsops.runtime.outcomes import MirrorOutcome
 from crdsops.timefmt import age_text
 
 COLOURS = {  # background, text: readable, and distinct for the usual colour blindness
@@ -67,41 +71,59 @@ def render(fleets: dict[str, list[ServerState]], now: datetime.datetime | None =
 
 
 def _row(state: ServerState) -> str:
-    report = state.report or {}
+    doc = state.report
     background, colour = COLOURS.get(state.state, COLOURS["FAILED"])
-    warnings = report.get("warnings") or []
-    counts = report.get("counts") or {}
-    catalog = (f"{counts.get('references', '?')} references, {counts.get('mappings', '?')} mappings"
-               if counts else _note("-"))
     cells = [
         f"<td>{_e(state.name)}</td>",
         f"<td>{_e(state.result.target.where)}</td>",
         f'<td class="state" style="background:{background};color:{colour}">{_e(state.state)}</td>',
         f"<td>{_e(state.context) if state.context else _note('-')}</td>",
-        f"<td>{catalog}</td>",
-        _backup_cell(report.get("verified_backup"), any(w.startswith("backup:") for w in warnings)),
-        _backup_cell(report.get("shared"), any(w.startswith("shared:") for w in warnings)),
-        f"<td>{_mirror(report.get('last_mirror'))}</td>",
+        *(_status_cells(doc) if doc is not None else _no_status_cells()),
         f"<td>{_drift(state)}</td>",
-        f"<td>{_list(warnings) if warnings else (_note('none') if report else _e(state.result.summary))}</td>",
+        f"<td>{_warnings(doc) if doc is not None else _e(state.result.summary)}</td>",
     ]
     return f'<tr data-server="{_e(state.name)}" data-state="{_e(state.state)}">' + "".join(cells) + "</tr>"
 
 
-def _backup_cell(backup: dict | None, warn: bool) -> str:
+def _status_cells(doc: StatusDocument) -> list[str]:
+    """catalog, newest verified backup, shared latest, last mirror."""
+    return [
+        f"<td>{_catalog(doc.counts)}</td>",
+        _backup_cell(doc.verified_backup, doc.warning("backup") is not None),
+        _backup_cell(doc.shared, doc.warning("shared") is not None),
+        f"<td>{_mirror(doc.last_mirror)}</td>",
+    ]
+
+
+def _warnings(doc: StatusDocument) -> str:
+    return _list(doc.warnings) if doc.warnings else _note("none")
+
+
+def _no_status_cells() -> list[str]:
+    return [f"<td>{_note('-')}</td>", _backup_cell(None, False), _backup_cell(None, False),
+            f"<td>{_mirror(None)}</td>"]
+
+
+def _catalog(counts: CatalogCounts | None) -> str:
+    if counts is None:
+        return _note("-")
+    return f"{_or_what(counts.references)} references, {_or_what(counts.mappings)} mappings"
+
+
+def _backup_cell(backup: BackupSummary | None, warn: bool) -> str:
     css = ' class="warn"' if warn else ""
-    if not backup:
+    if backup is None:
         return f"<td{css}>{_note('none')}</td>"
-    return f'<td{css} title="{_e(backup.get("created") or "")}">{_e(_ago(backup.get("age_seconds")))}</td>'
+    return f'<td{css} title="{_e(_iso(backup.created))}">{_e(_ago(backup.age_seconds))}</td>'
 
 
-def _mirror(last: dict | None) -> str:
-    if not last:
+def _mirror(last: RunSummary | None) -> str:
+    if last is None:
         return _note("never")
-    source = (last.get("touched") or {}).get("source", "?")
-    result = "" if last.get("result") == "ok" else f" <b>{_e(str(last.get('result', '')).upper())}</b>"
-    return f'<span title="{_e(last.get("at") or "")}">{_e(_ago(last.get("age_seconds")))} from {_e(source)}</span>' \
-           + result
+    outcome = last.outcome("mirror")
+    source = outcome.source if isinstance(outcome, MirrorOutcome) else "?"
+    result = "" if last.ok else f" <b>{_e(last.result.upper())}</b>"
+    return f'<span title="{_e(_iso(last.at))}">{_e(_ago(last.age_seconds))} from {_e(source)}</span>' + result
 
 
 def _drift(state: ServerState) -> str:
@@ -110,6 +132,15 @@ def _drift(state: ServerState) -> str:
     if state.drift_note:
         return _note(state.drift_note)
     return f"none {_note('(vs ' + (state.source or '?') + ')')}"
+
+
+def _iso(when: datetime.datetime | None) -> str:
+    """A time as the status document spells it (the cell's tooltip)."""
+    return to_json(when) if when is not None else ""
+
+
+def _or_what(value) -> str:
+    return "?" if value is None else str(value)
 
 
 def _ago(seconds) -> str:

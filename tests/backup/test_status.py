@@ -197,3 +197,65 @@ def test_a_backup_named_with_a_same_second_suffix_is_found_by_its_name(sqlite_se
     said = result.stdout + result.stderr
     assert result.returncode == 1 and "no backup matches" not in said and "BAD" in said and twin.name in said
     assert server.inv("verify", "-b", first.name).returncode == 0  # the name alone, not the newest of its prefix
+
+
+DOCUMENTED = {  # README "JSON output", in the order printed
+    "": ["schema", "server", "state", "exit", "up", "pid", "answers", "problem", "context", "counts", "backup",
+         "verified_backup", "shared", "last_backup", "last_restore", "last_mirror", "runtests", "check_cache",
+         "thresholds", "warnings"],
+    "server": ["name", "observatory", "kind", "tier", "host", "url", "local_url", "database"],
+    "database": ["engine", "name"],
+    "backup": ["name", "path", "where", "created", "age_seconds", "verified", "problems", "size", "purpose"],
+    "run": ["at", "age_seconds", "result", "error", "seconds", "by", "flags", "touched"],
+    "check": ["at", "age_seconds", "ok", "summary", "result"],
+    "thresholds": ["backup_max_age", "shared_max_age", "runtests_max_age", "check_cache_max_age"],
+}
+
+
+def documented_keys(doc: dict) -> dict:
+    """The keys of each part of a status document, as DOCUMENTED names the parts."""
+    return {"": list(doc), "server": list(doc["server"]), "database": list(doc["server"]["database"]),
+            "backup": list(doc["verified_backup"]), "run": list(doc["last_restore"]),
+            "check": list(doc["runtests"]), "thresholds": list(doc["thresholds"])}
+
+
+def test_the_status_document_is_a_record_that_round_trips(sqlite_server):
+    """What `inv status --json` prints is exactly its record's JSON; read back, it is the same record."""
+    from crdsops.data import state
+    from crdsops.data.state import StatusDocument
+    from crdsops.remote import fleet
+    from crdsops.remote.ssh import Target
+    from crdsops.runtime.outcomes import RestoreOutcome
+    from crdsops.runtime.results import CacheCheckResult, RuntestsResult
+
+    server = sqlite_server
+    server.inv("backup")
+    server.inv("restore", "--yes")  # a last restore, and the quick cache check it ends with
+    server.inv("runtests", "--live-only")
+    printed = server.inv("status", "--json").stdout
+    host = json.loads(printed)
+    assert documented_keys(host) == DOCUMENTED
+    assert all(list(host[k]) == DOCUMENTED["backup"] for k in ("backup", "shared"))
+    assert list(host["last_backup"]) == DOCUMENTED["run"] and list(host["check_cache"]) == DOCUMENTED["check"]
+    doc = StatusDocument.from_dict(host)
+    assert json.dumps(doc.as_dict(), indent=2) + "\n" == printed  # the same keys, in the same order, same values
+    assert doc.pid == server.pid() and doc.answers and doc.exit == 0 and doc.thresholds.backup_max_age == 26 * 3600
+    assert doc.server.name == "hst.django" and doc.state == "ok" and doc.up and doc.counts.references == 4
+    assert doc.verified_backup.verified == "ok" and doc.verified_backup.created.tzinfo is not None
+    assert doc.shared.where == "shared" and doc.last_backup.ok and doc.last_mirror is None
+    assert isinstance(doc.last_restore.outcome("restore"), RestoreOutcome)
+    assert doc.last_restore.outcome("restore").safety_backup is not None
+    assert isinstance(doc.runtests.result, RuntestsResult) and doc.runtests.result.passed > 0
+    assert isinstance(doc.check_cache.result, CacheCheckResult) and doc.check_cache.result.checked > 0
+
+    report = state.report(server.cfg)  # the same server, read in this process
+    assert StatusDocument.from_dict(json.loads(json.dumps(report.as_dict()))) == report.document()
+
+    newer = dict(host, added_later=[1], server=dict(host["server"], region="b"),
+                 last_restore=dict(host["last_restore"], host_of_run="x"))
+    assert StatusDocument.from_dict(newer) == doc  # a newer host's added keys are ignored
+
+    # fleet-status reads it as the record and prints it as the host did
+    answer = fleet.HostResult(Target(host="127.0.0.9", label="django"), 0, "", printed)
+    seen = fleet.ServerState(answer, "hst", fleet._status_document(answer))
+    assert seen.report == doc and seen.as_dict()["status"] == host
