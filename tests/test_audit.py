@@ -185,3 +185,20 @@ def test_the_reader_reads_backwards_across_blocks(tmp_path):
     assert [e.touched["n"] for e in entries] == list(range(299, -1, -1))
     assert [e.touched["n"] for e in audit.history(layout, limit=3, task="stop")] == [291, 294, 297]
     assert audit.last(layout, "stop").touched["n"] == 297
+
+
+@pytest.mark.parametrize("task, touched, described", [
+    ("mirror", {"source": "hst.test", "source_host": "10.0.0.5:22", "backup": "/s/.hst.test.20261201T031700Z",
+                "backup_created": "2026-12-01T03:17:00+00:00", "safety_backup": "/b/20261201T120000Z"},
+     "from hst.test (its backup /s/.hst.test.20261201T031700Z, made 2026-12-01T03:17:00+00:00)"),
+    ("restore", {"backup": "/s/.hst.django.20261201T031700Z", "backup_created": "2026-12-01T03:17:00+00:00",
+                 "backup_of": "hst.django", "safety_backup": "/b/20261201T120000Z"},
+     "from /s/.hst.django.20261201T031700Z, made 2026-12-01T03:17:00+00:00"),
+    ("backup", {"backup": "20261201T031700Z", "path": "/b/20261201T031700Z", "shared": "/s/hst.django"},
+     "20261201T031700Z"),
+])
+def test_audit_lines_written_before_the_outcome_records_still_read(task, touched, described):
+    """A server upgraded in place keeps its history: the older `touched` shape reads as today's record."""
+    outcome = outcomes.read(task, touched)
+    assert outcome is not None and outcome.describe() == described
+    assert outcome.backup.path.name.endswith("20261201T031700Z")

@@ -147,9 +147,20 @@ OUTCOMES: dict[str, type[Outcome]] = {
 def read(task: str, data: object) -> Outcome | None:
     """The outcome record of ``task`` from its JSON (an audit line's ``touched``); None if it is not one."""
     kind = OUTCOMES.get(task)
-    if kind is None or not data:
+    if kind is None or not data or not isinstance(data, dict):
         return None
     try:
-        return kind.from_dict(data, where=f"the outcome of {task}")
+        return kind.from_dict(_older(data), where=f"the outcome of {task}")
     except RecordError:
         return None
+
+
+def _older(data: dict) -> dict:
+    """An audit line written before the outcome records (a backup named by a bare string) in today's shape."""
+    backup = data.get("backup")
+    if not isinstance(backup, str):
+        return data
+    path = data.get("path") or backup  # `inv backup` said {backup: NAME, path: PATH}
+    ref = {"name": Path(backup).name, "path": path, "created": data.get("backup_created"),
+           "server": data.get("backup_of") or data.get("source") or ""}
+    return {**data, "backup": ref}
