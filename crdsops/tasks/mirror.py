@@ -12,7 +12,7 @@ See crdsops.remote.mirror for the steps.
 
 from __future__ import annotations
 
-from crdsops.tasks._common import ops_task
+from crdsops.tasks._common import ops_task, server
 
 
 @ops_task(aliases=("mirror-server",), help={
@@ -33,7 +33,6 @@ def mirror(c, obs=None, src=None, src_url=None, src_host=None, dry_run=False, ye
     """Mirror a higher-tier server of this observatory onto this one (database, support files, cache)."""
     from crdsops.remote.mirror import Mirror, MirrorOptions
     from crdsops.runtime.lifecycle import drive
-    from crdsops.tasks._common import server
 
     options = MirrorOptions(obs, src, src_url, src_host, bool(allow_upward),
                             None if max_delete is None else int(max_delete), bool(fresh_backup), bool(full_sync),
