@@ -722,12 +722,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="add a purpose to default (repeatable): vm, test")
     s.add_argument("--dry-run", action="store_true", help="say what would be installed, change nothing")
     args = parser.parse_args(argv)
-    if args.command == "system":
-        return _system_main(args)
-    prefix = args.prefix or os.environ.get("STACK") or ".venv"
     from crdsops import interrupts, output
 
     output.to_terminal()
+    if args.command == "system":
+        return _system_main(args)
+    prefix = args.prefix or os.environ.get("STACK") or ".venv"
     try:
         with interrupts.raising_signals():
             p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, vm=args.vm, mode=args.mode,
@@ -748,7 +748,7 @@ def _system_main(args) -> int:
     from crdsops.stack import system
 
     try:
-        system.ensure(args.purposes, dry_run=args.dry_run, say=_say)
+        system.ensure(args.purposes, dry_run=args.dry_run)
     except CrdsOpsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
