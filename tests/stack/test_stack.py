@@ -85,9 +85,9 @@ def tree_digest(prefix: pathlib.Path) -> str:
 def channel(tmp_path_factory) -> pathlib.Path:
     """A local conda channel: the system Python (as the stub `python`), pip, and `hello`."""
     chan = tmp_path_factory.mktemp("channel")
-    stack_channel.build_package(chan, "hello", "1.0", files={
+    stack_channel.build_package(chan, stack_channel.Package("hello", "1.0", files={
         "bin/hello": b"#!/bin/sh\necho hello from the conda layer\n",
-    })
+    }))
     stack_channel.system_channel(chan, "/usr/bin/python3")
     return chan
 
