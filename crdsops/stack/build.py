@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 
+from crdsops import commands
 from crdsops import steps as steps_mod
 from crdsops.errors import CrdsOpsError
 
@@ -49,6 +51,8 @@ STAMP = "crdsops-stack.json"
 DEFAULT_PYTHON = "/usr/bin/python3"
 PYPI_TO_CONDA = pathlib.Path(__file__).with_name("pypi_to_conda.json")
 LOCK_TIMEOUT = 1800  # seconds: conda-lock is killed after this, never left hanging
+
+log = logging.getLogger(__name__)
 
 
 def _say(msg: str) -> None:
@@ -105,97 +109,119 @@ def rattler_conda_exe(directory: pathlib.Path) -> pathlib.Path:
 
 # --- lock -----------------------------------------------------------------------------
 
-def lock(
-    *,
-    root: pathlib.Path = CHECKOUT,
-    env_files: list[pathlib.Path] | None = None,
-    lock_path: pathlib.Path | None = None,
-    channels: list[str] | None = None,
-    conda: str | None = None,
-    system_python: str | None = None,
-    mapping: pathlib.Path | None = None,
-    timeout: float = LOCK_TIMEOUT,
-) -> pathlib.Path:
-    """Run conda-lock for linux-64 on ENV_FILES and write LOCK_PATH; return it.
+@dataclasses.dataclass(frozen=True)
+class LockOptions:
+    """What `inv lock` was asked for (None or empty: the default)."""
 
-    CHANNELS replace the environment's channels (conda-lock ``--channel``). With no conda
-    executable, conda-lock drives the py-rattler front end; with no channel given either,
-    the conda layer is solved against a local channel describing SYSTEM_PYTHON.
+    env_files: tuple[pathlib.Path, ...] = ()  # default: ENV_FILES in the checkout
+    lock_path: pathlib.Path | None = None  # default: conda-lock.yml in the checkout
+    channels: tuple[str, ...] = ()  # replace the environment's (default: CRDSOPS_CONDA_CHANNEL, then theirs)
+    conda: str | None = None  # conda executable (default: find_conda, else the py-rattler front end)
+    python: str | None = None  # the system Python a local channel describes (default DEFAULT_PYTHON)
+    mapping: pathlib.Path | None = None  # conda-lock's pypi-to-conda lookup file (default PYPI_TO_CONDA)
+    timeout: float = LOCK_TIMEOUT
+
+
+def lock(options: LockOptions = LockOptions()) -> pathlib.Path:
+    """Run conda-lock for linux-64 on the environment files and write the lock; return its path.
+
+    ``options.channels`` replace the environment's channels (conda-lock ``--channel``). With no
+    conda executable, conda-lock drives the py-rattler front end; with no channel given either,
+    the conda layer is solved against a local channel describing ``options.python``.
     """
-    from crdsops.stack import channel as stack_channel
     from crdsops.stack import condalock
 
-    env_files = env_files or env_paths(root)
-    lock_path = lock_path or root / LOCK_FILE
+    env_files = list(options.env_files) or env_paths()
+    lock_path = options.lock_path or CHECKOUT / LOCK_FILE
     for env in env_files:
         condalock.check_env_file(env)
-    channels = list(channels or [])
+    channels = list(options.channels)
     if not channels and os.environ.get("CRDSOPS_CONDA_CHANNEL"):
         channels = os.environ["CRDSOPS_CONDA_CHANNEL"].replace(",", " ").split()
-    mapping = mapping or PYPI_TO_CONDA
     conda_lock_cmd = _conda_lock_command()
-
     with tempfile.TemporaryDirectory(prefix="crdsops-lock-") as tmp:
         tmpdir = pathlib.Path(tmp)
-        conda_exe = find_conda(conda)
-        if conda_exe is None:
-            conda_exe = str(rattler_conda_exe(tmpdir))
-            if not channels:
-                python = system_python or DEFAULT_PYTHON
-                channel = root / "var" / "conda-channel"
-                shutil.rmtree(channel, ignore_errors=True)
-                facts = stack_channel.system_channel(channel, python)
-                channels = [channel.as_uri()]
-                _say(f"no conda executable: solving the conda layer against {channel} "
-                     f"(python {facts['python']} = {python}, pip {facts['pip']})")
-            _say("conda: crdsops py-rattler front end")
-        else:
-            _say(f"conda: {conda_exe}")
-        # conda-lock writes the lock itself (its header and `sources` name that path); the
-        # previous lock waits beside it and comes back if conda-lock fails
-        previous = lock_path.with_name(f".{lock_path.name}.previous")
-        if lock_path.exists():
-            os.replace(lock_path, previous)
-        args = [*conda_lock_cmd, "lock", "--conda", conda_exe,
-                "--pypi_to_conda_lookup_file", str(mapping), "-p", "linux-64",
+        conda_exe, channels = _conda_for_lock(tmpdir, options, channels)
+        argv = [*conda_lock_cmd, "lock", "--conda", conda_exe,
+                "--pypi_to_conda_lookup_file", str(options.mapping or PYPI_TO_CONDA), "-p", "linux-64",
                 "--lockfile", lock_path.name, "--md", "input_sha", "--md", "input_md5"]
         for env in env_files:
-            args += ["-f", os.path.relpath(env, lock_path.parent)]
+            argv += ["-f", os.path.relpath(env, lock_path.parent)]
         for channel in channels:
-            args += ["--channel", channel]
-        # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
-        env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
-        _say("running " + " ".join(a if " " not in a else repr(a) for a in args))
-
-        def put_back() -> None:
-            lock_path.unlink(missing_ok=True)
-            if previous.exists():
-                os.replace(previous, lock_path)
-
-        try:
-            proc = subprocess.run(args, cwd=lock_path.parent, env=env, timeout=timeout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        except subprocess.TimeoutExpired:
-            put_back()
-            raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; check network access to the pip index") from None
-        except BaseException:
-            put_back()
-            raise
-        if proc.returncode != 0 or not lock_path.exists():
-            put_back()
-            log = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
-            log.write_text(proc.stdout)
-            raise CrdsOpsError(f"conda-lock failed ({_last_error(proc.stdout)}); full output: {log}")
-        try:
-            made = condalock.read_lock(lock_path)
-            condalock.check_fresh(made, env_files)
-        except CrdsOpsError:
-            put_back()
-            raise
-        previous.unlink(missing_ok=True)
-    _say(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
-         f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
+            argv += ["--channel", channel]
+        made = _lock_in_place(argv, lock_path, env_files, tmpdir, options.timeout)
+    log.info(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
+             f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
     return lock_path
+
+
+def _conda_for_lock(tmpdir: pathlib.Path, options: LockOptions, channels: list[str]) -> tuple[str, list[str]]:
+    """The conda executable conda-lock drives and the channels it solves against.
+
+    With no conda here: the py-rattler front end (written into TMPDIR) and, with no channel
+    either, a local channel in var/conda-channel that describes the system Python.
+    """
+    from crdsops.stack import channel as stack_channel
+
+    conda_exe = find_conda(options.conda)
+    if conda_exe is not None:
+        log.info(f"conda: {conda_exe}")
+        return conda_exe, channels
+    conda_exe = str(rattler_conda_exe(tmpdir))  # first: it says what to install when py-rattler is missing
+    if not channels:
+        python = options.python or DEFAULT_PYTHON
+        channel = CHECKOUT / "var" / "conda-channel"
+        shutil.rmtree(channel, ignore_errors=True)
+        facts = stack_channel.system_channel(channel, python)
+        channels = [channel.as_uri()]
+        log.info(f"no conda executable: solving the conda layer against {channel} "
+                 f"(python {facts['python']} = {python}, pip {facts['pip']})")
+    log.info("conda: crdsops py-rattler front end")
+    return conda_exe, channels
+
+
+def _lock_in_place(argv: list[str], lock_path: pathlib.Path, env_files: list[pathlib.Path],
+                   tmpdir: pathlib.Path, timeout: float):
+    """Run conda-lock (ARGV), which writes LOCK_PATH itself (its header and `sources` name that path).
+
+    The previous lock waits beside it and comes back unless conda-lock succeeded and its lock
+    reads as fresh for ENV_FILES. Returns the new lock (``condalock.Lock``).
+    """
+    from crdsops.stack import condalock
+
+    previous = lock_path.with_name(f".{lock_path.name}.previous")
+    if lock_path.exists():
+        os.replace(lock_path, previous)
+    try:
+        _run_conda_lock(argv, lock_path, tmpdir, timeout)
+        made = condalock.read_lock(lock_path)
+        condalock.check_fresh(made, env_files)
+    except BaseException:
+        lock_path.unlink(missing_ok=True)
+        if previous.exists():
+            os.replace(previous, lock_path)
+        raise
+    previous.unlink(missing_ok=True)
+    return made
+
+
+def _run_conda_lock(argv: list[str], lock_path: pathlib.Path, tmpdir: pathlib.Path, timeout: float) -> None:
+    # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
+    env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
+    log.info("running " + " ".join(a if " " not in a else repr(a) for a in argv))
+    try:
+        result = commands.run(argv, what="conda-lock", cwd=lock_path.parent, env=env, timeout=timeout, check=False)
+    except commands.CommandFailed as err:
+        if err.result is None and "did not finish" in str(err):  # the seam's timeout: say what usually hangs it
+            raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; "
+                               "check network access to the pip index") from None
+        raise
+    if result.ok and lock_path.exists():
+        return
+    output = "\n".join(x for x in (result.stdout, result.stderr) if x)  # stderr last: _last_error looks there first
+    saved = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
+    saved.write_text(output)
+    raise CrdsOpsError(f"conda-lock failed ({_last_error(output)}); full output: {saved}")
 
 
 def _conda_lock_command() -> list[str]:

@@ -111,11 +111,11 @@ def lock(c, channel=None, conda=None, env_file=None, lock_file=None, python=None
     """Re-lock the stack: run conda-lock on environment.yml for linux-64 into conda-lock.yml."""
     from crdsops.stack import build as stack
 
-    stack.lock(
-        env_files=[pathlib.Path(e).resolve() for e in env_file] if env_file else None,
+    stack.lock(stack.LockOptions(
+        env_files=tuple(pathlib.Path(e).resolve() for e in env_file or ()),
         lock_path=pathlib.Path(lock_file).resolve() if lock_file else None,
-        channels=list(channel or []),
+        channels=tuple(channel or ()),
         conda=conda,
-        system_python=python,
+        python=python,
         timeout=float(timeout) if timeout is not None else stack.LOCK_TIMEOUT,
-    )
+    ))
