@@ -18,6 +18,12 @@ back if anything fails, and records what it installed in `<prefix>/crdsops-packa
 (pip-freeze format; conda packages as comments) and `<prefix>/crdsops-stack.json` (the
 stamp that makes an unchanged rebuild a no-op).
 
+A build is probe, steps, carry out: ``probe(prefix, BuildOptions) -> StackFacts`` (read-only,
+frozen: the lock, the categories, the mode, whether the stack is up to date), ``steps(facts)``
+(the ``crdsops.steps.Plan`` that `inv build` shows and runs through the one lifecycle), and
+``carry_out(facts)``. What it says goes through ``logging``; its commands through
+``crdsops.commands``, the long ones streamed into the build's log file (``crdsops.stack.logged``).
+
 This module needs only the standard library on the `build` path, so `bin/bootstrap` can
 run it with a bare Debian python3: ``python3 -m crdsops.stack build --prefix .venv``.
 `lock` needs conda-lock (and py-rattler where no conda exists): the dev category.
@@ -27,18 +33,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
+from crdsops import commands
 from crdsops import steps as steps_mod
 from crdsops.errors import CrdsOpsError
+from crdsops.stack import logged
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
 ENV_FILES = ("environment.yml", "environment-dev.yml", "environment-vm.yml")
@@ -50,9 +59,7 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 PYPI_TO_CONDA = pathlib.Path(__file__).with_name("pypi_to_conda.json")
 LOCK_TIMEOUT = 1800  # seconds: conda-lock is killed after this, never left hanging
 
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
+log = logging.getLogger(__name__)
 
 
 def env_paths(root: pathlib.Path = CHECKOUT) -> list[pathlib.Path]:
@@ -105,97 +112,119 @@ def rattler_conda_exe(directory: pathlib.Path) -> pathlib.Path:
 
 # --- lock -----------------------------------------------------------------------------
 
-def lock(
-    *,
-    root: pathlib.Path = CHECKOUT,
-    env_files: list[pathlib.Path] | None = None,
-    lock_path: pathlib.Path | None = None,
-    channels: list[str] | None = None,
-    conda: str | None = None,
-    system_python: str | None = None,
-    mapping: pathlib.Path | None = None,
-    timeout: float = LOCK_TIMEOUT,
-) -> pathlib.Path:
-    """Run conda-lock for linux-64 on ENV_FILES and write LOCK_PATH; return it.
+@dataclasses.dataclass(frozen=True)
+class LockOptions:
+    """What `inv lock` was asked for (None or empty: the default)."""
 
-    CHANNELS replace the environment's channels (conda-lock ``--channel``). With no conda
-    executable, conda-lock drives the py-rattler front end; with no channel given either,
-    the conda layer is solved against a local channel describing SYSTEM_PYTHON.
+    env_files: tuple[pathlib.Path, ...] = ()  # default: ENV_FILES in the checkout
+    lock_path: pathlib.Path | None = None  # default: conda-lock.yml in the checkout
+    channels: tuple[str, ...] = ()  # replace the environment's (default: CRDSOPS_CONDA_CHANNEL, then theirs)
+    conda: str | None = None  # conda executable (default: find_conda, else the py-rattler front end)
+    python: str | None = None  # the system Python a local channel describes (default DEFAULT_PYTHON)
+    mapping: pathlib.Path | None = None  # conda-lock's pypi-to-conda lookup file (default PYPI_TO_CONDA)
+    timeout: float = LOCK_TIMEOUT
+
+
+def lock(options: LockOptions = LockOptions()) -> pathlib.Path:
+    """Run conda-lock for linux-64 on the environment files and write the lock; return its path.
+
+    ``options.channels`` replace the environment's channels (conda-lock ``--channel``). With no
+    conda executable, conda-lock drives the py-rattler front end; with no channel given either,
+    the conda layer is solved against a local channel describing ``options.python``.
     """
-    from crdsops.stack import channel as stack_channel
     from crdsops.stack import condalock
 
-    env_files = env_files or env_paths(root)
-    lock_path = lock_path or root / LOCK_FILE
+    env_files = list(options.env_files) or env_paths()
+    lock_path = options.lock_path or CHECKOUT / LOCK_FILE
     for env in env_files:
         condalock.check_env_file(env)
-    channels = list(channels or [])
+    channels = list(options.channels)
     if not channels and os.environ.get("CRDSOPS_CONDA_CHANNEL"):
         channels = os.environ["CRDSOPS_CONDA_CHANNEL"].replace(",", " ").split()
-    mapping = mapping or PYPI_TO_CONDA
     conda_lock_cmd = _conda_lock_command()
-
     with tempfile.TemporaryDirectory(prefix="crdsops-lock-") as tmp:
         tmpdir = pathlib.Path(tmp)
-        conda_exe = find_conda(conda)
-        if conda_exe is None:
-            conda_exe = str(rattler_conda_exe(tmpdir))
-            if not channels:
-                python = system_python or DEFAULT_PYTHON
-                channel = root / "var" / "conda-channel"
-                shutil.rmtree(channel, ignore_errors=True)
-                facts = stack_channel.system_channel(channel, python)
-                channels = [channel.as_uri()]
-                _say(f"no conda executable: solving the conda layer against {channel} "
-                     f"(python {facts['python']} = {python}, pip {facts['pip']})")
-            _say("conda: crdsops py-rattler front end")
-        else:
-            _say(f"conda: {conda_exe}")
-        # conda-lock writes the lock itself (its header and `sources` name that path); the
-        # previous lock waits beside it and comes back if conda-lock fails
-        previous = lock_path.with_name(f".{lock_path.name}.previous")
-        if lock_path.exists():
-            os.replace(lock_path, previous)
-        args = [*conda_lock_cmd, "lock", "--conda", conda_exe,
-                "--pypi_to_conda_lookup_file", str(mapping), "-p", "linux-64",
+        conda_exe, channels = _conda_for_lock(tmpdir, options, channels)
+        argv = [*conda_lock_cmd, "lock", "--conda", conda_exe,
+                "--pypi_to_conda_lookup_file", str(options.mapping or PYPI_TO_CONDA), "-p", "linux-64",
                 "--lockfile", lock_path.name, "--md", "input_sha", "--md", "input_md5"]
         for env in env_files:
-            args += ["-f", os.path.relpath(env, lock_path.parent)]
+            argv += ["-f", os.path.relpath(env, lock_path.parent)]
         for channel in channels:
-            args += ["--channel", channel]
-        # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
-        env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
-        _say("running " + " ".join(a if " " not in a else repr(a) for a in args))
-
-        def put_back() -> None:
-            lock_path.unlink(missing_ok=True)
-            if previous.exists():
-                os.replace(previous, lock_path)
-
-        try:
-            proc = subprocess.run(args, cwd=lock_path.parent, env=env, timeout=timeout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        except subprocess.TimeoutExpired:
-            put_back()
-            raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; check network access to the pip index") from None
-        except BaseException:
-            put_back()
-            raise
-        if proc.returncode != 0 or not lock_path.exists():
-            put_back()
-            log = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
-            log.write_text(proc.stdout)
-            raise CrdsOpsError(f"conda-lock failed ({_last_error(proc.stdout)}); full output: {log}")
-        try:
-            made = condalock.read_lock(lock_path)
-            condalock.check_fresh(made, env_files)
-        except CrdsOpsError:
-            put_back()
-            raise
-        previous.unlink(missing_ok=True)
-    _say(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
-         f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
+            argv += ["--channel", channel]
+        made = _lock_in_place(argv, lock_path, env_files, tmpdir, options.timeout)
+    log.info(f"wrote {lock_path}: {len(made.select('conda', made.categories))} conda + "
+             f"{len(made.select('pip', made.categories))} pip packages, categories {', '.join(sorted(made.categories))}")
     return lock_path
+
+
+def _conda_for_lock(tmpdir: pathlib.Path, options: LockOptions, channels: list[str]) -> tuple[str, list[str]]:
+    """The conda executable conda-lock drives and the channels it solves against.
+
+    With no conda here: the py-rattler front end (written into TMPDIR) and, with no channel
+    either, a local channel in var/conda-channel that describes the system Python.
+    """
+    from crdsops.stack import channel as stack_channel
+
+    conda_exe = find_conda(options.conda)
+    if conda_exe is not None:
+        log.info(f"conda: {conda_exe}")
+        return conda_exe, channels
+    conda_exe = str(rattler_conda_exe(tmpdir))  # first: it says what to install when py-rattler is missing
+    if not channels:
+        python = options.python or DEFAULT_PYTHON
+        channel = CHECKOUT / "var" / "conda-channel"
+        shutil.rmtree(channel, ignore_errors=True)
+        facts = stack_channel.system_channel(channel, python)
+        channels = [channel.as_uri()]
+        log.info(f"no conda executable: solving the conda layer against {channel} "
+                 f"(python {facts['python']} = {python}, pip {facts['pip']})")
+    log.info("conda: crdsops py-rattler front end")
+    return conda_exe, channels
+
+
+def _lock_in_place(argv: list[str], lock_path: pathlib.Path, env_files: list[pathlib.Path],
+                   tmpdir: pathlib.Path, timeout: float):
+    """Run conda-lock (ARGV), which writes LOCK_PATH itself (its header and `sources` name that path).
+
+    The previous lock waits beside it and comes back unless conda-lock succeeded and its lock
+    reads as fresh for ENV_FILES. Returns the new lock (``condalock.Lock``).
+    """
+    from crdsops.stack import condalock
+
+    previous = lock_path.with_name(f".{lock_path.name}.previous")
+    if lock_path.exists():
+        os.replace(lock_path, previous)
+    try:
+        _run_conda_lock(argv, lock_path, tmpdir, timeout)
+        made = condalock.read_lock(lock_path)
+        condalock.check_fresh(made, env_files)
+    except BaseException:
+        lock_path.unlink(missing_ok=True)
+        if previous.exists():
+            os.replace(previous, lock_path)
+        raise
+    previous.unlink(missing_ok=True)
+    return made
+
+
+def _run_conda_lock(argv: list[str], lock_path: pathlib.Path, tmpdir: pathlib.Path, timeout: float) -> None:
+    # PYTHONHASHSEED: conda-lock's header lists a set; keep the lock byte-reproducible
+    env = dict(os.environ, CONDA_PKGS_DIRS=str(tmpdir / "pkgs"), PYTHONHASHSEED="0")
+    log.info("running " + " ".join(a if " " not in a else repr(a) for a in argv))
+    try:
+        result = commands.run(argv, what="conda-lock", cwd=lock_path.parent, env=env, timeout=timeout, check=False)
+    except commands.CommandFailed as err:
+        if err.result is None and "did not finish" in str(err):  # the seam's timeout: say what usually hangs it
+            raise CrdsOpsError(f"conda-lock did not finish within {timeout:.0f}s; "
+                               "check network access to the pip index") from None
+        raise
+    if result.ok and lock_path.exists():
+        return
+    output = "\n".join(x for x in (result.stdout, result.stderr) if x)  # stderr last: _last_error looks there first
+    saved = tmpdir.parent / f"crdsops-lock-{os.getpid()}.log"
+    saved.write_text(output)
+    raise CrdsOpsError(f"conda-lock failed ({_last_error(output)}); full output: {saved}")
 
 
 def _conda_lock_command() -> list[str]:
@@ -218,26 +247,42 @@ def _last_error(output: str) -> str:
     return (lines[-1] if lines else "no output")[:300]
 
 
-# --- build ----------------------------------------------------------------------------
+# --- build: probe, steps, carry out ---------------------------------------------------
 
-@dataclasses.dataclass
-class Plan:
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """What `inv build` was asked for (None: as the current stack has it, or the default)."""
+
+    lock_path: pathlib.Path | None = None  # default: conda-lock.yml in the checkout
+    dev: bool | None = None
+    vm: bool | None = None
+    mode: str | None = None  # auto (None), conda or system
+    python: str | None = None  # the system Python of --mode system
+    conda: str | None = None  # the conda executable of --mode conda
+    force: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StackFacts:
+    """What a probe of a stack prefix found (read-only): the lock and its sources, the categories
+    wanted, whether the stack there is up to date with them, and else how a build would make it."""
+
     prefix: pathlib.Path
     lock_path: pathlib.Path
-    env_files: list[pathlib.Path]
-    categories: list[str]
-    mode: str = ""
-    python: str = ""
-    python_version: str = ""
-    conda: str | None = None
+    env_files: tuple[pathlib.Path, ...]
+    categories: tuple[str, ...]  # in CATEGORIES order
+    lock_sha256: str
+    env_sha256: dict[str, str]  # environment file name -> sha256, as the stamp records it
     up_to_date: bool = False
-    restamp: bool = False
+    restamp: bool = False  # up to date, but the environment files' bytes changed: the stamp is rewritten
     reason: str = ""
-    freshness: str = ""
-    conda_packages: list = dataclasses.field(default_factory=list)
-    pip_packages: list = dataclasses.field(default_factory=list)
-    lock_sha256: str = ""
-    env_sha256: dict = dataclasses.field(default_factory=dict)
+    freshness: str = ""  # how the lock was found fresh (condalock.check_fresh)
+    mode: str = ""  # conda | system
+    python: str = ""  # the system Python (mode system)
+    python_version: str = ""
+    conda: str | None = None  # the conda executable (mode conda)
+    conda_packages: tuple = ()  # condalock.LockedPackage
+    pip_packages: tuple = ()
 
     def describe(self) -> str:
         if self.up_to_date:
@@ -255,92 +300,95 @@ def read_stamp(prefix: pathlib.Path) -> dict:
         return {}
 
 
-def plan(
-    prefix: pathlib.Path,
-    *,
-    root: pathlib.Path = CHECKOUT,
-    lock_path: pathlib.Path | None = None,
-    env_files: list[pathlib.Path] | None = None,
-    dev: bool | None = None,
-    vm: bool | None = None,
-    mode: str | None = None,
-    python: str | None = None,
-    conda: str | None = None,
-    force: bool = False,
-) -> Plan:
-    """Decide what `build` would do; read-only. A no-op plan touches nothing but two hashes."""
+def probe(prefix: pathlib.Path, options: BuildOptions = BuildOptions()) -> StackFacts:
+    """What a build of PREFIX would do; read-only. A no-op probe reads nothing but the stamp and two hashes."""
     prefix = pathlib.Path(prefix)
     if not prefix.is_absolute():
-        prefix = root / prefix
-    lock_path = pathlib.Path(lock_path or root / LOCK_FILE)
+        prefix = CHECKOUT / prefix
+    lock_path = pathlib.Path(options.lock_path or CHECKOUT / LOCK_FILE)
     # the sources conda-lock records are relative to the lock: look for them beside it
-    if not env_files:
-        beside = env_paths(lock_path.parent)
-        env_files = [e for e in beside if e.name == ENV_FILES[0] or e.exists()]
-    env_files = [pathlib.Path(e) for e in env_files]
+    env_files = tuple(e for e in env_paths(lock_path.parent) if e.name == ENV_FILES[0] or e.exists())
     stamp = read_stamp(prefix)
-    if dev is None:
-        dev = "dev" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_DEV", "") in ("1", "yes", "true")
-    if vm is None:
-        vm = "vm" in stamp.get("categories", []) or os.environ.get("CRDSOPS_STACK_VM", "") in ("1", "yes", "true")
-    categories = [c for c in CATEGORIES if c == "main" or (c == "dev" and dev) or (c == "vm" and vm)]
-    p = Plan(prefix=prefix, lock_path=lock_path, env_files=env_files, categories=categories)
-    p.lock_sha256 = _sha256(lock_path, "run `inv lock` to make it from environment.yml")
-    p.env_sha256 = {e.name: _sha256(e) for e in env_files}
-
+    known = StackFacts(prefix, lock_path, env_files, _categories(options, stamp),
+                       lock_sha256=_sha256(lock_path, "run `inv lock` to make it from environment.yml"),
+                       env_sha256={e.name: _sha256(e) for e in env_files})
     # the fast path: same lock, same sources, same categories as the last good build
-    if not force and stamp:
-        same = (stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("env_sha256") == p.env_sha256
-                and stamp.get("categories") == categories and (mode in (None, "auto") or stamp.get("mode") == mode))
-        if same:
-            p.up_to_date, p.mode = True, stamp.get("mode", "")
-            p.reason = f"lock sha256 {p.lock_sha256[:12]}, {','.join(categories)}"
-            return p
-
+    if not options.force and _as_stamped(stamp, known, options.mode) and stamp.get("env_sha256") == known.env_sha256:
+        return dataclasses.replace(known, up_to_date=True, mode=stamp.get("mode", ""),
+                                   reason=f"lock sha256 {known.lock_sha256[:12]}, {','.join(known.categories)}")
     from crdsops.stack import condalock
 
     lk = condalock.read_lock(lock_path)
-    p.freshness = condalock.check_fresh(lk, env_files)
-    missing = [c for c in categories if c not in lk.categories]
+    freshness = condalock.check_fresh(lk, list(env_files))
+    missing = [c for c in known.categories if c not in lk.categories]
     if missing:
         files = ", ".join(f"environment-{c}.yml" for c in missing)
         raise CrdsOpsError(f"{lock_path.name} has no {'/'.join(missing)} packages; add {files} and run `inv lock`")
-    if (not force and stamp and stamp.get("lock_sha256") == p.lock_sha256 and stamp.get("categories") == categories
-            and (mode in (None, "auto") or stamp.get("mode") == mode)):
+    if not options.force and _as_stamped(stamp, known, options.mode):
         # the environment files' bytes changed, not what was locked: nothing to rebuild
-        p.up_to_date, p.restamp, p.mode = True, True, stamp.get("mode", "")
-        p.reason = f"lock sha256 {p.lock_sha256[:12]}; environment files changed, not their spec ({p.freshness})"
-        return p
-    p.conda_packages = [x for x in lk.select("conda", set(categories)) if not x.name.startswith("__")]
-    p.pip_packages = lk.select("pip", set(categories))
-    p.mode = _choose_mode(lk, mode, conda)
-    if p.mode == "conda":
-        p.conda = find_conda(conda)
-        if p.conda is None:
-            raise CrdsOpsError("--mode conda needs a conda executable; pass --conda PATH or use --mode system")
-        p.python_version = lk.python.version if lk.python else ""
-    else:
-        p.python = python or os.environ.get("CRDSOPS_STACK_PYTHON") or DEFAULT_PYTHON
-        p.python_version = _python_version(p.python)
-        locked = lk.python
-        if locked is None:
-            raise CrdsOpsError(f"{lock_path.name} pins no python; add python to environment.yml and run `inv lock`")
-        if p.python_version.split(".")[:2] != locked.version.split(".")[:2]:
-            raise CrdsOpsError(
-                f"{p.python} is Python {p.python_version} but {lock_path.name} pins python {locked.version}; "
-                f"build with a matching interpreter (--python) or re-lock with `inv lock` on this machine"
-            )
+        return dataclasses.replace(known, up_to_date=True, restamp=True, mode=stamp.get("mode", ""), freshness=freshness,
+                                   reason=f"lock sha256 {known.lock_sha256[:12]}; environment files changed, "
+                                          f"not their spec ({freshness})")
+    wanted = set(known.categories)
+    to_build = dataclasses.replace(
+        known, freshness=freshness, reason=_reason(stamp, known, options.force),
+        conda_packages=tuple(x for x in lk.select("conda", wanted) if not x.name.startswith("__")),
+        pip_packages=tuple(lk.select("pip", wanted)))
+    return _with_interpreter(to_build, lk, options)
+
+
+def _categories(options: BuildOptions, stamp: dict) -> tuple[str, ...]:
+    """main, plus dev and vm as asked, else as the stamp (the current stack) has them, else as the environment says."""
+    def wanted(category: str, asked: bool | None) -> bool:
+        if asked is not None:
+            return asked
+        return (category in stamp.get("categories", [])
+                or os.environ.get(f"CRDSOPS_STACK_{category.upper()}", "") in ("1", "yes", "true"))
+
+    dev, vm = wanted("dev", options.dev), wanted("vm", options.vm)
+    return tuple(c for c in CATEGORIES if c == "main" or (c == "dev" and dev) or (c == "vm" and vm))
+
+
+def _as_stamped(stamp: dict, facts: StackFacts, mode: str | None) -> bool:
+    """The last good build (STAMP) was of the same lock, the same categories and (when asked) the same mode."""
+    return bool(stamp) and (stamp.get("lock_sha256") == facts.lock_sha256
+                            and stamp.get("categories") == list(facts.categories)
+                            and (mode in (None, "auto") or stamp.get("mode") == mode))
+
+
+def _reason(stamp: dict, facts: StackFacts, force: bool) -> str:
+    """Why the stack at facts.prefix must be built."""
     if force:
-        p.reason = "--force"
-    elif not stamp:
-        p.reason = "no stack yet" if not prefix.exists() else f"{prefix} has no crdsops stamp"
-    elif stamp.get("lock_sha256") != p.lock_sha256:
-        p.reason = "the lock changed"
-    elif stamp.get("categories") != categories:
-        p.reason = f"categories {','.join(stamp.get('categories', []))} -> {','.join(categories)}"
-    else:
-        p.reason = "sources or mode changed"
-    return p
+        return "--force"
+    if not stamp:
+        return "no stack yet" if not facts.prefix.exists() else f"{facts.prefix} has no crdsops stamp"
+    if stamp.get("lock_sha256") != facts.lock_sha256:
+        return "the lock changed"
+    if stamp.get("categories") != list(facts.categories):
+        return f"categories {','.join(stamp.get('categories', []))} -> {','.join(facts.categories)}"
+    return "sources or mode changed"
+
+
+def _with_interpreter(facts: StackFacts, lk, options: BuildOptions) -> StackFacts:
+    """FACTS with the mode of the build and what it builds with: the conda executable, or the system
+    Python, which must be the lock's python version."""
+    mode = _choose_mode(lk, options.mode, options.conda)
+    if mode == "conda":
+        conda = find_conda(options.conda)
+        if conda is None:
+            raise CrdsOpsError("--mode conda needs a conda executable; pass --conda PATH or use --mode system")
+        return dataclasses.replace(facts, mode=mode, conda=conda, python_version=lk.python.version if lk.python else "")
+    python = options.python or os.environ.get("CRDSOPS_STACK_PYTHON") or DEFAULT_PYTHON
+    version = _python_version(python)
+    locked = lk.python
+    if locked is None:
+        raise CrdsOpsError(f"{facts.lock_path.name} pins no python; add python to environment.yml and run `inv lock`")
+    if version.split(".")[:2] != locked.version.split(".")[:2]:
+        raise CrdsOpsError(
+            f"{python} is Python {version} but {facts.lock_path.name} pins python {locked.version}; "
+            f"build with a matching interpreter (--python) or re-lock with `inv lock` on this machine"
+        )
+    return dataclasses.replace(facts, mode=mode, python=python, python_version=version)
 
 
 def _choose_mode(lk, mode: str | None, conda: str | None) -> str:
@@ -355,14 +403,14 @@ def _choose_mode(lk, mode: str | None, conda: str | None) -> str:
 
 
 def _python_version(python: str) -> str:
-    try:
-        proc = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                              capture_output=True, text=True, timeout=60)
-    except OSError as err:
-        raise CrdsOpsError(f"cannot run {python} ({err.strerror}); install Debian's python3 or pass --python") from None
-    if proc.returncode != 0:
-        raise CrdsOpsError(f"{python} does not run ({proc.stderr.strip()[-200:]}); pass another --python")
-    return proc.stdout.strip()
+    if not shutil.which(python):  # say it as the operating system would, before the seam says "not installed"
+        why = os.strerror(errno.EACCES if os.path.exists(python) else errno.ENOENT)
+        raise CrdsOpsError(f"cannot run {python} ({why}); install Debian's python3 or pass --python")
+    result = commands.run([python, "-c", "import platform; print(platform.python_version())"],
+                          what=python, timeout=60, check=False)
+    if not result.ok:
+        raise CrdsOpsError(f"{python} does not run ({result.stderr.strip()[-200:]}); pass another --python")
+    return result.stdout.strip()
 
 
 def _check_writable(prefix: pathlib.Path) -> None:
@@ -381,50 +429,25 @@ def _check_writable(prefix: pathlib.Path) -> None:
         raise CrdsOpsError(f"{prefix} exists and is not a directory; move it away or choose another --prefix")
 
 
-def build(prefix: pathlib.Path, *, dry_run: bool = False, **options) -> Plan:
-    """Build (or confirm) the stack at PREFIX from the lock; return the plan it carried out."""
-    p = plan(prefix, **options)
-    if not dry_run:
-        carry_out(p)
-    return p
+def steps(facts: StackFacts) -> steps_mod.Plan:
+    """The one step of a build, as the lifecycle shows and runs it (no action: up to date, nothing to do)."""
+    plan = steps_mod.Plan(f"the stack {facts.prefix}")
+    plan.add(facts.describe(), (lambda: carry_out(facts)) if (facts.restamp or not facts.up_to_date) else None,
+             name="building the stack")
+    return plan
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildOptions:
-    """What `inv build` was asked for (None: as the current stack has it)."""
-
-    lock_path: pathlib.Path | None = None
-    dev: bool | None = None
-    vm: bool | None = None
-    mode: str | None = None
-    python: str | None = None
-    conda: str | None = None
-    force: bool = False
-
-
-def probe(prefix: pathlib.Path, options: BuildOptions) -> Plan:
-    """What a build of PREFIX would do (read-only)."""
-    return plan(prefix, **dataclasses.asdict(options))
-
-
-def steps(facts: Plan) -> steps_mod.Plan:
-    """The one step of a build, as the lifecycle shows and runs it."""
-    p = steps_mod.Plan(f"the stack {facts.prefix}")
-    p.add(facts.describe(), (lambda: carry_out(facts)) if (facts.restamp or not facts.up_to_date) else None,
-          name="building the stack")
-    return p
-
-
-def carry_out(p: Plan) -> None:
-    if p.restamp:
-        stamp = dict(read_stamp(p.prefix), env_sha256=p.env_sha256, freshness=p.freshness)
-        _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
-    if p.up_to_date:
+def carry_out(facts: StackFacts) -> None:
+    """Rewrite the stamp of an up-to-date stack whose environment files changed, or build the stack."""
+    if facts.restamp:
+        stamp = dict(read_stamp(facts.prefix), env_sha256=facts.env_sha256, freshness=facts.freshness)
+        _write_atomic(facts.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
+    if facts.up_to_date:
         return
-    _check_writable(p.prefix)
-    _say(p.describe())
-    with _build_lock(p.prefix):
-        _replace_stack(p)
+    _check_writable(facts.prefix)
+    log.info(facts.describe())
+    with _build_lock(facts.prefix):
+        _replace_stack(facts)
 
 
 class _build_lock:
@@ -460,72 +483,81 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _replace_stack(p: Plan) -> None:
+def _replace_stack(facts: StackFacts) -> None:
     """Move the old stack aside, build the new one in its place, restore the old on failure.
 
     The old stack may hold the very interpreter running this code (`inv build` from
     .venv): renaming its directory keeps the running process's open files valid, and
     nothing below imports from it after the rename (stdlib lives outside a venv).
     """
-    aside = None
-    if p.prefix.exists():
-        aside = p.prefix.with_name(f".{p.prefix.name}.previous-{os.getpid()}")
-        shutil.rmtree(aside, ignore_errors=True)
-        try:
-            os.rename(p.prefix, aside)
-        except OSError as err:
-            raise CrdsOpsError(f"cannot move {p.prefix} aside ({err.strerror}); fix permissions on {p.prefix.parent}") from None
-    log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-build-{os.getpid()}.log"
+    aside = _move_aside(facts.prefix)
+    build_log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-build-{os.getpid()}.log"
     started = time.monotonic()
     try:
-        with open(log, "w") as logfh:
-            if p.mode == "conda":
-                _install_conda_layer(p, logfh)
-            else:
-                _check_venv_module(p.python)
-                _run([p.python, "-m", "venv", str(p.prefix)], logfh, "python -m venv")
-            if p.pip_packages:
-                _install_pip_layer(p, logfh)
-            _record(p)
+        with open(build_log, "w") as logfh:
+            _build_into(facts, logfh)
     except BaseException as err:
-        shutil.rmtree(p.prefix, ignore_errors=True)
-        restored = ""
-        if aside is not None:
-            try:
-                os.rename(aside, p.prefix)
-                restored = f"; previous stack restored at {p.prefix}"
-            except OSError as err2:
-                restored = f"; could not restore the previous stack from {aside} ({err2.strerror}): move it back by hand"
-        else:
-            restored = f"; nothing was at {p.prefix} before"
+        restored = _put_back(facts.prefix, aside)
         if isinstance(err, CrdsOpsError):
-            raise CrdsOpsError(f"stack build failed: {err}{restored}; full log: {log}") from None
+            raise CrdsOpsError(f"stack build failed: {err}{restored}; full log: {build_log}") from None
         if isinstance(err, KeyboardInterrupt):  # the task boundary says where; this says what was put back
-            _say(f"stack build interrupted{restored}")
+            log.info(f"stack build interrupted{restored}")
             raise
-        raise CrdsOpsError(f"stack build failed: {type(err).__name__}: {err}{restored}; full log: {log}") from None
+        raise CrdsOpsError(f"stack build failed: {type(err).__name__}: {err}{restored}; full log: {build_log}") from None
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
-    log.unlink(missing_ok=True)
-    _say(f"built {p.prefix} in {time.monotonic() - started:.0f}s; installed packages listed in {p.prefix / PACKAGE_LIST}")
+    build_log.unlink(missing_ok=True)
+    log.info(f"built {facts.prefix} in {time.monotonic() - started:.0f}s; "
+             f"installed packages listed in {facts.prefix / PACKAGE_LIST}")
 
 
-def _run(args: list[str], logfh, what: str, env: dict | None = None) -> None:
-    logfh.write(f"$ {' '.join(args)}\n")
-    logfh.flush()
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
-    logfh.write(proc.stdout)
-    logfh.flush()
-    if proc.returncode != 0:
-        raise CrdsOpsError(f"{what} exited {proc.returncode} ({_last_error(proc.stdout)})")
+def _move_aside(prefix: pathlib.Path) -> pathlib.Path | None:
+    """Rename the stack at PREFIX to a name beside it; return that name (None: there was none)."""
+    if not prefix.exists():
+        return None
+    aside = prefix.with_name(f".{prefix.name}.previous-{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(prefix, aside)
+    except OSError as err:
+        raise CrdsOpsError(f"cannot move {prefix} aside ({err.strerror}); fix permissions on {prefix.parent}") from None
+    return aside
+
+
+def _put_back(prefix: pathlib.Path, aside: pathlib.Path | None) -> str:
+    """Remove the failed build at PREFIX and rename the old stack back; return what to say about it."""
+    shutil.rmtree(prefix, ignore_errors=True)
+    if aside is None:
+        return f"; nothing was at {prefix} before"
+    try:
+        os.rename(aside, prefix)
+    except OSError as err:
+        return f"; could not restore the previous stack from {aside} ({err.strerror}): move it back by hand"
+    return f"; previous stack restored at {prefix}"
+
+
+def _build_into(facts: StackFacts, logfh) -> None:
+    """The conda layer (or a venv of the system Python), the pip layer, then the record of what is there."""
+    if facts.mode == "conda":
+        _install_conda_layer(facts, logfh)
+    else:
+        _check_venv_module(facts.python)
+        _run([facts.python, "-m", "venv", str(facts.prefix)], logfh, "python -m venv")
+    if facts.pip_packages:
+        _install_pip_layer(facts, logfh)
+    _record(facts)
+
+
+def _run(argv: list[str], logfh, what: str, env: dict | None = None) -> None:
+    """Run ARGV with its output streamed into the build log; CrdsOpsError naming WHAT when it fails."""
+    code, output = logged.run(argv, logfh, what=what, env=env)
+    if code != 0:
+        raise CrdsOpsError(f"{what} exited {code} ({_last_error(output)})")
 
 
 def _check_venv_module(python: str) -> None:
     """Debian's python3 makes no venv without python3-venv (ensurepip): say so, not "exited 1"."""
-    proc = subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
+    if not commands.run([python, "-c", "import ensurepip, venv"], what=python, check=False).ok:
         raise CrdsOpsError(f"{python} cannot make a venv (its venv/ensurepip module is missing); "
                            "install python3-venv: apt-get install python3-venv")
 
@@ -542,15 +574,15 @@ def _check_can_compile(pkg) -> None:
     system.require(["vm"])
 
 
-def _install_conda_layer(p: Plan, logfh) -> None:
+def _install_conda_layer(facts: StackFacts, logfh) -> None:
     with tempfile.TemporaryDirectory(prefix="crdsops-explicit-") as tmp:
         explicit = pathlib.Path(tmp) / "explicit.txt"
-        lines = ["# conda packages of " + str(p.lock_path), "@EXPLICIT"]
-        lines += [f"{x.url}#{x.md5}" if x.md5 else x.url for x in p.conda_packages]
+        lines = ["# conda packages of " + str(facts.lock_path), "@EXPLICIT"]
+        lines += [f"{x.url}#{x.md5}" if x.md5 else x.url for x in facts.conda_packages]
         explicit.write_text("\n".join(lines) + "\n")
-        _run([p.conda, "create", "--quiet", "--yes", "--prefix", str(p.prefix), "--file", str(explicit)],
-             logfh, f"{pathlib.Path(p.conda).name} create")
-    if p.pip_packages and not (p.prefix / "bin" / "python").exists():
+        _run([facts.conda, "create", "--quiet", "--yes", "--prefix", str(facts.prefix), "--file", str(explicit)],
+             logfh, f"{pathlib.Path(facts.conda).name} create")
+    if facts.pip_packages and not (facts.prefix / "bin" / "python").exists():
         raise CrdsOpsError("the conda layer has no bin/python to install the pip layer with; add python to environment.yml")
 
 
@@ -609,14 +641,14 @@ def pip_requirements(packages, files: dict[str, pathlib.Path] | None = None,
     )
 
 
-def _built_wheel(p: Plan, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path, str]:
+def _built_wheel(facts: StackFacts, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path, str]:
     """The wheel built from a locked (hash-checked) sdist, built once and kept beside it.
 
     pip refuses its own wheel cache in hash-checking mode, so without this every build
     would recompile mysqlclient and mod_wsgi. The wheel's sha256 is recorded when it is
     built and checked by pip (--require-hashes) whenever it is installed.
     """
-    tag = f"built-{p.mode}-py{'.'.join((p.python_version or '0.0').split('.')[:2])}-{os.uname().machine}"
+    tag = f"built-{facts.mode}-py{'.'.join((facts.python_version or '0.0').split('.')[:2])}-{os.uname().machine}"
     where = sdist.parent / tag
     wheels = sorted(where.glob("*.whl")) if where.is_dir() else []
     recorded = where / "sha256"
@@ -628,7 +660,7 @@ def _built_wheel(p: Plan, pkg, sdist: pathlib.Path, logfh) -> tuple[pathlib.Path
         out = pathlib.Path(tmp) / "out"
         req = pathlib.Path(tmp) / "req.txt"
         req.write_text(pip_requirements([pkg], {pkg.name: sdist}))
-        _run([str(p.prefix / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+        _run([str(facts.prefix / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "--require-hashes",
               "--use-pep517", "--progress-bar", "off", "-w", str(out), "-r", str(req)],
              logfh, f"building {pkg.name} {pkg.version} from its sdist", env=_pip_env())
         built = sorted(out.glob("*.whl"))
@@ -646,16 +678,16 @@ def _pip_env() -> dict:
     return env
 
 
-def _install_pip_layer(p: Plan, logfh) -> None:
-    files = fetch(p.pip_packages)
+def _install_pip_layer(facts: StackFacts, logfh) -> None:
+    files = fetch(facts.pip_packages)
     hashes = {}
-    for pkg in p.pip_packages:
+    for pkg in facts.pip_packages:
         if not files[pkg.name].name.endswith(".whl"):
-            files[pkg.name], hashes[pkg.name] = _built_wheel(p, pkg, files[pkg.name], logfh)
+            files[pkg.name], hashes[pkg.name] = _built_wheel(facts, pkg, files[pkg.name], logfh)
     with tempfile.TemporaryDirectory(prefix="crdsops-pip-") as tmp:
         req = pathlib.Path(tmp) / "requirements.txt"
-        req.write_text(pip_requirements(p.pip_packages, files, hashes))
-        _run([str(p.prefix / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--require-hashes",
+        req.write_text(pip_requirements(facts.pip_packages, files, hashes))
+        _run([str(facts.prefix / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--require-hashes",
               "--progress-bar", "off", "-r", str(req)], logfh, "pip install (hash-checked)", env=_pip_env())
 
 
@@ -667,32 +699,33 @@ print(json.dumps({"python": platform.python_version(),
 """
 
 
-def _record(p: Plan) -> None:
+def _record(facts: StackFacts) -> None:
     """Write <prefix>/crdsops-packages.txt (what is installed) and the stamp, each atomically."""
-    facts = {"python": "none", "dists": []}
-    if (p.prefix / "bin" / "python").exists():
-        proc = subprocess.run([str(p.prefix / "bin" / "python"), "-c", _LIST_CODE], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CrdsOpsError(f"the new stack's python does not run ({_last_error(proc.stderr)})")
-        facts = json.loads(proc.stdout)
+    listed = {"python": "none", "dists": []}
+    if (facts.prefix / "bin" / "python").exists():
+        result = commands.run([str(facts.prefix / "bin" / "python"), "-c", _LIST_CODE], what="the new stack's python",
+                              check=False)
+        if not result.ok:
+            raise CrdsOpsError(f"the new stack's python does not run ({_last_error(result.stderr)})")
+        listed = json.loads(result.stdout)
     header = [
-        f"# crdsops stack: what `inv build` installed in {p.prefix}",
-        f"# built {_now()} on {os.uname().nodename}, mode {p.mode}, python {facts['python']}",
-        f"# from {p.lock_path.name} sha256 {p.lock_sha256}, categories {','.join(p.categories)}",
+        f"# crdsops stack: what `inv build` installed in {facts.prefix}",
+        f"# built {_now()} on {os.uname().nodename}, mode {facts.mode}, python {listed['python']}",
+        f"# from {facts.lock_path.name} sha256 {facts.lock_sha256}, categories {','.join(facts.categories)}",
     ]
-    header += [f"# conda: {x.name}={x.version}={x.build} {x.url}" for x in p.conda_packages]
-    body = [f"{name}=={version}" for name, version in facts["dists"]]
-    _write_atomic(p.prefix / PACKAGE_LIST, "\n".join(header + body) + "\n")
+    header += [f"# conda: {x.name}={x.version}={x.build} {x.url}" for x in facts.conda_packages]
+    body = [f"{name}=={version}" for name, version in listed["dists"]]
+    _write_atomic(facts.prefix / PACKAGE_LIST, "\n".join(header + body) + "\n")
     stamp = {
-        "lock_sha256": p.lock_sha256,
-        "env_sha256": p.env_sha256,
-        "categories": p.categories,
-        "mode": p.mode,
-        "python": facts["python"],
+        "lock_sha256": facts.lock_sha256,
+        "env_sha256": facts.env_sha256,
+        "categories": list(facts.categories),
+        "mode": facts.mode,
+        "python": listed["python"],
         "built_at": _now(),
-        "freshness": p.freshness,
+        "freshness": facts.freshness,
     }
-    _write_atomic(p.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
+    _write_atomic(facts.prefix / STAMP, json.dumps(stamp, indent=2) + "\n")
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
@@ -704,6 +737,17 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 # --- command line (bin/bootstrap runs this with a bare python3) -------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    """``python3 -m crdsops.stack build|system``: 0 when done, else one ``error: ...`` line on stderr."""
+    from crdsops import output
+
+    output.to_terminal()
+    args = _parser().parse_args(argv)
+    if args.command == "system":
+        return _system_main(args)
+    return _build_main(args)
+
+
+def _parser():
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m crdsops.stack", description="Build the server stack from conda-lock.yml.")
@@ -721,17 +765,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--for", dest="purposes", action="append", default=[], choices=("vm", "test"),
                    help="add a purpose to default (repeatable): vm, test")
     s.add_argument("--dry-run", action="store_true", help="say what would be installed, change nothing")
-    args = parser.parse_args(argv)
-    if args.command == "system":
-        return _system_main(args)
-    prefix = args.prefix or os.environ.get("STACK") or ".venv"
-    from crdsops import interrupts, output
+    return parser
 
-    output.to_terminal()
+
+def _build_main(args) -> int:
+    """Probe the stack, then run its steps (unless --dry-run); say what was found when nothing was built."""
+    from crdsops import interrupts
+
+    prefix = args.prefix or os.environ.get("STACK") or ".venv"
+    options = BuildOptions(dev=args.dev, vm=args.vm, mode=args.mode, python=args.python, force=args.force)
     try:
         with interrupts.raising_signals():
-            p = build(pathlib.Path(prefix), dry_run=args.dry_run, dev=args.dev, vm=args.vm, mode=args.mode,
-                      python=args.python, force=args.force)
+            facts = probe(pathlib.Path(prefix), options)
+            if not args.dry_run:
+                steps(facts).run()
     except CrdsOpsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -739,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: interrupted during the stack build of {prefix}; the stack there is as it was before",
               file=sys.stderr)
         return err.exit_code
-    if p.up_to_date or args.dry_run:
-        _say(("would " if args.dry_run and not p.up_to_date else "") + p.describe())
+    if facts.up_to_date or args.dry_run:
+        log.info(("would " if args.dry_run and not facts.up_to_date else "") + facts.describe())
     return 0
 
 
@@ -748,12 +795,8 @@ def _system_main(args) -> int:
     from crdsops.stack import system
 
     try:
-        system.ensure(args.purposes, dry_run=args.dry_run, say=_say)
+        system.ensure(args.purposes, dry_run=args.dry_run)
     except CrdsOpsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -129,7 +129,19 @@ def _scalar(raw: str, path: pathlib.Path, lineno: int):
 
 def _load_block_yaml(text: str, path: pathlib.Path):
     """Read block-style YAML as conda-lock writes it (no PyYAML needed)."""
-    lines: list[tuple[int, int, str]] = []  # (lineno, indent, content)
+    lines = _block_lines(text, path)
+    if not lines:
+        return None
+    parser = _BlockParser(lines, path)
+    result = parser.block(lines[0][1])
+    if parser.pos < len(lines):
+        raise parser.bad(lines[parser.pos][0], "unexpected indentation")
+    return result
+
+
+def _block_lines(text: str, path: pathlib.Path) -> list[tuple[int, int, str]]:
+    """The lines that carry content, as (line number, indent, content); comments and markers left out."""
+    lines = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or stripped in ("---", "..."):
@@ -139,59 +151,79 @@ def _load_block_yaml(text: str, path: pathlib.Path):
         if " #" in line and "'" not in line and '"' not in line:
             line = line.split(" #", 1)[0].rstrip()
         lines.append((lineno, len(line) - len(line.lstrip(" ")), line.strip()))
-    pos = 0
+    return lines
 
-    def split_key(content: str, lineno: int) -> tuple[str, str]:
-        m = re.match(r"""^('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^:'"][^:]*?|[^:'"]?)\s*:(?:\s+(.*)|$)""", content)
-        if not m:
-            raise CrdsOpsError(f"{path}: line {lineno} is not valid YAML (expected 'key: value'); fix the file or regenerate it")
-        key = _scalar(m.group(1), path, lineno)
-        return str(key), (m.group(2) or "")
 
-    def parse_block(indent: int):
-        nonlocal pos
-        lineno, ind, content = lines[pos]
+_KEY = re.compile(r"""^('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^:'"][^:]*?|[^:'"]?)\s*:(?:\s+(.*)|$)""")
+_ITEM_KEY = re.compile(r"""^('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^:'"{[][^:]*?)\s*:(\s|$)""")
+
+
+class _BlockParser:
+    """A recursive descent over the content lines; ``pos`` is the next line to read."""
+
+    def __init__(self, lines: list[tuple[int, int, str]], path: pathlib.Path):
+        self.lines, self.path, self.pos = lines, path, 0
+
+    def bad(self, lineno: int, what: str) -> CrdsOpsError:
+        return CrdsOpsError(f"{self.path}: line {lineno} is not valid YAML ({what}); fix the file or regenerate it")
+
+    def block(self, indent: int):
+        """The sequence or mapping whose lines start at INDENT."""
+        content = self.lines[self.pos][2]
         if content.startswith("- ") or content == "-":
-            seq = []
-            while pos < len(lines) and lines[pos][1] == indent and (lines[pos][2].startswith("- ") or lines[pos][2] == "-"):
-                lineno, ind, content = lines[pos]
-                rest = content[1:].lstrip()
-                if not rest:
-                    pos += 1
-                    seq.append(parse_block(lines[pos][1]) if pos < len(lines) and lines[pos][1] > indent else None)
-                    continue
-                if re.match(r"""^('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^:'"{[][^:]*?)\s*:(\s|$)""", rest):
-                    # "- key: value" starts a mapping whose keys sit at indent + 2
-                    item_indent = indent + (len(content) - len(rest))
-                    lines[pos] = (lineno, item_indent, rest)
-                    seq.append(parse_block(item_indent))
-                else:
-                    seq.append(_scalar(rest, path, lineno))
-                    pos += 1
-            return seq
+            return self.sequence(indent)
+        return self.mapping(indent)
+
+    def _is_item(self, indent: int) -> bool:
+        if self.pos >= len(self.lines):
+            return False
+        _, ind, content = self.lines[self.pos]
+        return ind == indent and (content.startswith("- ") or content == "-")
+
+    def _starts_list(self, indent: int) -> bool:
+        """The next line is "- ..." at INDENT: a list as the value of the key before it."""
+        _, ind, content = self.lines[self.pos]
+        return ind == indent and content.startswith("- ")
+
+    def sequence(self, indent: int) -> list:
+        seq = []
+        while self._is_item(indent):
+            lineno, _, content = self.lines[self.pos]
+            rest = content[1:].lstrip()
+            if not rest:
+                self.pos += 1
+                nested = self.pos < len(self.lines) and self.lines[self.pos][1] > indent
+                seq.append(self.block(self.lines[self.pos][1]) if nested else None)
+            elif _ITEM_KEY.match(rest):
+                # "- key: value" starts a mapping whose keys sit at indent + 2
+                item_indent = indent + (len(content) - len(rest))
+                self.lines[self.pos] = (lineno, item_indent, rest)
+                seq.append(self.block(item_indent))
+            else:
+                seq.append(_scalar(rest, self.path, lineno))
+                self.pos += 1
+        return seq
+
+    def mapping(self, indent: int) -> dict:
         mapping: dict = {}
-        while pos < len(lines) and lines[pos][1] == indent:
-            lineno, ind, content = lines[pos]
+        while self.pos < len(self.lines) and self.lines[self.pos][1] == indent:
+            lineno, _, content = self.lines[self.pos]
             if content.startswith("- "):
-                raise CrdsOpsError(f"{path}: line {lineno} is not valid YAML (a list item where a key was expected); fix the file or regenerate it")
-            key, value = split_key(content, lineno)
-            pos += 1
+                raise self.bad(lineno, "a list item where a key was expected")
+            m = _KEY.match(content)
+            if not m:
+                raise self.bad(lineno, "expected 'key: value'")
+            key, value = str(_scalar(m.group(1), self.path, lineno)), m.group(2) or ""
+            self.pos += 1
             if value.strip():
-                mapping[key] = _scalar(value, path, lineno)
-            elif pos < len(lines) and (lines[pos][1] > indent or (lines[pos][1] == indent and lines[pos][2].startswith("- "))):
-                mapping[key] = parse_block(lines[pos][1])
+                mapping[key] = _scalar(value, self.path, lineno)
+            elif self.pos < len(self.lines) and (self.lines[self.pos][1] > indent or self._starts_list(indent)):
+                mapping[key] = self.block(self.lines[self.pos][1])
             else:
                 mapping[key] = None
-        if pos < len(lines) and lines[pos][1] > indent:
-            raise CrdsOpsError(f"{path}: line {lines[pos][0]} is not valid YAML (unexpected indentation); fix the file or regenerate it")
+        if self.pos < len(self.lines) and self.lines[self.pos][1] > indent:
+            raise self.bad(self.lines[self.pos][0], "unexpected indentation")
         return mapping
-
-    if not lines:
-        return None
-    result = parse_block(lines[0][1])
-    if pos < len(lines):
-        raise CrdsOpsError(f"{path}: line {lines[pos][0]} is not valid YAML (unexpected indentation); fix the file or regenerate it")
-    return result
 
 
 # --- the lock -------------------------------------------------------------------------

@@ -4,26 +4,31 @@ Purposes add up: ``default`` (the default django server's stack), ``vm`` (what t
 add: a compiler and headers for mysqlclient and mod_wsgi, Apache, the MySQL clients), ``test``
 (the test suite's services and tools). `bin/bootstrap` asks for the purposes of what it
 builds; ``ensure`` checks them with dpkg-query and, as root on Debian/Ubuntu, installs what
-is missing with apt-get (one line first saying which and why); otherwise it stops before
-changing anything with the `sudo apt-get install` line. A machine with no dpkg is told what
-it needs (Debian names) and carries on: a later failure names what was missing.
+is missing with apt-get (one line first saying which and why; apt-get's own output goes to a log
+file); otherwise it stops before changing anything with the `sudo apt-get install` line. A
+machine with no dpkg is warned what it needs (Debian names) and carries on: a later failure
+names what was missing.
 """
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
+import logging
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 
+from crdsops import commands
 from crdsops.errors import CrdsOpsError
+from crdsops.stack import logged
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES_FILE = CHECKOUT / "system-packages.txt"
 PURPOSES = ("default", "vm", "test")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +81,10 @@ def installed(packages: list[str]) -> set[str] | None:
     query = shutil.which("dpkg-query")
     if query is None:
         return None
-    proc = subprocess.run([query, "-W", "-f=${Package}\t${Status}\n", *packages], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    # exit 1 when it knows some of them not at all: its listing of the others still holds
+    result = commands.run([query, "-W", "-f=${Package}\t${Status}\n", *packages], what="dpkg-query", check=False)
     found = set()
-    for line in proc.stdout.splitlines():
+    for line in result.stdout.splitlines():
         name, _, status = line.partition("\t")
         if status.split()[-1:] == ["installed"]:
             found.add(name.split(":")[0])
@@ -101,7 +106,7 @@ def apt_line(packages: list[str], sudo: bool = True) -> str:
     return ("sudo " if sudo else "") + "apt-get install -y " + " ".join(packages)
 
 
-def require(names, say=print, path: pathlib.Path = PACKAGES_FILE) -> None:
+def require(names, path: pathlib.Path = PACKAGES_FILE) -> None:
     """Fail with the apt-get line when a package of purposes NAMES is missing; install nothing."""
     purposes = wanted(names, path)
     absent = missing(purposes)
@@ -110,18 +115,18 @@ def require(names, say=print, path: pathlib.Path = PACKAGES_FILE) -> None:
                            f"install them with `{apt_line(absent, sudo=os.geteuid() != 0)}`")
 
 
-def ensure(names, *, say=print, dry_run: bool = False, path: pathlib.Path = PACKAGES_FILE) -> list[str]:
+def ensure(names, *, dry_run: bool = False, path: pathlib.Path = PACKAGES_FILE) -> list[str]:
     """Make sure the packages of purposes NAMES are installed; return what was (or would be) installed.
 
     Root with apt-get: installs the missing ones non-interactively. Not root: CrdsOpsError
-    with the exact `sudo apt-get install` line, before anything changed. No dpkg: one line
+    with the exact `sudo apt-get install` line, before anything changed. No dpkg: a warning
     naming what is needed, then carries on.
     """
     purposes = wanted(names, path)
     absent = missing(purposes)
     if absent is None:
-        say(f"no dpkg on this machine, so crdsops cannot check its system packages; it needs the equivalents "
-            f"of these Debian packages: {' '.join(packages_of(purposes))}")
+        log.warning(f"no dpkg on this machine, so crdsops cannot check its system packages; it needs the "
+                    f"equivalents of these Debian packages: {' '.join(packages_of(purposes))}")
         return []
     if not absent:
         return []
@@ -134,26 +139,30 @@ def ensure(names, *, say=print, dry_run: bool = False, path: pathlib.Path = PACK
         raise CrdsOpsError(f"missing system packages for {reason}: {' '.join(absent)}, and there is no apt-get "
                            "to install them with; install them with this machine's package manager")
     if dry_run:
-        say(f"would install system packages {' '.join(absent)} ({reason}) with apt-get")
+        log.info(f"would install system packages {' '.join(absent)} ({reason}) with apt-get")
         return absent
-    say(f"installing system packages {' '.join(absent)} ({reason}) with apt-get")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-apt-{os.getpid()}.log"
-    with open(log, "w") as logfh:
-        for args in ([apt, "update", "-q"],
-                     [apt, "install", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
-                      "-o", "Dpkg::Options::=--force-confold", *absent]):
-            logfh.write(f"$ {' '.join(args)}\n")
-            logfh.flush()
-            proc = subprocess.run(args, stdout=logfh, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0:
-                raise CrdsOpsError(f"`{' '.join(args[:2])}` exited {proc.returncode} ({_last_line(log)}); "
-                                   f"full log: {log}; fix apt and run this again")
+    log.info(f"installing system packages {' '.join(absent)} ({reason}) with apt-get")
+    apt_log = _apt_install(apt, absent)
     still = missing(purposes) or []
     if still:
-        raise CrdsOpsError(f"apt-get did not install {' '.join(still)}; full log: {log}")
-    log.unlink(missing_ok=True)
+        raise CrdsOpsError(f"apt-get did not install {' '.join(still)}; full log: {apt_log}")
+    apt_log.unlink(missing_ok=True)
     return absent
+
+
+def _apt_install(apt: str, packages: list[str]) -> pathlib.Path:
+    """apt-get update, then install PACKAGES non-interactively; return the log their output streamed into."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    apt_log = pathlib.Path(tempfile.gettempdir()) / f"crdsops-apt-{os.getpid()}.log"
+    with open(apt_log, "w") as logfh:
+        for argv in ([apt, "update", "-q"],
+                     [apt, "install", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
+                      "-o", "Dpkg::Options::=--force-confold", *packages]):
+            code, _ = logged.run(argv, logfh, what="apt-get", env=env)
+            if code != 0:
+                raise CrdsOpsError(f"`{' '.join(argv[:2])}` exited {code} ({_last_line(apt_log)}); "
+                                   f"full log: {apt_log}; fix apt and run this again")
+    return apt_log
 
 
 def _last_line(log: pathlib.Path) -> str:

@@ -44,26 +44,32 @@ def _prefix(prefix):
 })
 def build(c, prefix=None, dev=False, no_dev=False, vm=False, no_vm=False, mode=None, python=None, conda=None, lock_file=None, force=False, dry_run=False):
     """Build the server stack from conda-lock.yml (a no-op when the lock is unchanged)."""
-    from invoke import Exit
-
+    from crdsops.runtime.lifecycle import drive
     from crdsops.stack import build as stack
 
-    if dev and no_dev:
-        raise Exit("error: give --dev or --no-dev, not both")
-    if vm and no_vm:
-        raise Exit("error: give --vm or --no-vm, not both")
-    from crdsops.runtime.lifecycle import drive
-
-    options = stack.BuildOptions(dev=True if dev else (False if no_dev else None),
-                                 vm=True if vm else (False if no_vm else None), mode=mode, python=python,
-                                 conda=conda, lock_path=pathlib.Path(lock_file) if lock_file else None, force=force)
+    options = stack.BuildOptions(dev=_either("dev", dev, no_dev), vm=_either("vm", vm, no_vm), mode=mode,
+                                 python=python, conda=conda, lock_path=pathlib.Path(lock_file) if lock_file else None,
+                                 force=force)
     drive(_build_operation(_prefix(prefix), options), dry_run=dry_run)
 
 
+def _either(name: str, yes: bool, no: bool) -> bool | None:
+    """--NAME: True, --no-NAME: False, neither: None (as the current stack has it)."""
+    if yes and no:
+        from invoke import Exit
+
+        raise Exit(f"error: give --{name} or --no-{name}, not both")
+    return True if yes else (False if no else None)
+
+
 def _build_operation(prefix: pathlib.Path, options):
-    """``inv build`` in the one lifecycle (``crdsops.runtime.lifecycle``): the stack builder's facts and step,
-    no server lock (the builder holds its own per prefix), its audit line in the installed server's log
-    (the stack is the checkout's)."""
+    """``inv build`` in the one lifecycle (``crdsops.runtime.lifecycle``): probe the stack's facts, plan its
+    one step (``crdsops.stack.build.steps``), no server lock (the builder holds its own per prefix), its
+    audit line in the installed server's log (the stack is the checkout's).
+
+    The class is made here, not at module level: the lifecycle's imports would slow `inv --list`, and the
+    runtime layer may not import the stack builder.
+    """
     from crdsops.config.installed import resolve_installed_or_none
     from crdsops.errors import CrdsOpsError
     from crdsops.runtime.lifecycle import Operation
@@ -76,7 +82,7 @@ def _build_operation(prefix: pathlib.Path, options):
 
         def __init__(self):
             super().__init__(None)
-            self.facts = None
+            self.facts = None  # the probe's StackFacts, once known: outcome() reads them
             try:
                 self.log_to = resolve_installed_or_none()
             except CrdsOpsError:
@@ -111,11 +117,11 @@ def lock(c, channel=None, conda=None, env_file=None, lock_file=None, python=None
     """Re-lock the stack: run conda-lock on environment.yml for linux-64 into conda-lock.yml."""
     from crdsops.stack import build as stack
 
-    stack.lock(
-        env_files=[pathlib.Path(e).resolve() for e in env_file] if env_file else None,
+    stack.lock(stack.LockOptions(
+        env_files=tuple(pathlib.Path(e).resolve() for e in env_file or ()),
         lock_path=pathlib.Path(lock_file).resolve() if lock_file else None,
-        channels=list(channel or []),
+        channels=tuple(channel or ()),
         conda=conda,
-        system_python=python,
+        python=python,
         timeout=float(timeout) if timeout is not None else stack.LOCK_TIMEOUT,
-    )
+    ))

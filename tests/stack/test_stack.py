@@ -85,9 +85,9 @@ def tree_digest(prefix: pathlib.Path) -> str:
 def channel(tmp_path_factory) -> pathlib.Path:
     """A local conda channel: the system Python (as the stub `python`), pip, and `hello`."""
     chan = tmp_path_factory.mktemp("channel")
-    stack_channel.build_package(chan, "hello", "1.0", files={
+    stack_channel.build_package(chan, stack_channel.Package("hello", "1.0", files={
         "bin/hello": b"#!/bin/sh\necho hello from the conda layer\n",
-    })
+    }))
     stack_channel.system_channel(chan, "/usr/bin/python3")
     return chan
 
@@ -210,6 +210,31 @@ def test_unchanged_lock_is_a_fast_noop(built, small):
     assert "up to date" in proc.stdout
     assert time.monotonic() - started < 10
     assert tree_digest(built) == before
+    dry = build(small, built, "--dry-run").stdout.splitlines()
+    assert dry[0] == f"plan for the stack {built}:"
+    assert dry[1].startswith(f"  - stack at {built} is up to date with conda-lock.yml (lock sha256 ")
+    assert dry[-1] == "dry run: nothing changed"
+    assert tree_digest(built) == before
+
+
+def test_the_facts_are_a_frozen_record_and_the_plan_is_made_from_them(built, small):
+    """A probe is read-only and its facts cannot change after it; the steps are a function of them."""
+    import dataclasses
+
+    from crdsops import steps
+
+    facts = stack.probe(built, stack.BuildOptions(lock_path=small / "conda-lock.yml"))
+    assert facts.up_to_date and not facts.restamp and facts.categories == ("main",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        facts.up_to_date = False
+    plan = stack.steps(facts)
+    assert isinstance(plan, steps.Plan)
+    assert [(s.text, s.action) for s in plan.steps] == [(facts.describe(), None)]
+    forced = stack.probe(built, stack.BuildOptions(lock_path=small / "conda-lock.yml", force=True))
+    assert not forced.up_to_date and forced.reason == "--force" and forced.mode == "system"
+    assert [p.name for p in forced.pip_packages] == ["six"]
+    (step,) = stack.steps(forced).steps
+    assert step.text.startswith(f"build {built} [system, python ") and step.action is not None
 
 
 def test_comment_only_change_is_not_a_rebuild(project, tmp_path):
