@@ -15,6 +15,14 @@ Tests describe "given these answers, these commands" as a table::
         ...
     assert calls[0][0] == "rsync"
 
+A command fed on stdin is matched as a shell shows a here-string, ``mysql --batch <<< SELECT 1;``,
+so a table can tell SQL statements apart; ``calls.lines`` are the commands in that form. An
+answer may also be ``commands.times_out`` or ``commands.not_installed``: ``run`` then fails as
+it does for the real command that hangs or is missing.
+
+``PIPE``, ``DEVNULL``, ``STDOUT`` and ``Popen`` are subprocess's, for the streams and type of
+what ``start`` starts, so no other module needs ``subprocess``.
+
 Standard library only: the stack builder (run by a bare python3) uses it too.
 """
 
@@ -28,6 +36,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from crdsops.errors import CrdsOpsError
+
+PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
+Popen = subprocess.Popen
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,26 @@ class CommandFailed(CrdsOpsError):
         self.result = result
 
 
+class NotInstalled(CommandFailed):
+    """The command's program is not there (``error``: the FileNotFoundError that said so)."""
+
+    def __init__(self, message: str, error: OSError):
+        super().__init__(message)
+        self.error = error
+
+
+class TimedOut(CommandFailed):
+    """The command did not finish within ``timeout`` seconds; it was stopped."""
+
+    def __init__(self, message: str, timeout: float):
+        super().__init__(message)
+        self.timeout = timeout
+
+
+def _text(data: str | bytes) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
 def last_line(text: str | bytes | None) -> str:
     """The last non-empty line of a command's output ('' if none)."""
     if not text:
@@ -75,68 +106,115 @@ def shown(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-_fakes: list[Callable[[tuple[str, ...]], Result | None]] = []
+@dataclass(frozen=True)
+class Call:
+    """How ``run`` runs one command (what ``_real`` needs besides the argv)."""
+
+    argv: tuple[str, ...]
+    timeout: float | None = None
+    input: str | bytes | None = None
+    env: dict | None = None
+    cwd: object = None
+    text: bool = True
+    capture: bool = True
+    new_session: bool = False
+    user: tuple[str, str] | None = None
+
+
+_fakes: list[Callable[[Call], Result | None]] = []
 
 
 def run(argv: Sequence[str], *, what: str = "", timeout: float | None = None, input: str | bytes | None = None,
         env: dict | None = None, cwd=None, check: bool = True, text: bool = True, capture: bool = True,
-        ok_codes: tuple[int, ...] = (0,), codes: dict[int, str] | None = None) -> Result:
+        ok_codes: tuple[int, ...] = (0,), codes: dict[int, str] | None = None, new_session: bool = False,
+        user: tuple[str, str] | None = None) -> Result:
     """Run ``argv`` to its end and return what it said; ``check``: raise CommandFailed unless its exit is in ``ok_codes``.
 
     ``capture=False``: the command talks to this process's terminal (``inv manage -- shell``);
-    its Result then holds no output.
+    its Result then holds no output. ``new_session``: in a session of its own, so a Ctrl-C in the
+    terminal does not reach it (our own interrupt still ends it). ``user``: (user, group) to run
+    it as, without our supplementary groups (we are root).
     """
-    argv = tuple(str(a) for a in argv)
-    what = what or argv[0]
-    for fake in reversed(_fakes):
-        result = fake(argv)
-        if result is not None:
-            break
-    else:
-        result = _real(argv, what, timeout, input, env, cwd, text, capture)
+    call = Call(tuple(str(a) for a in argv), timeout, input, env, cwd, text, capture, new_session, user)
+    what = what or call.argv[0]
+    try:
+        result = _faked(call)
+        if result is None:
+            result = _real(call)
+    except FileNotFoundError as err:
+        raise NotInstalled(f"{what}: {call.argv[0]} is not installed (not on PATH)", err) from None
+    except subprocess.TimeoutExpired as err:
+        limit = err.timeout if timeout is None else timeout
+        raise TimedOut(f"{what} did not finish within {limit:g}s; it was stopped", limit) from None
     if check and result.returncode not in ok_codes:
         raise CommandFailed(failure_line(what, result, codes), result)
     return result
 
 
-def _real(argv, what, timeout, input, env, cwd, text, capture) -> Result:
-    quiet_stdin = input is None and capture  # a captured command never waits on the terminal
-    try:
-        done = subprocess.run(argv, input=input, capture_output=capture, text=text, timeout=timeout, env=env, cwd=cwd,
-                              stdin=subprocess.DEVNULL if quiet_stdin else None, errors="replace" if text else None)
-    except FileNotFoundError:
-        raise CommandFailed(f"{what}: {argv[0]} is not installed (not on PATH)") from None
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(f"{what} did not finish within {timeout:g}s; it was stopped") from None
-    return Result(argv, done.returncode, done.stdout or "", done.stderr or "")
+def _faked(call: Call) -> Result | None:
+    for fake in reversed(_fakes):
+        result = fake(call)
+        if result is not None:
+            return result
+    return None
+
+
+def _real(call: Call) -> Result:
+    quiet_stdin = call.input is None and call.capture  # a captured command never waits on the terminal
+    as_user = {"user": call.user[0], "group": call.user[1], "extra_groups": []} if call.user else {}
+    done = subprocess.run(call.argv, input=call.input, capture_output=call.capture, text=call.text,
+                          timeout=call.timeout, env=call.env, cwd=call.cwd,
+                          stdin=subprocess.DEVNULL if quiet_stdin else None,
+                          errors="replace" if call.text else None, start_new_session=call.new_session, **as_user)
+    empty = "" if call.text else b""
+    return Result(call.argv, done.returncode, done.stdout or empty, done.stderr or empty)
 
 
 def start(argv: Sequence[str], *, what: str = "", **popen) -> subprocess.Popen:
-    """Start ``argv`` (stdin from nothing unless given); CommandFailed when it is not installed."""
+    """Start ``argv`` (stdin from nothing unless given); NotInstalled when it is not installed.
+
+    ``popen`` are subprocess.Popen's keywords. The process stays in our session (where
+    ``parallel.side_by_side`` ends it with the job that started it) unless the caller passes
+    ``start_new_session=True``, as the backends do for a server.
+    """
     argv = [str(a) for a in argv]
     popen.setdefault("stdin", subprocess.DEVNULL)
     try:
         return subprocess.Popen(argv, **popen)
-    except FileNotFoundError:
-        raise CommandFailed(f"{what or argv[0]}: {argv[0]} is not installed (not on PATH)") from None
+    except FileNotFoundError as err:
+        raise NotInstalled(f"{what or argv[0]}: {argv[0]} is not installed (not on PATH)", err) from None
+
+
+class Calls(list):
+    """The argv of every command ``run`` was given under ``fake``, in order; ``lines``: each as the
+    table matched it (the shell-quoted argv, then ``<<< STDIN`` when it was fed some)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
 
 
 @contextlib.contextmanager
-def fake(table: dict[str, Result | Callable[[tuple[str, ...]], Result]]) -> Iterator[list[tuple[str, ...]]]:
-    """Answer ``run`` from ``table`` (a regex on the shell-quoted argv -> a Result, or a function of the argv).
+def fake(table: dict[str, Result | Callable[[tuple[str, ...]], Result]]) -> Iterator[Calls]:
+    """Answer ``run`` from ``table`` (a regex searched in the command's line -> a Result, or a function of the argv).
 
-    Yields the list of every argv ``run`` was given, in order. A command no pattern matches fails
-    the test with AssertionError: a table says every command the code under test may run.
+    The line is the shell-quoted argv, followed by `` <<< `` and its stdin when ``run`` feeds it
+    some. Yields the ``Calls``. A command no pattern matches fails the test with AssertionError: a
+    table says every command the code under test may run. A function may raise what subprocess
+    raises (``times_out``, ``not_installed``): ``run`` turns it into the same error as for the
+    real command. ``start`` is not faked.
     """
-    calls: list[tuple[str, ...]] = []
+    calls = Calls()
     compiled = [(re.compile(pattern), answer) for pattern, answer in table.items()]
 
-    def answer(argv: tuple[str, ...]) -> Result:
-        calls.append(argv)
-        line = shown(argv)
+    def answer(call: Call) -> Result:
+        line = shown(call.argv) + ("" if call.input is None else " <<< " + _text(call.input))
+        calls.append(call.argv)
+        calls.lines.append(line)
         for pattern, value in compiled:
             if pattern.search(line):
-                return value(argv) if callable(value) else Result(argv, value.returncode, value.stdout, value.stderr)
+                return value(call.argv) if callable(value) else Result(call.argv, value.returncode, value.stdout,
+                                                                       value.stderr)
         raise AssertionError(f"no answer in the table for: {line}")
 
     _fakes.append(answer)
@@ -144,3 +222,13 @@ def fake(table: dict[str, Result | Callable[[tuple[str, ...]], Result]]) -> Iter
         yield calls
     finally:
         _fakes.remove(answer)
+
+
+def times_out(argv: tuple[str, ...]) -> Result:
+    """A table answer for ``fake``: the command hangs until ``run``'s timeout stops it."""
+    raise subprocess.TimeoutExpired(list(argv), 0)
+
+
+def not_installed(argv: tuple[str, ...]) -> Result:
+    """A table answer for ``fake``: the command's program is not there."""
+    raise FileNotFoundError(2, "No such file or directory", argv[0])
