@@ -26,14 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crdsops import cleanup, failpoints, interrupts
+from crdsops import cleanup, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.data.backup import create, support_dirs
 from crdsops.data.manifest import Manifest
@@ -78,9 +77,14 @@ class SupportRestore:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True, mode=0o700)
             source = open_decompressed(backup / entry.file)
-            tar = subprocess.Popen(["tar", "-C", str(staging), "-xf", "-"], stdin=source.stdout,
-                                   stderr=subprocess.PIPE)
-            source.stdout.close()
+            try:
+                tar = commands.start(["tar", "-C", str(staging), "-xf", "-"], what=f"unpacking {entry.file}",
+                                     stdin=source.stdout, stderr=commands.PIPE)
+            except BaseException:
+                source.kill()  # tar did not start: nothing reads the decompressor's output
+                raise
+            finally:
+                source.stdout.close()  # tar holds the pipe now
             err = tar.stderr.read().decode(errors="replace")
             if tar.wait() != 0 or source.wait() != 0:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.errors import CrdsOpsError
 
 
@@ -47,22 +47,24 @@ def compression_of(path: Path) -> Compression | None:
     return None
 
 
-def open_decompressed(path: Path):
+def open_decompressed(path: Path) -> commands.Popen:
     """A subprocess whose stdout is the decompressed content of ``path``."""
     comp = compression_of(path)
     if comp is None:
-        return subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return commands.start(["cat", str(path)], what=f"reading {path}", stdout=commands.PIPE, stderr=commands.PIPE)
     if not shutil.which(comp.decompress[0]):
         raise CrdsOpsError(f"{path} is {comp.name}-compressed but `{comp.decompress[0]}` is not installed; install it")
-    return subprocess.Popen(comp.decompress_argv(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return commands.start(comp.decompress_argv(path), what=f"decompressing {path}", stdout=commands.PIPE,
+                          stderr=commands.PIPE)
 
 
-def compress_stream(source, out: Path) -> subprocess.Popen:
+def compress_stream(source, out: Path) -> commands.Popen:
     """Start a compressor reading ``source`` (a pipe or file) and writing ``out`` (0600)."""
     comp = compression_of(out) or compression()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        return subprocess.Popen(list(comp.compress), stdin=source, stdout=fd, stderr=subprocess.PIPE)
+        return commands.start(list(comp.compress), what=f"compressing {out}", stdin=source, stdout=fd,
+                              stderr=commands.PIPE)
     finally:
         os.close(fd)
 
@@ -81,7 +83,7 @@ def stage_failure(label: str, returncode: int, stderr: str) -> str:
     return f"{label} {how}" + (f": {last[0].strip()[-200:]}" if last else " (no message)")
 
 
-def finish(procs: list[tuple[str, subprocess.Popen]]) -> None:
+def finish(procs: list[tuple[str, commands.Popen]]) -> None:
     """Wait for a pipeline; raise naming the first stage that failed."""
     errors = []
     for label, proc in procs:

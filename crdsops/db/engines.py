@@ -35,11 +35,10 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 from pathlib import Path
 
-from crdsops import cleanup
+from crdsops import cleanup, commands
 from crdsops.config.model import ServerConfig
 from crdsops.db.compression import compress_stream, compression, finish, open_decompressed, stage_failure
 from crdsops.db.mysql_loader import MysqlLoader, UseClient
@@ -224,8 +223,8 @@ class MysqlEngine(Engine):
     def create_dump(self, out: Path) -> None:
         self.mysql.check_option_file(self.config)
         self.mysql.require_tool("mysqldump")
-        dump = subprocess.Popen(self.mysql.mysqldump_argv(self.config), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        dump = commands.start(self.mysql.mysqldump_argv(self.config), what=f"dumping {self.live}",
+                              stdout=commands.PIPE, stderr=commands.PIPE)
         try:
             comp = compress_stream(dump.stdout, out)
         finally:
@@ -271,9 +270,14 @@ class MysqlEngine(Engine):
 
     def _load_with_client(self, dump: Path) -> None:
         source = open_decompressed(dump)
-        client = subprocess.Popen(self.mysql.mysql_restore_argv(self.config, self.staging),
-                                  stdin=source.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        source.stdout.close()
+        try:
+            client = commands.start(self.mysql.mysql_restore_argv(self.config, self.staging), what=f"loading {dump}",
+                                    stdin=source.stdout, stdout=commands.DEVNULL, stderr=commands.PIPE)
+        except BaseException:
+            source.kill()
+            raise
+        finally:
+            source.stdout.close()  # the client holds the pipe now
         err = client.stderr.read().decode(errors="replace")
         if client.wait() != 0:
             source.kill()

@@ -19,9 +19,9 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import Database, ServerConfig
 from crdsops.errors import CrdsOpsError
 
@@ -175,8 +175,12 @@ def check_name(name: str) -> str:
 def require_tool(tool: str = MYSQL) -> str:
     found = shutil.which(tool)
     if not found:
-        raise CrdsOpsError(f"the `{tool}` client is not installed; install it (Debian: apt-get install mariadb-client)")
+        raise _not_installed(tool)
     return found
+
+
+def _not_installed(tool: str) -> CrdsOpsError:
+    return CrdsOpsError(f"the `{tool}` client is not installed; install it (Debian: apt-get install mariadb-client)")
 
 
 # --- running SQL -------------------------------------------------------------------------
@@ -184,17 +188,18 @@ def require_tool(tool: str = MYSQL) -> str:
 def run_sql(db: Database | ServerConfig, sql: str, database: str | None = None, timeout: float = 60) -> str:
     """Run ``sql`` (on stdin, never on argv) with the mysql client; return its output."""
     db = _db(db)
-    require_tool(MYSQL)
     argv = mysql_argv(db, "--connect-timeout=5", database=database)
     try:
         # A session of its own: Ctrl-C in the terminal signals our whole process group, and a
         # statement of a swap or a rollback must not die half-way with the client. Our own
-        # interrupt still ends it (subprocess.run kills the child when we are interrupted).
-        result = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=timeout,
-                                start_new_session=True)
-    except subprocess.TimeoutExpired:
+        # interrupt still ends it (commands.run kills the child when we are interrupted).
+        result = commands.run(argv, what="the mysql client", input=sql, timeout=timeout, check=False,
+                              new_session=True)
+    except commands.NotInstalled:
+        raise _not_installed(MYSQL) from None
+    except commands.TimedOut:
         raise CrdsOpsError(f"MySQL at {db.host}:{db.port} did not answer within {timeout:.0f}s; check the server") from None
-    if result.returncode != 0:
+    if not result.ok:
         raise explain(result.stderr, db)
     return result.stdout
 
