@@ -6,7 +6,9 @@ Used by ``MysqlEngine.stage``; a dump with something only the client understands
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from pathlib import Path
 
 from crdsops.config.model import ServerConfig
@@ -65,96 +67,130 @@ class MysqlLoader:
             pass
 
     def load(self, dump: Path) -> None:
-        import queue
-        import threading
-
         main = self._connect()
-        workers = [self._connect() for _ in range(self.WORKERS)]
-        queues = [queue.Queue(maxsize=4) for _ in workers]
-        errors: list[str] = []
-
-        def work(conn, q):
-            while True:
-                stmt = q.get()
-                try:
-                    if stmt is None:
-                        return
-                    if not errors:
-                        self._run(conn, stmt)
-                except Exception as err:  # noqa: BLE001 - MySQLdb.Error, reported below
-                    errors.append(str(err))
-                finally:
-                    q.task_done()
-
-        threads = [threading.Thread(target=work, args=(w, q), daemon=True) for w, q in zip(workers, queues, strict=True)]
-        for thread in threads:
-            thread.start()
-
-        def drain():
-            for q in queues:
-                q.join()
-            if errors:
-                raise CrdsOpsError(f"loading {dump.name} into {self.schema} failed: {errors[0]}")
-
+        what = f"loading {dump.name} into {self.schema}"
+        inserts = _Inserts([self._connect() for _ in range(self.WORKERS)], self._run, what)
         source = open_decompressed(dump)
-        deferred: dict[bytes, list[bytes]] = {}
-        buf: list[bytes] = []
-        n = 0
         try:
-            for line in source.stdout:
-                if not buf:
-                    if line.startswith(b"--") or not line.strip():
-                        continue
-                    if line.startswith(b"DELIMITER") or line.startswith(b"\\"):
-                        raise UseClient()
-                if not buf and line.startswith(b"/*M!999999"):
-                    continue  # MariaDB's sandbox-mode marker: a client command, a no-op here
-                buf.append(line)
-                if not line.rstrip().endswith(b";"):
-                    continue
-                last = line
-                stmt = b"".join(buf)
-                buf = []
-                head = stmt.lstrip()
-                if head.startswith(b"INSERT"):
-                    queues[n % len(queues)].put(stmt)
-                    n += 1
-                    continue
-                if head.startswith((b"LOCK TABLES", b"UNLOCK TABLES")):
-                    continue
-                drain()
-                match = _CREATE.match(head)
-                if match and b"FOREIGN KEY" not in stmt:
-                    stmt, keys = strip_secondary_keys(stmt)
-                    if keys:
-                        deferred[match.group(1)] = keys
-                elif (m := _ENABLE_KEYS.match(head)) and m.group(1) in deferred:
-                    keys = deferred.pop(m.group(1))
-                    stmt = b"ALTER TABLE `" + m.group(1) + b"` " + b", ".join(b"ADD " + k for k in keys) + b";"
-                try:
-                    self._run(main, stmt)
-                    if _SESSION.match(last):
-                        for conn in workers:
-                            self._run(conn, stmt)
-                except Exception as err:  # MySQLdb.Error; keep the message short
-                    raise CrdsOpsError(f"loading {dump.name} into {self.schema} failed: {err}") from None
-            drain()
+            deferred = self._statements(source.stdout, main, inserts)
+            inserts.drain()
             for table, keys in deferred.items():  # a table with no data section
-                self._run(main, b"ALTER TABLE `" + table + b"` " + b", ".join(b"ADD " + k for k in keys) + b";")
+                self._run(main, _add_keys(table, keys))
         except BaseException:
-            errors.append("aborted")  # the workers skip what is still queued
+            inserts.abort()
             raise
         finally:
-            for q in queues:
-                q.put(None)
-            for thread in threads:
-                thread.join(timeout=60)
-            for conn in (main, *workers):
-                conn.close()
+            inserts.close()
+            main.close()
             source.stdout.close()
             if source.poll() is None:
                 source.kill()
         finish([("decompressing " + dump.name, source)])
+
+    def _statements(self, lines, main, inserts: _Inserts) -> dict[bytes, list[bytes]]:
+        """Run the dump's statements: INSERTs on the workers, the rest on ``main`` in order.
+
+        Returns the deferred secondary keys of tables whose data section never came. This loop
+        runs once per line of the dump and is most of a restore's time (bench/backup.py): what
+        it does per line stays inline here; only the few statements that are not INSERTs call out.
+        """
+        queues, k, n = inserts.queues, len(inserts.queues), 0
+        deferred: dict[bytes, list[bytes]] = {}
+        buf: list[bytes] = []
+        for line in lines:
+            if not buf:
+                if line.startswith(b"--") or not line.strip():
+                    continue
+                if line.startswith(b"DELIMITER") or line.startswith(b"\\"):
+                    raise UseClient()
+            if not buf and line.startswith(b"/*M!999999"):
+                continue  # MariaDB's sandbox-mode marker: a client command, a no-op here
+            buf.append(line)
+            if not line.rstrip().endswith(b";"):
+                continue
+            stmt = b"".join(buf)
+            buf = []
+            head = stmt.lstrip()
+            if head.startswith(b"INSERT"):
+                queues[n % k].put(stmt)
+                n += 1
+                continue
+            if head.startswith((b"LOCK TABLES", b"UNLOCK TABLES")):
+                continue
+            inserts.drain()
+            self._other(main, inserts, self._rewritten(stmt, head, deferred), session=bool(_SESSION.match(line)))
+        return deferred
+
+    @staticmethod
+    def _rewritten(stmt: bytes, head: bytes, deferred: dict[bytes, list[bytes]]) -> bytes:
+        """A CREATE TABLE without its secondary keys (kept in ``deferred``); at ENABLE KEYS, the
+        ALTER TABLE that adds them; any other statement as it is."""
+        match = _CREATE.match(head)
+        if match and b"FOREIGN KEY" not in stmt:
+            stmt, keys = strip_secondary_keys(stmt)
+            if keys:
+                deferred[match.group(1)] = keys
+        elif (m := _ENABLE_KEYS.match(head)) and m.group(1) in deferred:
+            stmt = _add_keys(m.group(1), deferred.pop(m.group(1)))
+        return stmt
+
+    def _other(self, main, inserts: _Inserts, stmt: bytes, session: bool) -> None:
+        """A statement that is not an INSERT: on ``main``; a session setting on every connection."""
+        try:
+            self._run(main, stmt)
+            if session:
+                for conn in inserts.conns:
+                    self._run(conn, stmt)
+        except Exception as err:  # MySQLdb.Error; keep the message short
+            raise CrdsOpsError(f"{inserts.what} failed: {err}") from None
+
+
+class _Inserts:
+    """INSERT statements run side by side: one thread per connection, each fed by a short queue."""
+
+    def __init__(self, conns: list, run, what: str):
+        self.conns, self.run, self.what = conns, run, what
+        self.queues = [queue.Queue(maxsize=4) for _ in conns]
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._work, args=(conn, q), daemon=True)
+                        for conn, q in zip(conns, self.queues, strict=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, conn, q: queue.Queue) -> None:
+        while True:
+            stmt = q.get()
+            try:
+                if stmt is None:
+                    return
+                if not self.errors:
+                    self.run(conn, stmt)
+            except Exception as err:  # noqa: BLE001 - MySQLdb.Error, reported by drain
+                self.errors.append(str(err))
+            finally:
+                q.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued INSERT ran; raise the first that failed."""
+        for q in self.queues:
+            q.join()
+        if self.errors:
+            raise CrdsOpsError(f"{self.what} failed: {self.errors[0]}")
+
+    def abort(self) -> None:
+        self.errors.append("aborted")  # the workers skip what is still queued
+
+    def close(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for thread in self.threads:
+            thread.join(timeout=60)
+        for conn in self.conns:
+            conn.close()
+
+
+def _add_keys(table: bytes, keys: list[bytes]) -> bytes:
+    return b"ALTER TABLE `" + table + b"` " + b", ".join(b"ADD " + k for k in keys) + b";"
 
 
 _SESSION = re.compile(rb"^(/\*!\d+ )?SET ")

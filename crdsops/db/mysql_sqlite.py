@@ -65,53 +65,10 @@ def sqlite_insert(stmt: bytes, table: bytes, columns: list[bytes]) -> str:
 def load(dump: Path, staging: Path) -> dict[str, int]:
     """Load the rows of ``dump`` into ``staging`` (its schema made already); {table: statements}."""
     con = sqlite3.connect(staging, isolation_level=None)
-    loaded: dict[str, int] = {}
-    skipped: set[str] = set()
     source = open_decompressed(dump)
     try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("PRAGMA foreign_keys=OFF")
-        known = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        con.execute("BEGIN")
-        table, columns, in_create, pending = None, [], False, []
-        for line in source.stdout:
-            if pending:  # MariaDB's mysqldump writes one row per line: the statement ends at ";"
-                pending.append(line)
-                if not line.rstrip().endswith(b";"):
-                    continue
-                line, pending = b"".join(pending), []
-            elif line.startswith(b"INSERT") and not line.rstrip().endswith(b";"):
-                pending = [line]
-                continue
-            if in_create:
-                col = _COLUMN.match(line)
-                if col:
-                    columns.append(col.group(1))
-                elif line.startswith(b")"):
-                    in_create = False
-                continue
-            if line.startswith(b"INSERT"):
-                name = _INSERT.match(line)
-                if name is None:
-                    raise CrdsOpsError(f"{dump.name}: an INSERT this loader does not read ({line[:60]!r}); "
-                                       "was the dump made with --complete-insert or --hex-blob?")
-                if name.group(1).decode() in skipped:
-                    continue
-                if name.group(1) != table:
-                    raise CrdsOpsError(f"{dump.name}: rows of `{name.group(1).decode()}` before its CREATE TABLE")
-                con.execute(sqlite_insert(line, table, columns))
-                loaded[table.decode()] = loaded.get(table.decode(), 0) + 1
-                continue
-            create = _CREATE.match(line)
-            if create:
-                table, columns, in_create = create.group(1), [], True
-                name = table.decode()
-                if name in known:
-                    con.execute(f'DELETE FROM "{name}"')  # the dump's rows replace what migrations made
-                    loaded.setdefault(name, 0)
-                else:
-                    skipped.add(name)
+        known = _begin_bulk_load(con)
+        loaded, skipped = _rows(source.stdout, con, known, dump.name)
         con.execute("COMMIT")
     except BaseException as err:
         source.kill()
@@ -126,3 +83,61 @@ def load(dump: Path, staging: Path) -> dict[str, int]:
     if skipped:
         log.info(f"tables of the source that this server's Django schema lacks, not copied: {', '.join(sorted(skipped))}")
     return loaded
+
+
+def _begin_bulk_load(con: sqlite3.Connection) -> set[str]:
+    """No journal, no syncs, no foreign-key checks, one transaction; return the tables the schema has."""
+    con.execute("PRAGMA journal_mode=OFF")
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute("PRAGMA foreign_keys=OFF")
+    known = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    con.execute("BEGIN")
+    return known
+
+
+def _rows(lines, con: sqlite3.Connection, known: set[str], dump: str) -> tuple[dict[str, int], set[str]]:
+    """Execute the dump's INSERTs as SQLite's, table by table; ({table: statements}, tables skipped).
+
+    Once per line of the dump, so what it does per line stays inline here (bench/backup.py).
+    """
+    loaded: dict[str, int] = {}
+    skipped: set[str] = set()
+    table, columns, in_create, pending = None, [], False, []
+    for line in lines:
+        if pending:  # MariaDB's mysqldump writes one row per line: the statement ends at ";"
+            pending.append(line)
+            if not line.rstrip().endswith(b";"):
+                continue
+            line, pending = b"".join(pending), []
+        elif line.startswith(b"INSERT") and not line.rstrip().endswith(b";"):
+            pending = [line]
+            continue
+        if in_create:
+            col = _COLUMN.match(line)
+            if col:
+                columns.append(col.group(1))
+            elif line.startswith(b")"):
+                in_create = False
+            continue
+        if line.startswith(b"INSERT"):
+            name = _INSERT.match(line)
+            if name is None:
+                raise CrdsOpsError(f"{dump}: an INSERT this loader does not read ({line[:60]!r}); "
+                                   "was the dump made with --complete-insert or --hex-blob?")
+            if name.group(1).decode() in skipped:
+                continue
+            if name.group(1) != table:
+                raise CrdsOpsError(f"{dump}: rows of `{name.group(1).decode()}` before its CREATE TABLE")
+            con.execute(sqlite_insert(line, table, columns))
+            loaded[table.decode()] = loaded.get(table.decode(), 0) + 1
+            continue
+        create = _CREATE.match(line)
+        if create:
+            table, columns, in_create = create.group(1), [], True
+            name = table.decode()
+            if name in known:
+                con.execute(f'DELETE FROM "{name}"')  # the dump's rows replace what migrations made
+                loaded.setdefault(name, 0)
+            else:
+                skipped.add(name)
+    return loaded, skipped
