@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 from pathlib import Path
 
 from crdsops import commands
@@ -136,11 +135,11 @@ def manage_failure(args, returncode: int, output: str = "") -> str:
     return f"manage.py {' '.join(args)} failed (exit {returncode})" + (f": {last[0]}" if last else "")
 
 
-def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> commands.Popen:
     """Start ``manage.py ARGS`` with text pipes on stdin, stdout and stderr (in our session, so
     ``side_by_side`` stops it with the job that started it)."""
     return commands.start(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
-                          text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          text=True, stdin=commands.PIPE, stdout=commands.PIPE, stderr=commands.PIPE)
 
 
 def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool = True,

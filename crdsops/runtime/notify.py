@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +29,7 @@ import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from crdsops import __version__
+from crdsops import __version__, commands
 from crdsops.config.model import ServerConfig
 
 MAX_BODY = 100_000  # what Healthchecks keeps of a ping body
@@ -99,16 +98,16 @@ class Notifier:
                 with smtplib.SMTP(m.smtp_host, m.smtp_port, timeout=m.timeout) as smtp:
                     smtp.send_message(message)
                 return None
-            result = subprocess.run([str(m.sendmail), "-t", "-oi"], input=message.as_bytes(),
-                                    capture_output=True, timeout=m.timeout)
-        except (OSError, smtplib.SMTPException, subprocess.TimeoutExpired) as err:
+            result = commands.run([str(m.sendmail), "-t", "-oi"], what=str(m.sendmail), input=message.as_bytes(),
+                                  text=False, timeout=m.timeout, check=False)
+        except (OSError, smtplib.SMTPException, commands.NotInstalled, commands.TimedOut) as err:
             where = f"{m.smtp_host}:{m.smtp_port}" if m.smtp_host else str(m.sendmail)
             return f"warning: could not mail {', '.join(m.mail_to)} through {where} ({_reason(err)}); " \
                    f"the {self.task} itself is unaffected"
-        if result.returncode != 0:
-            said = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        if not result.ok:
+            said = result.last_error_line()
             return (f"warning: {m.sendmail} refused the mail to {', '.join(m.mail_to)} "
-                    f"(exit {result.returncode}{': ' + said[-1] if said else ''}); the {self.task} itself is unaffected")
+                    f"(exit {result.returncode}{': ' + said if said else ''}); the {self.task} itself is unaffected")
         return None
 
 
@@ -143,8 +142,10 @@ def _shown(url: str) -> str:
 
 
 def _reason(err: BaseException) -> str:
-    if isinstance(err, subprocess.TimeoutExpired):
+    if isinstance(err, commands.TimedOut):
         return f"no answer within {err.timeout:g}s"
+    if isinstance(err, commands.NotInstalled):
+        err = err.error  # what the OSError said, as for any other OSError
     return str(err) or type(err).__name__
 
 

@@ -21,10 +21,10 @@ import json
 import logging
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime import health
@@ -154,13 +154,12 @@ class Client:
         self.env.pop("CRDS_OBSERVATORY", None)
         self.env.pop("CRDS_CONTEXT", None)
 
-    def run(self, *args: str, mode: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, *args: str, mode: str | None = None) -> commands.Result:
         env = dict(self.env, CRDS_MODE=mode) if mode else self.env
-        return subprocess.run([self.python, *args], env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=3600)
+        return commands.run([self.python, *args], what="the crds client", env=env, check=False, timeout=3600)
 
 
-def client_errors(result: subprocess.CompletedProcess) -> int | None:
+def client_errors(result: commands.Result) -> int | None:
     """The error count of the client's closing summary ("CRDS - INFO -  N errors"), None without one."""
     found = re.findall(r"CRDS - INFO -\s+(\d+) errors", result.stdout + result.stderr)
     return int(found[-1]) if found else None
@@ -250,6 +249,6 @@ def _check_file(url: str, cache: Path, name: str, checks: Checks) -> None:
                   f"{digest}" if digest == catalog.get("sha1sum") else f"downloaded {digest}, catalog {catalog.get('sha1sum')}")
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
+def _last_line(result: commands.Result) -> str:
     lines = (result.stderr or result.stdout or "").strip().splitlines()
     return lines[-1] if lines else f"exit {result.returncode}"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import ServerConfig
 
 
@@ -160,9 +160,10 @@ def run_foreground(argv: list[str], pid_file: Path | None = None, **popen_kwargs
 
     Ctrl-C reaches the server through the terminal's process group. SIGTERM and SIGHUP sent to
     ``inv`` alone (``timeout``, ``kill PID``, a closed terminal) are passed on to the server, so
-    it never outlives ``inv`` as an orphan that no pid file names.
+    it never outlives ``inv`` as an orphan that no pid file names. It reads this terminal's stdin.
     """
-    with subprocess.Popen(argv, **popen_kwargs) as proc:
+    popen_kwargs.setdefault("stdin", None)
+    with commands.start(argv, what=f"the server ({argv[0]})", **popen_kwargs) as proc:
         if pid_file is not None:
             write_pid_file(pid_file, proc.pid)
 
@@ -176,7 +177,7 @@ def run_foreground(argv: list[str], pid_file: Path | None = None, **popen_kwargs
         try:
             code = proc.wait()
         except BaseException:
-            proc.kill()  # as subprocess.call does on Ctrl-C
+            proc.kill()  # as subprocess's call() does on Ctrl-C
             raise
         finally:
             for sig, handler in previous.items():

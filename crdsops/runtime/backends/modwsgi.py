@@ -22,13 +22,14 @@ install checks this as that user and names the first directory that blocks it.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
@@ -42,6 +43,16 @@ from crdsops.runtime.backends.base import (
     wait_gone,
 )
 from crdsops.runtime.environ import SERVER_DIR, child_environ, manage_argv, server_environ
+
+log = logging.getLogger(__name__)
+
+# How long each command may take before it is stopped (seconds): apachectl only signals or
+# forks httpd; setup-server writes files; `manage.py check` imports Django and logs in to the
+# database; the access check tests paths with /bin/sh as the web user.
+APACHECTL_TIMEOUT = 60
+SETUP_TIMEOUT = 300
+DJANGO_CHECK_TIMEOUT = 300
+ACCESS_CHECK_TIMEOUT = 60
 
 ENTRY_TEMPLATE = '''\
 """WSGI entry of {name}, written by `inv install` (crdsops.runtime.backends.modwsgi); do not edit, reinstall."""
@@ -110,9 +121,9 @@ class ModWsgiBackend(Backend):
         write_atomic(self.entry(config), render_entry(config), mode=0o644)
         ensure_dir(config.layout.logs)
         ensure_dir(config.layout.run)
-        result = subprocess.run(self.setup_argv(config, user), capture_output=True, text=True,
-                                cwd=SERVER_DIR, env=_plain_environ())
-        if result.returncode != 0:
+        result = commands.run(self.setup_argv(config, user), what="mod_wsgi-express setup-server", cwd=SERVER_DIR,
+                              env=_plain_environ(), check=False, timeout=SETUP_TIMEOUT)
+        if not result.ok:
             last = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise CrdsOpsError(f"mod_wsgi-express setup-server failed: {' / '.join(last)}; check web.* in the config")
         check_readable_by_web_user(config, [
@@ -152,13 +163,16 @@ class ModWsgiBackend(Backend):
     def check_django_as_web_user(self, config: ServerConfig) -> None:
         """``manage.py check --database default`` as the web user: imports, settings, DB login."""
         user = run_as(config)
-        result = subprocess.run(
-            manage_argv(config, "check", "--database", "default"), cwd=SERVER_DIR, env=child_environ(config),
-            capture_output=True, text=True, **_as_user_kwargs(user),
-        )
-        if result.returncode != 0:
+        who = f"as {user[0]} " if user else ""
+        try:
+            result = commands.run(manage_argv(config, "check", "--database", "default"), what="manage.py check",
+                                  cwd=SERVER_DIR, env=child_environ(config), check=False, timeout=DJANGO_CHECK_TIMEOUT,
+                                  user=user)
+        except commands.TimedOut as err:
+            raise CrdsOpsError(f"the Django server cannot start {who}({err}); "
+                               "fix that, then run `inv install` again") from None
+        if not result.ok:
             lines = (result.stderr or result.stdout).strip().splitlines()
-            who = f"as {user[0]} " if user else ""
             raise CrdsOpsError(
                 f"the Django server cannot start {who}({lines[-1] if lines else 'exit ' + str(result.returncode)}); "
                 "fix that, then run `inv install` again"
@@ -175,11 +189,15 @@ class ModWsgiBackend(Backend):
 
             mysql.connection_check(config.database)
         self.pid_file(config).unlink(missing_ok=True)
-        log = self.log_file(config)
-        before = log.stat().st_size if log.exists() else 0
-        result = subprocess.run([str(apachectl), "start"], capture_output=True, text=True,
-                                cwd=SERVER_DIR, env=child_environ(config))
-        if result.returncode != 0:
+        error_log = self.log_file(config)
+        before = error_log.stat().st_size if error_log.exists() else 0
+        try:
+            result = commands.run([str(apachectl), "start"], what="apachectl start", cwd=SERVER_DIR,
+                                  env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
+        except commands.TimedOut as err:
+            self.sweep(config)
+            raise CrdsOpsError(f"{config.name}: Apache failed to start ({err}); see {error_log}") from None
+        if not result.ok:
             raise CrdsOpsError(self._failure(config, "Apache failed to start", result, before))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -193,12 +211,12 @@ class ModWsgiBackend(Backend):
     def _failure(self, config: ServerConfig, what: str, result, log_offset: int) -> str:
         said = [line for line in (result.stderr + result.stdout).splitlines()
                 if line.strip() and "setlocale" not in line]
-        log = self.log_file(config)
-        new_log = _read_from(log, log_offset).strip()
+        error_log = self.log_file(config)
+        new_log = _read_from(error_log, log_offset).strip()
         parts = [f"{config.name}: {what} (apachectl exit {result.returncode})"]
         if said:
             parts.append(" / ".join(line.strip() for line in said[-4:]))
-        detail = "; ".join(parts) + f"; see {log}"
+        detail = "; ".join(parts) + f"; see {error_log}"
         return detail + (f"; its last lines:\n{new_log}" if new_log else " (nothing new in it)")
 
     def foreground(self, config: ServerConfig) -> int:
@@ -207,8 +225,11 @@ class ModWsgiBackend(Backend):
 
     def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
         """``apachectl stop``, wait; then kill whatever of this Apache is left. Return whether forced."""
-        subprocess.run([str(self.apachectl(config)), "stop"], capture_output=True, text=True,
-                       cwd=SERVER_DIR, env=child_environ(config))
+        try:
+            commands.run([str(self.apachectl(config)), "stop"], what="apachectl stop", cwd=SERVER_DIR,
+                         env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
+        except commands.CommandFailed as err:  # gone or hung: the signals below stop this Apache
+            log.warning(f"{err}; stopping {config.name}'s Apache by signal")
         forced = not wait_gone(pid, timeout)
         if forced:
             kill(pid, signal.SIGKILL)
@@ -262,12 +283,6 @@ def run_as(config: ServerConfig) -> tuple[str, str] | None:
     return user, group
 
 
-def _as_user_kwargs(user: tuple[str, str] | None) -> dict:
-    if user is None:
-        return {}
-    return {"user": user[0], "group": user[1], "extra_groups": []}
-
-
 _CHECK_SCRIPT = r'''
 for p in "$@"; do
   kind=${p%%:*}; path=${p#*:}
@@ -295,9 +310,9 @@ def check_readable_by_web_user(config: ServerConfig, targets: list[Path]) -> Non
         if real != target:  # the stack's python is a symlink to the system one, say
             items += [f"x:{a}" for a in reversed(real.parents)] + [f"{'d' if real.is_dir() else 'f'}:{real}"]
     items = list(dict.fromkeys(items))
-    result = subprocess.run(["/bin/sh", "-c", _CHECK_SCRIPT, "sh", *items], capture_output=True, text=True,
-                            cwd="/", **_as_user_kwargs(user))
-    if result.returncode == 0:
+    result = commands.run(["/bin/sh", "-c", _CHECK_SCRIPT, "sh", *items], what=f"checking what {user[0]} can read",
+                          cwd="/", check=False, timeout=ACCESS_CHECK_TIMEOUT, user=user)
+    if result.ok:
         return
     kind, _, path = result.stdout.strip().partition(":")
     if kind == "f" and config.database.is_mysql and Path(path) == Path(config.database.option_file or ""):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
+from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.files import ensure_dir
 from crdsops.runtime.backends.base import Backend, run_foreground, terminate, write_pid_file
@@ -34,10 +34,10 @@ class RunserverBackend(Backend):
         ensure_dir(self.pid_file(config).parent)
         with open(log, "ab") as out:
             os.chmod(log, 0o600)
-            process = subprocess.Popen(
-                self.command(config), cwd=SERVER_DIR, env=child_environ(config),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+            process = commands.start(
+                self.command(config), what=f"starting {config.name}", cwd=SERVER_DIR, env=child_environ(config),
+                stdin=commands.DEVNULL, stdout=out, stderr=commands.STDOUT,
+                start_new_session=True,  # a server lives on after the task; side_by_side leaves it alone
             )
         write_pid_file(self.pid_file(config), process.pid)
         return process.pid
