@@ -107,35 +107,48 @@ def shown(argv: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Call:
-    """How ``run`` runs one command (what ``_real`` needs besides the argv)."""
+class How:
+    """``run``'s options besides the argv, its timeout and its input.
 
-    argv: tuple[str, ...]
-    timeout: float | None = None
-    input: str | bytes | None = None
+    ``capture=False``: the command talks to this process's terminal (``inv manage -- shell``);
+    its Result then holds no output. ``new_session``: in a session of its own, so a Ctrl-C in the
+    terminal does not reach it (our own interrupt still ends it). ``user``: (user, group) to run
+    it as, without our supplementary groups (we are root). ``ok_codes``: the exits that are not a
+    failure; ``codes``: what an exit means, for the error line.
+    """
+
     env: dict | None = None
     cwd: object = None
     text: bool = True
     capture: bool = True
     new_session: bool = False
     user: tuple[str, str] | None = None
+    ok_codes: tuple[int, ...] = (0,)
+    codes: dict[int, str] | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One command as ``run`` runs it (what ``_real`` and the fakes see)."""
+
+    argv: tuple[str, ...]
+    timeout: float | None = None
+    input: str | bytes | None = None
+    how: How = How()
 
 
 _fakes: list[Callable[[Call], Result | None]] = []
 
 
 def run(argv: Sequence[str], *, what: str = "", timeout: float | None = None, input: str | bytes | None = None,
-        env: dict | None = None, cwd=None, check: bool = True, text: bool = True, capture: bool = True,
-        ok_codes: tuple[int, ...] = (0,), codes: dict[int, str] | None = None, new_session: bool = False,
-        user: tuple[str, str] | None = None) -> Result:
-    """Run ``argv`` to its end and return what it said; ``check``: raise CommandFailed unless its exit is in ``ok_codes``.
+        check: bool = True, **how) -> Result:
+    """Run ``argv`` to its end and return what it said; ``check``: raise CommandFailed unless its exit is accepted.
 
-    ``capture=False``: the command talks to this process's terminal (``inv manage -- shell``);
-    its Result then holds no output. ``new_session``: in a session of its own, so a Ctrl-C in the
-    terminal does not reach it (our own interrupt still ends it). ``user``: (user, group) to run
-    it as, without our supplementary groups (we are root).
+    ``how`` are the ``How`` options (env, cwd, text, capture, new_session, user, ok_codes,
+    codes); an unknown one is a TypeError. ``what`` names the command in the error line.
     """
-    call = Call(tuple(str(a) for a in argv), timeout, input, env, cwd, text, capture, new_session, user)
+    options = How(**how)
+    call = Call(tuple(str(a) for a in argv), timeout, input, options)
     what = what or call.argv[0]
     try:
         result = _faked(call)
@@ -146,8 +159,8 @@ def run(argv: Sequence[str], *, what: str = "", timeout: float | None = None, in
     except subprocess.TimeoutExpired as err:
         limit = err.timeout if timeout is None else timeout
         raise TimedOut(f"{what} did not finish within {limit:g}s; it was stopped", limit) from None
-    if check and result.returncode not in ok_codes:
-        raise CommandFailed(failure_line(what, result, codes), result)
+    if check and result.returncode not in options.ok_codes:
+        raise CommandFailed(failure_line(what, result, options.codes), result)
     return result
 
 
@@ -160,13 +173,14 @@ def _faked(call: Call) -> Result | None:
 
 
 def _real(call: Call) -> Result:
-    quiet_stdin = call.input is None and call.capture  # a captured command never waits on the terminal
-    as_user = {"user": call.user[0], "group": call.user[1], "extra_groups": []} if call.user else {}
-    done = subprocess.run(call.argv, input=call.input, capture_output=call.capture, text=call.text,
-                          timeout=call.timeout, env=call.env, cwd=call.cwd,
+    how = call.how
+    quiet_stdin = call.input is None and how.capture  # a captured command never waits on the terminal
+    as_user = {"user": how.user[0], "group": how.user[1], "extra_groups": []} if how.user else {}
+    done = subprocess.run(call.argv, input=call.input, capture_output=how.capture, text=how.text,
+                          timeout=call.timeout, env=how.env, cwd=how.cwd,
                           stdin=subprocess.DEVNULL if quiet_stdin else None,
-                          errors="replace" if call.text else None, start_new_session=call.new_session, **as_user)
-    empty = "" if call.text else b""
+                          errors="replace" if how.text else None, start_new_session=how.new_session, **as_user)
+    empty = "" if how.text else b""
     return Result(call.argv, done.returncode, done.stdout or empty, done.stderr or empty)
 
 

@@ -72,17 +72,22 @@ print(json.dumps(crds.getrecommendations(header, reftypes=[reftype], context=con
 
 
 class Checks:
+    """The checks of one self-test run: counted, each said as one line and kept (``lines``)."""
+
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.lines: list[str] = []
 
     def record(self, name: str, ok: bool, detail: str = "") -> None:
         if ok:
             self.passed += 1
-            log.info(f"ok    {name}" + (f" ({detail})" if detail else ""))
+            line = f"ok    {name}" + (f" ({detail})" if detail else "")
         else:
             self.failed += 1
-            log.info(f"FAIL  {name}: {detail}")
+            line = f"FAIL  {name}: {detail}"
+        self.lines.append(line)
+        log.info(line)
 
     @property
     def summary(self) -> str:

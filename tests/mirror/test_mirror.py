@@ -10,6 +10,8 @@ from pathlib import Path
 from mariadb import root_sql
 from vms import sha256_tree
 
+from crdsops.runtime import outcomes
+
 
 def _rows(db: str) -> dict:
     """Every row of the catalog tables (SQLite file path, or ``mysql:SCHEMA``)."""
@@ -71,10 +73,11 @@ def test_full_mirror_makes_dev_a_copy_of_test(pair, tmp_path):
     # the audit line and `inv status` say when, from what, and how it ended
     line = _last_audit(dst)
     assert line["task"] == "mirror" and line["result"] == "ok" and line["flags"] == {"obs": "hst", "src": "test", "yes": True}
-    touched = line["touched"]
-    assert touched["source"] == "hst.test" and touched["source_host"] == f"{pair.test_host.address}:{pair.test_host.port}"
-    assert touched["backup"] == str((src.backups.shared_dir / "hst.test").resolve())
-    assert touched["backup_created"] and touched["safety_backup"].startswith(str(dst.backups.private_dir))
+    done = outcomes.read("mirror", line["touched"])
+    assert done.source == "hst.test" and done.source_host == f"{pair.test_host.address}:{pair.test_host.port}"
+    assert done.backup.path == (src.backups.shared_dir / "hst.test").resolve() and done.backup.server == "hst.test"
+    assert done.backup.created and done.safety_backup.parent == dst.backups.private_dir
+    assert done.deleted is not None  # the deletions ran, after the swap
     mirror_line = next(ln for ln in pair.ops["dev"].inv("status").stdout.splitlines() if ln.startswith("mirror:"))
     assert mirror_line.startswith("mirror:     ok ") and "from hst.test (its backup " in mirror_line
 
