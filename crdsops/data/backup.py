@@ -35,7 +35,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -377,7 +376,7 @@ def _pack(directory: Path, out: Path) -> None:
         argv = ["tar", "-C", str(directory), "-cf", "-", "."]
     else:
         argv = ["tar", "-cf", "-", "--files-from=/dev/null"]
-    tar = commands.start(argv, what=f"archiving {directory}", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tar = commands.start(argv, what=f"archiving {directory}", stdout=commands.PIPE, stderr=commands.PIPE)
     try:
         comp = compress_stream(tar.stdout, out)
     finally:

@@ -162,6 +162,7 @@ class Staging:
         self.check_cache = check_cache
         self.staged = {"support": threading.Event(), "database": threading.Event()}
         self.safety: Path | None = None
+        self.cache_check = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
 
     def jobs(self) -> dict[str, Callable[[], object]]:
         jobs = {"safety backup": self._safety_backup, "database staged": self._stage_db,
@@ -191,23 +192,23 @@ class Staging:
         self.support.stage(self.backup, self.manifest)
         self.staged["support"].set()
 
-    def _check_staged(self):
+    def _check_staged(self) -> None:
         """The quick cache check of what is staged: listed while the rows load, compared once loaded.
 
-        Returned, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
+        Kept, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
         from crdsops.data import cachecheck
 
         try:
             if not self._ready("support"):
-                return None
+                return
             mappings = self.support.staging(self.support.targets["mappings"])
             listed = cachecheck.list_trees(self.config, mappings)
             if not self._ready("database"):
-                return None
-            return cachecheck.check(self.config, cachecheck.CheckOptions(), cachecheck.CheckSource(
+                return
+            self.cache_check = cachecheck.check(self.config, cachecheck.CheckOptions(), cachecheck.CheckSource(
                 database=str(self.engine.staging), mappings=mappings, listed=listed))
         except CrdsOpsError as err:
-            return err
+            self.cache_check = err
 
     def _ready(self, part: str) -> bool:
         """Wait until ``part`` is staged; False when the staging is being stopped."""
@@ -245,7 +246,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         raise
     took = dict(outcome.seconds)
     log.info(f"safety backup: {staging.safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
-    return Staged(staging.engine, staging.support, staging.safety, took, outcome.results.get("cache checked"))
+    return Staged(staging.engine, staging.support, staging.safety, took, staging.cache_check)
 
 
 class ServerInfoWarmer:

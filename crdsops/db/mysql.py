@@ -221,13 +221,22 @@ def explain(stderr: str, db: Database | ServerConfig, database: str | None = Non
             "or fix database.host/database.port"
         )
     if code in (DB_ACCESS_DENIED, SPECIFIC_ACCESS_DENIED):
-        return CrdsOpsError(
-            f"MySQL account in {path} is not allowed to do this ({message}); have a DBA run "
-            f"GRANT ALL ON `{database or db.name}`.* TO that account, or create the database for it"
-        )
+        return CrdsOpsError(f"MySQL account in {path} is not allowed to do this ({message}); have a DBA run "
+                            + _grant_for(message, database or db.name, db.name))
     if code == UNKNOWN_DATABASE:
         return CrdsOpsError(f"MySQL database {database or db.name} does not exist ({message}); run `inv install` to create it")
     return CrdsOpsError(f"MySQL at {where} failed: {message}")
+
+
+def _grant_for(message: str, database: str, live: str) -> str:
+    """The GRANT that fixes a refusal: on the database the server named, or on the staging twins of the live one."""
+    named = re.search(r"to database '([^']+)'", message)
+    target = named.group(1) if named else database
+    if target.startswith(f"{live}_crdsops_"):
+        pattern = live.replace("_", "\\_") + "\\_crdsops\\_%"  # `_` matches any character in a GRANT pattern
+        return (f"GRANT ALL ON `{pattern}`.* TO that account (a restore or a mirror stages the database beside "
+                f"{live}, in {live}_crdsops_new and _old)")
+    return f"GRANT ALL ON `{target}`.* TO that account, or create the database for it"
 
 
 def connection_check(db: Database | ServerConfig) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +117,7 @@ def run_rsync(argv: list[str], target: Target, label: str, after: str, on_line=N
 
     The error: ``LABEL from HOST failed (rsync exit N: what N means; its last stderr line); AFTER``.
     """
-    proc = commands.start(argv, what=label, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = commands.start(argv, what=label, stdout=commands.PIPE, stderr=commands.PIPE, text=True,
                           errors="replace")
     try:
         for line in proc.stdout:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mariadb import requires_mysql
+from mariadb import requires_mysql, root_sql
 
 from crdsops.data import manifest
 
@@ -131,6 +131,33 @@ def test_mysql_failed_health_check_rolls_back(mysql_server):
     result = server.inv("restore", "--yes", check=False, env=env)
     assert result.returncode == 1 and "rolled back" in result.stderr
     assert server.answers() and server.rows() == rows
+
+
+@requires_mysql
+def test_a_staging_the_account_may_not_make_stops_before_the_swap_and_leaves_nothing(mysql_server):
+    """The account has rights on the live schema only: the staging fails; every staged part goes, and the
+    one error line names that cause and the GRANT that fixes it, not a clean-up step's refusal."""
+    server = mysql_server
+    server.inv("backup")
+    account, cfg = server.account, server.cfg
+    rows, files = server.rows(), server.support_files()
+    pattern = account.database.replace("_", "\\_") + "%"
+    root_sql("".join(f"REVOKE ALL ON `{pattern}`.* FROM '{account.user}'@'{h}';"
+                     f"GRANT ALL ON `{account.database}`.* TO '{account.user}'@'{h}';"
+                     for h in ("localhost", "127.0.0.1")))
+    result = server.inv("restore", "--yes", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert line.startswith(f"error: restore of {cfg.name} stopped before the swap (database staged: ")
+    assert f"to database '{account.database}_crdsops_new'" in line and "crdsops\\_%" in line, line
+    assert line.endswith("nothing was changed, the server state is as it was"), line
+    assert "could not remove" not in result.stderr and "stopped because another job failed" not in line
+    from crdsops.data.backup import support_dirs
+
+    assert [p for d in support_dirs(cfg).values() for p in d.parent.glob("*.crdsops-new")] == []
+    assert not cfg.layout.server_info_warm.exists()
+    assert root_sql(f"SHOW DATABASES LIKE '{account.database.replace('_', chr(92) + '_')}\\_crdsops%';") == ""
+    assert server.answers() and server.rows() == rows and server.support_files() == files
 
 
 @requires_mysql
