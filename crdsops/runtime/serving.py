@@ -23,8 +23,20 @@ def outcome(config: ServerConfig) -> ServiceOutcome:
     return ServiceOutcome(pid, config.local_url if pid else "")
 
 
-class Start(Operation):
-    """``inv run`` (in the background): start it unless it runs; put it back as it was if that fails."""
+class _Serving(Operation):
+    """An operation on the running state: put back as it was when it fails; the pid afterwards is its outcome."""
+
+    def run(self, plan: Plan) -> ServiceOutcome:
+        with service.kept_as_it_was(self.config):
+            plan.run()
+        return self.outcome()
+
+    def outcome(self) -> ServiceOutcome:
+        return outcome(self.config)
+
+
+class Start(_Serving):
+    """``inv run`` (in the background): start it unless it runs."""
 
     task = "run"
     quiet_plan = True
@@ -43,14 +55,6 @@ class Start(Operation):
                   name="starting the server")
         return p
 
-    def run(self, plan: Plan) -> ServiceOutcome:
-        with service.kept_as_it_was(self.config):
-            plan.run()
-        return self.outcome()
-
-    def outcome(self) -> ServiceOutcome:
-        return outcome(self.config)
-
 
 class Stop(Start):
     """``inv stop``: gracefully, then forcefully after ``web.stop_timeout``."""
@@ -64,8 +68,8 @@ class Stop(Start):
         return p
 
 
-class Rerun(Operation):
-    """``inv rerun``: stop, reinstall (same identity), start; the server is put back as it was if that fails."""
+class Rerun(_Serving):
+    """``inv rerun``: stop, reinstall (same identity), start."""
 
     task = "rerun"
 
@@ -82,11 +86,3 @@ class Rerun(Operation):
         p.add(f"start it at {config.local_url} and wait until get_server_info answers",
               lambda: service.start(config), name="starting the server")
         return p
-
-    def run(self, plan: Plan) -> ServiceOutcome:
-        with service.kept_as_it_was(self.config):
-            plan.run()
-        return self.outcome()
-
-    def outcome(self) -> ServiceOutcome:
-        return outcome(self.config)
