@@ -6,6 +6,11 @@ server's lock (the task has begun), the test waits a random delay and sends the 
 either to `inv` alone (``kill``) or to its whole process group, as Ctrl-C in a terminal
 does (its mysqldump, tar and zstd children get it too; the web server runs in a session of
 its own and does not).
+
+A random moment past the run's end interrupts nothing, and ``check`` lets such a run pass;
+``assert_mostly_interrupted`` makes a loop of random moments say how many really cut a run
+short, so a delay range that outgrew the task (or a task that got faster) shows up as a
+failure instead of runs that test nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class Interrupted:
     stdout: str
     stderr: str
     signal: int
+    delay: float | None = None  # at_moment: seconds after the lock appeared that the signal was due
+    lasted: float | None = None  # at_moment: seconds from the lock appearing to the run's end
 
     @property
     def finished_first(self) -> bool:
@@ -62,14 +69,29 @@ def at_moment(args: list[str], env: dict, lock: Path, delay: float, sig: str, gr
     deadline = time.monotonic() + 60
     while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(delay)
+    locked = time.monotonic()
+    due = locked + delay
+    while proc.poll() is None and time.monotonic() < due:  # a run that ends first is seen ending
+        time.sleep(max(0.0, min(0.005, due - time.monotonic())))
+    ended = time.monotonic() if proc.returncode is not None else None
     if proc.poll() is None:
         try:
             (os.killpg if group else os.kill)(proc.pid, SIGNALS[sig])
         except ProcessLookupError:
             pass
     out, err = proc.communicate(timeout=timeout)
-    return Interrupted(proc.returncode, out, err, SIGNALS[sig])
+    return Interrupted(proc.returncode, out, err, SIGNALS[sig], delay, (ended or time.monotonic()) - locked)
+
+
+def assert_mostly_interrupted(runs: list[Interrupted], what: str, at_least: float = 0.5) -> None:
+    """At least ``at_least`` of the random-moment ``runs`` were cut short (not finished before the signal)."""
+    first = [run for run in runs if run.finished_first]
+    cut = len(runs) - len(first)
+    shown = "; ".join(f"ended at {run.lasted:.2f} s, signal due at {run.delay:.2f} s" for run in first)
+    print(f"{what}: {cut} of {len(runs)} random-moment runs interrupted" + (f"; finished first: {shown}" if first else ""))
+    assert cut >= at_least * len(runs), (
+        f"{what}: only {cut} of {len(runs)} random-moment runs were interrupted, fewer than {at_least:.0%}; "
+        f"the others finished first (times from the lock: {shown}); the delays must fall within the task's run")
 
 
 def leftovers(cfg, mysql_schema: str | None = None) -> list[str]:

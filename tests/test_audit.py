@@ -101,6 +101,8 @@ def test_refusals_are_logged_with_their_line(running_hst):
     """Not confirmed, a busy lock: failed runs, each one line naming why."""
     ops = running_hst
     ops.inv("backup")
+    up_before = json.loads(ops.inv("status", "--json", check=False).stdout)
+    assert up_before["answers"] and up_before["pid"], up_before
     before = len(audit_lines(ops))
     refused = ops.inv("restore", check=False)  # no terminal, no --yes
     assert refused.returncode == 1
@@ -118,7 +120,9 @@ def test_refusals_are_logged_with_their_line(running_hst):
     assert not_confirmed["error"].startswith("not confirmed; nothing was changed")
     assert locked["task"] == "stop" and locked["result"] == "failed"
     assert "is busy: `mirror` run by" in locked["error"]
-    assert ops.inv("status").returncode == 0  # the refused stop left it up
+    # the refused stop left it up: the same process, still answering
+    after = json.loads(ops.inv("status", "--json", check=False).stdout)
+    assert after["answers"] and after["pid"] == up_before["pid"], after
 
 
 def test_dry_runs_and_reading_tasks_leave_no_line(running_hst):

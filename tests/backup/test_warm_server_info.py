@@ -3,50 +3,91 @@ restarted server uses it only while the live catalog still has the fingerprint i
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 
 from mariadb import requires_mysql
 
 from crdsops.runtime import health
 
+# what the server logs when it takes download_metadata from the warm file (catalog/warm.py)
+ADOPTED = "server info: download_metadata from the warm file"
+
 
 def _warm_file(server):
     return server.cfg.layout.server_info_warm
 
 
-def _restore_warms_and_cleans_up(server):
+def _log_size(server) -> int:
+    log = server.cfg.layout.server_log
+    return log.stat().st_size if log.exists() else 0
+
+
+def _log_since(server, offset: int) -> str:
+    with open(server.cfg.layout.server_log, "rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def _listing(server) -> dict:
+    """get_server_info's download_metadata as the client decodes it: {name: {size, sha1sum}}."""
+    metadata = health.rpc(server.cfg.local_url, "get_server_info")["download_metadata"]
+    assert metadata["crds_encoded"] == "1.0", metadata
+    return json.loads(gzip.decompress(base64.b64decode(metadata["crds_payload"])))
+
+
+def _restore_serves_the_first_server_info_warm(server):
     server.inv("backup")
+    # the live catalog moves on after the backup: only the restored catalog fits the warm file,
+    # so the old server could not have taken it even if it had been asked during the staging
+    server.sql("UPDATE catalog_catalogfile SET size = size + 1")
+    offset = _log_size(server)
     result = server.inv("restore", "--yes")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "could not precompute" not in result.stdout
+    assert "could not precompute" not in result.stdout, result.stdout + result.stderr
     assert not _warm_file(server).exists()  # removed once the health check passed
-    info = health.rpc(server.cfg.local_url, "get_server_info")
-    assert info["download_metadata"]["crds_encoded"] == "1.0"
+    log = _log_since(server, offset)
+    adopted = [line for line in log.splitlines() if ADOPTED in line]
+    assert adopted, f"the restarted server computed its first server info itself; its log since the restore:\n{log}"
+    served = _listing(server)
+
+    # a restart with no warm file computes download_metadata itself, says nothing about a warm
+    # file, and lists the same files as the warm payload did (it was made for the restored catalog)
+    offset = _log_size(server)
+    server.inv("rerun")
+    computed = _listing(server)
+    log = _log_since(server, offset)
+    assert ADOPTED not in log, log
+    assert served == computed
 
 
 def test_sqlite_restore_warms_server_info(sqlite_server):
-    _restore_warms_and_cleans_up(sqlite_server)
+    _restore_serves_the_first_server_info_warm(sqlite_server)
 
 
 @requires_mysql
 def test_mysql_restore_warms_server_info(mysql_server):
-    _restore_warms_and_cleans_up(mysql_server)
+    _restore_serves_the_first_server_info_warm(mysql_server)
 
 
 def test_warm_payload_is_used_only_for_the_catalog_it_was_made_for(sqlite_server):
     warm = _warm_file(sqlite_server)
-    made = sqlite_server.inv("manage", "--", "warm_server_info", "--out", str(warm))
-    assert made.returncode == 0, made.stderr
+    sqlite_server.inv("manage", "--", "warm_server_info", "--out", str(warm))
     data = json.loads(warm.read_text())
     marker = {"crds_encoded": "1.0", "crds_payload": "bWFya2Vy"}
     warm.write_text(json.dumps(dict(data, download_metadata=marker)))
+    offset = _log_size(sqlite_server)
     sqlite_server.inv("rerun")
     assert health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"] == marker
+    assert ADOPTED in _log_since(sqlite_server, offset)
 
     # made for another catalog (its fingerprint differs): ignored, the server computes its own
     warm.write_text(json.dumps(dict(data, download_metadata=marker, fingerprint=[0, 0, 0, None])))
+    offset = _log_size(sqlite_server)
     sqlite_server.inv("rerun")
     assert health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"] != marker
+    log = _log_since(sqlite_server, offset)
+    assert ADOPTED not in log and "ignored, made for catalog [0, 0, 0, None]" in log, log
     warm.unlink()
 
 
@@ -56,8 +97,8 @@ def test_warm_when_told_computes_only_on_go(sqlite_server):
     warm = _warm_file(sqlite_server)
     warm.unlink(missing_ok=True)
     args = ("manage", "--", "warm_server_info", "--when-told", "--out", str(warm))
-    assert sqlite_server.inv(*args).returncode == 0  # stdin at its end at once
+    sqlite_server.inv(*args)  # stdin at its end at once
     assert not warm.exists()
-    assert sqlite_server.inv(*args, input="go\n").returncode == 0
+    sqlite_server.inv(*args, input="go\n")
     assert json.loads(warm.read_text())["download_metadata"]["crds_encoded"] == "1.0"
     warm.unlink()

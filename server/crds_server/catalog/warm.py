@@ -8,8 +8,12 @@ catalog's fingerprint: count, highest id, total size, newest delivery). After th
 the new server uses it only if the live catalog has the same fingerprint and the file is
 young (``MAX_AGE``); crdsops removes it once the health check passed. Anything else (no
 file, unreadable, another fingerprint, too old) means computing it as before.
+
+The server's log says which: one line when it takes download_metadata from the file, one
+when a file is there but not used (and why); nothing when there is no file.
 """
 import json
+import logging
 import os
 import time
 
@@ -17,6 +21,8 @@ from django.conf import settings
 from django.db.models import Count, Max, Sum
 
 MAX_AGE = 600  # seconds: a restore's stopped window, with margin
+
+log = logging.getLogger("crds_server.catalog.warm")
 
 
 def fingerprint():
@@ -41,13 +47,26 @@ def write(path):
 def download_metadata():
     """The warm payload when it fits the live catalog; else None."""
     path = settings.CRDS_SERVER_INFO_WARM
+    if not path:
+        return None
     try:
-        if not path or time.time() - os.stat(path).st_mtime > MAX_AGE:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        return None  # no warm file: the usual case, nothing to say
+    try:
+        if age > MAX_AGE:
+            log.info("server info: warm file %s ignored, %.0f s old (limit %d s)", path, age, MAX_AGE)
             return None
         with open(path) as handle:
             data = json.load(handle)
-        if data.get("fingerprint") != json.loads(json.dumps(fingerprint())):
+        live = json.loads(json.dumps(fingerprint()))
+        if data.get("fingerprint") != live:
+            log.info("server info: warm file %s ignored, made for catalog %s, the live one is %s",
+                     path, data.get("fingerprint"), live)
             return None
-        return data["download_metadata"]
-    except (OSError, ValueError, KeyError, TypeError):
+        metadata = data["download_metadata"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.info("server info: warm file %s ignored, unreadable (%s)", path, err)
         return None
+    log.info("server info: download_metadata from the warm file %s, fingerprint ok (%s)", path, live)
+    return metadata
