@@ -10,7 +10,7 @@ An ``Operation`` is one changing task on one server, given all its options when 
     --dry-run stops here; the plan's question is asked unless --yes
     run(plan) -> Outcome  the steps; the outcome (a ``crdsops.runtime.outcomes`` record) says
                           what it touched, also when it fails part-way (``outcome()``)
-    recheck(outcome)      the closing check (restore and mirror end with the cache check)
+    recheck(outcome)      the closing check (restore and mirror end with the cache check), still locked
 
 and tells the task's run (``crdsops.runtime.taskrun``) the server acted on, whose audit log
 gets the line and the outcome, so that the audit line, the notifications and the interrupt
@@ -114,7 +114,7 @@ def drive(op: Operation, dry_run: bool = False, yes: bool = False) -> Outcome | 
             op.confirm(plan, yes)
             with _locked(op, hold=not op.lock_before_probe):
                 outcome = op.run(plan)
-        op.recheck(outcome)
+                op.recheck(outcome)
         return outcome
     finally:
         if run is not None:
