@@ -32,9 +32,12 @@ import contextlib
 import re
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from crdsops import interrupts
 from crdsops.errors import CrdsOpsError
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
@@ -176,12 +179,37 @@ def _real(call: Call) -> Result:
     how = call.how
     quiet_stdin = call.input is None and how.capture  # a captured command never waits on the terminal
     as_user = {"user": how.user[0], "group": how.user[1], "extra_groups": []} if how.user else {}
-    done = subprocess.run(call.argv, input=call.input, capture_output=how.capture, text=how.text,
-                          timeout=call.timeout, env=how.env, cwd=how.cwd,
-                          stdin=subprocess.DEVNULL if quiet_stdin else None,
-                          errors="replace" if how.text else None, start_new_session=how.new_session, **as_user)
+    pipe = subprocess.PIPE if how.capture else None
+    proc = subprocess.Popen(call.argv, stdin=subprocess.PIPE if call.input is not None else (
+        subprocess.DEVNULL if quiet_stdin else None), stdout=pipe, stderr=pipe, text=how.text, env=how.env,
+        cwd=how.cwd, errors="replace" if how.text else None, start_new_session=how.new_session, **as_user)
+    out, err = _waited(proc, call)
     empty = "" if how.text else b""
-    return Result(call.argv, done.returncode, done.stdout or empty, done.stderr or empty)
+    return Result(call.argv, proc.returncode, out or empty, err or empty)
+
+
+def _waited(proc: subprocess.Popen, call: Call) -> tuple:
+    """``communicate`` with signals deferred: an interrupt raised inside subprocess's own locks can leave
+    one held (a later wait then hangs forever), so a signal is looked at between short waits instead:
+    the command is killed and reaped, then the interrupt is raised as the block ends."""
+    deadline = None if call.timeout is None else time.monotonic() + call.timeout
+    in_a_job = threading.current_thread() is not threading.main_thread()
+    with interrupts.shielded(announce=False):
+        while True:
+            try:
+                return proc.communicate(call.input, timeout=0.1)
+            except subprocess.TimeoutExpired:
+                late = deadline is not None and time.monotonic() > deadline
+                # a job's command in a session of its own is not among the children side_by_side ends
+                stopping = interrupts.pending_for_me() or (in_a_job and interrupts.cancelled.is_set())
+                if late or stopping:
+                    proc.kill()
+                    proc.communicate()
+                    if late:
+                        raise subprocess.TimeoutExpired(call.argv, call.timeout) from None
+                    if in_a_job:
+                        interrupts.check()  # Interrupted by the signal, or Stopped
+                    return None, None  # leaving the shield raises the deferred interrupt
 
 
 def start(argv: Sequence[str], *, what: str = "", **popen) -> subprocess.Popen:

@@ -127,6 +127,13 @@ def shielded(what: str = "the clean-up", announce: bool = True):
         raise Interrupted(signum)
 
 
+def pending_for_me() -> bool:
+    """In a ``shielded`` block that no other shield encloses: whether a signal waits for its end.
+
+    (Inside an enclosing shield, a rollback say, the signal waits for that one: the block goes on.)"""
+    return bool(_deferred) and _shield_depth == 1
+
+
 def pending() -> bool:
     """Whether a signal is waiting for the end of a shielded block."""
     return bool(_deferred)

@@ -199,3 +199,27 @@ def test_a_hung_apachectl_stop_still_stops_apache(tmp_path, caplog):
     assert forced is True and httpd.poll() is not None  # killed
     assert [r.getMessage() for r in caplog.records] == [
         "apachectl stop did not finish within 60s; it was stopped; stopping hst.dev's Apache by signal"]
+
+
+def test_an_interrupt_kills_the_command_reaps_it_and_is_raised(tmp_path):
+    """Ctrl-C during a command (even one in a session of its own, as the mysql client runs): the command is
+    killed and reaped and the interrupt raised at once; the wait never hangs on subprocess's own lock."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from crdsops import interrupts
+
+    marker = tmp_path / "pid"
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(interrupts.Interrupted), interrupts.raising_signals():
+        commands.run(["sh", "-c", f"echo $$ > {marker}; exec sleep 30"], new_session=True)
+    assert time.monotonic() - started < 5
+    pid = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped (a zombie would still answer)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # raising_signals leaves the three ignored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
