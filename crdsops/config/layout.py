@@ -57,6 +57,21 @@ class Layout:
         return self.run / "crdsops.lock"
 
     @property
+    def hold(self) -> Path:
+        """While this file exists, the server holds new requests (at most ``web.hold_timeout``): a swap is under way."""
+        return self.run / "hold"
+
+    @property
+    def catalog_generation(self) -> Path:
+        """Rewritten whenever the catalog is swapped under the running server: its processes drop what they cached."""
+        return self.run / "catalog.generation"
+
+    @property
+    def maintenance(self) -> Path:
+        """While this file exists (``inv maintenance on``), JSON-RPC answers 503 with its message."""
+        return self.run / "maintenance.json"
+
+    @property
     def server_info_warm(self) -> Path:
         """get_server_info's download_metadata, precomputed from a staged database (restore, mirror)."""
         return self.run / "server_info.warm.json"

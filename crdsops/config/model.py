@@ -44,6 +44,7 @@ class Web:
     group: str | None = None
     start_timeout: int = 60
     stop_timeout: int = 20
+    hold_timeout: int = 10  # seconds the server holds requests while a swap is under way, at most
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ def server_environ(config: ServerConfig) -> dict[str, str]:
         "CRDS_SECRET_KEY_FILE": str(layout.secret_key),
         "CRDS_ALLOWED_HOSTS": ",".join(_allowed_hosts(config)),
         "CRDS_DBBACKUP_DIR": str(layout.dbbackup),
+        "CRDS_HOLD_FILE": str(layout.hold),
+        "CRDS_HOLD_TIMEOUT": str(config.web.hold_timeout),
+        "CRDS_GENERATION_FILE": str(layout.catalog_generation),
+        "CRDS_MAINTENANCE_FILE": str(layout.maintenance),
         "PYTHONPATH": str(SERVER_DIR),
     }
     if db.is_mysql:
