@@ -32,6 +32,7 @@ import contextlib
 import re
 import shlex
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -180,12 +181,26 @@ def _real(call: Call) -> Result:
     quiet_stdin = call.input is None and how.capture  # a captured command never waits on the terminal
     as_user = {"user": how.user[0], "group": how.user[1], "extra_groups": []} if how.user else {}
     pipe = subprocess.PIPE if how.capture else None
-    proc = subprocess.Popen(call.argv, stdin=subprocess.PIPE if call.input is not None else (
-        subprocess.DEVNULL if quiet_stdin else None), stdout=pipe, stderr=pipe, text=how.text, env=how.env,
-        cwd=how.cwd, errors="replace" if how.text else None, start_new_session=how.new_session, **as_user)
+    with _stdin_of(call.input, quiet_stdin) as stdin:
+        proc = subprocess.Popen(call.argv, stdin=stdin, stdout=pipe, stderr=pipe, text=how.text, env=how.env,
+                                cwd=how.cwd, errors="replace" if how.text else None,
+                                start_new_session=how.new_session, **as_user)
     out, err = _waited(proc, call)
     empty = "" if how.text else b""
     return Result(call.argv, proc.returncode, out or empty, err or empty)
+
+
+@contextlib.contextmanager
+def _stdin_of(data: str | bytes | None, quiet: bool):
+    """What a command reads: its input from an unnamed file (communicate() cannot go on feeding a pipe
+    across the short waits ``_waited`` makes), nothing, or the terminal."""
+    if data is None:
+        yield subprocess.DEVNULL if quiet else None
+        return
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.seek(0)
+        yield handle
 
 
 def _waited(proc: subprocess.Popen, call: Call) -> tuple:
@@ -197,7 +212,7 @@ def _waited(proc: subprocess.Popen, call: Call) -> tuple:
     with interrupts.shielded(announce=False):
         while True:
             try:
-                return proc.communicate(call.input, timeout=0.1)
+                return proc.communicate(timeout=0.1)
             except subprocess.TimeoutExpired:
                 late = deadline is not None and time.monotonic() > deadline
                 # a job's command in a session of its own is not among the children side_by_side ends

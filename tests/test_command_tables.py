@@ -223,3 +223,10 @@ def test_an_interrupt_kills_the_command_reaps_it_and_is_raised(tmp_path):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # raising_signals leaves the three ignored
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_a_command_fed_input_may_run_longer_than_one_wait():
+    """The input goes in once, however many short waits the command takes (a mysql load, a crontab)."""
+    big = "x" * 300_000 + "\n"  # more than a pipe holds: written while the command runs
+    result = commands.run(["sh", "-c", "sleep 0.35; wc -c"], input=big)
+    assert result.stdout.strip() == str(len(big))
