@@ -169,6 +169,48 @@ def digest(path: Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+@functools.cache
+def _renameat2():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = libc.renameat2  # glibc 2.28+
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return call
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two existing paths in one step (``renameat2(RENAME_EXCHANGE)``): at no moment is either name missing.
+
+    Where the kernel or file system cannot (ENOSYS, EINVAL), two renames through a temporary
+    name, with the moment between them.
+    """
+    try:
+        call = _renameat2()
+    except AttributeError:
+        call = None
+    if call is not None:
+        at_cwd = -100  # AT_FDCWD
+        if call(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, f"cannot exchange {a} and {b}: {os.strerror(err)}")
+    between = Path(f"{b}.crdsops-exchange")
+    os.rename(b, between)
+    os.rename(a, b)
+    os.rename(between, a)
+
+
+def ctypes_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file inside ``path`` durable (the directory entry itself)."""
     fd = os.open(path, os.O_RDONLY)

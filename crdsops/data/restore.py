@@ -92,7 +92,7 @@ class Restore(Operation):
         self.source = source
         self.facts: RestoreFacts | None = None
         self.staged: staging.Staged | None = None
-        self.stopped: float | None = None
+        self.held: float | None = None
 
     def probe(self) -> RestoreFacts:
         backup = inventory.find(self.config, self.source)
@@ -112,11 +112,8 @@ class Restore(Operation):
         p.add(f"while serving: safety backup of the current state into {config.backups.private_dir}; "
               f"load the dump into staging ({engine_for(config).describe()}), unpack "
               + ", ".join(support_dirs(config)) + " next to their targets", self._stage, name="staging")
-        p.add(f"stop {config.name} ({'running now' if facts.running else 'not running now'}); swap the database and "
-              "the support directories in (the old ones kept); start it; health check at "
-              f"{config.local_url}: get_server_info answers and the catalog counts equal the backup's",
-              self._swap, name="swapping in")
-        p.add("if anything fails: stop, swap the old state back (or restore the safety backup), start again")
+        p.add(staging.swap_text(config, facts.running, "get_server_info answers and the catalog counts equal "
+                                "the backup's"), self._swap, name="swapping in")
         return p
 
     def _stage(self) -> None:
@@ -127,13 +124,13 @@ class Restore(Operation):
 
     def _swap(self) -> None:
         config, backup, m = self.config, self.facts.backup, self.facts.manifest
-        self.stopped = staging.swap_and_check(config, self.staged, m, what=f"restore of {config.name} from {backup}")
+        self.held = staging.swap_and_check(config, self.staged, m, what=f"restore of {config.name} from {backup}")
         log.info(f"restored {config.name} from {backup}: {m.counts.describe()}; healthy")
 
     def outcome(self) -> RestoreOutcome | None:
         if self.facts is None:
             return None
-        return RestoreOutcome(self.facts.ref, self.staged.safety if self.staged else None, self.stopped)
+        return RestoreOutcome(self.facts.ref, self.staged.safety if self.staged else None, self.held)
 
     def recheck(self, outcome) -> None:
         from crdsops.data.cachecheck import closing_check

@@ -11,18 +11,23 @@
    get_server_info. If anything fails or is interrupted, every staged part is removed (each
    removal runs whatever an earlier one raised) and the error names the first cause: nothing
    live was touched.
-2. ``swap_and_check``: stop the server; swap the staged database and directories in (the old
-   ones are kept: a MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``,
-   ``<dir>.crdsops-old``); start it; health check (``get_server_info`` answers and the catalog
-   counts equal the manifest's); the first ``get_server_info`` reads the download_metadata the
-   warmer computed (when the live catalog's fingerprint matches). On any failure or interrupt
-   from the stop on: swap the old state back (or, if that fails, restore the safety backup),
-   start the server again if it was running, and say so; the rollback finishes even through a
-   second Ctrl-C. On success the old state is dropped.
+2. ``swap_and_check``: under the running server, with its new requests held (``held``: the
+   server's middleware waits while ``Layout.hold`` exists, then finds a new
+   ``Layout.catalog_generation`` and drops what it cached), swap the staged database and
+   directories in: MySQL with one atomic ``RENAME TABLE``, SQLite and the directories by
+   rename (``files.exchange``: the live name is never missing); the old ones are kept (a
+   MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``). Then
+   the health check (``get_server_info`` answers and the catalog counts equal the
+   manifest's); each server process's first ``get_server_info`` reads the download_metadata
+   the warmer computed (when the live catalog's fingerprint matches). A server that was not
+   running is started after the swap. On any failure or interrupt: the reverse swap, held
+   the same way (or, if that fails, the safety backup), and say so; the rollback finishes
+   even through a second Ctrl-C. On success the old state is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -39,6 +44,7 @@ from crdsops.data.manifest import Manifest
 from crdsops.db.compression import open_decompressed
 from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
+from crdsops.files import exchange, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service
 from crdsops.runtime.environ import manage, manage_failure, start_manage
@@ -96,11 +102,12 @@ class SupportRestore:
             if not staging.exists():
                 raise CrdsOpsError(f"nothing staged for {label} at {staging}")
             shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                os.rename(target, old)
+            if target.exists():  # in one step: the server never finds the directory missing
+                exchange(staging, target)
+                os.rename(staging, old)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, target)
+                os.rename(staging, target)
             self.swapped.append(label)
 
     def swap_back(self) -> None:
@@ -109,8 +116,10 @@ class SupportRestore:
             old = self.old(target)
             if old.exists():
                 if target.exists():
-                    os.rename(target, self.staging(target))
-                os.rename(old, target)
+                    exchange(old, target)  # the old is back; the new now sits at the old's name
+                    os.rename(old, self.staging(target))
+                else:
+                    os.rename(old, target)
                 shutil.rmtree(self.staging(target), ignore_errors=True)
         self.swapped = []
 
@@ -294,18 +303,50 @@ def _migrate_into(config: ServerConfig, path: Path) -> None:
 
 # --- phase 2: the swap ----------------------------------------------------------------------
 
-def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, what: str = "") -> float:
-    """Stop, swap the staged state in, start, health check against ``manifest``; return the seconds stopped.
+DRAIN = 0.2  # seconds, after the hold appears: requests already past it finish against the old state
 
-    On any failure or interrupt from the stop on: roll back to the old state (or the safety
-    backup), start it again if it was running, and raise (CrdsOpsError saying so, or the
-    interrupt). On success the old state is dropped.
+
+@dataclass
+class Held:
+    """How long the server held requests (``held``)."""
+
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def held(config: ServerConfig):
+    """Hold the server's new requests for the block, then let them go into the new state.
+
+    The server's middleware waits while ``Layout.hold`` exists (at most ``web.hold_timeout``;
+    an older file is stale and holds nothing). Afterwards ``Layout.catalog_generation`` is
+    rewritten before the hold goes, so the first released request already drops what its
+    process cached of the old catalog. Interrupts wait for the end of the block: a swap is
+    never left half done, and the rollback that follows is held the same way.
+    """
+    layout, took = config.layout, Held()
+    started = time.monotonic()
+    with interrupts.shielded("the swap (requests held)"):
+        write_atomic(layout.hold, f"{os.getpid()} {time.time_ns()}\n", mode=0o644)
+        try:
+            time.sleep(DRAIN)
+            yield took
+        finally:
+            write_atomic(layout.catalog_generation, f"{time.time_ns()}\n", mode=0o644)
+            layout.hold.unlink(missing_ok=True)
+            took.seconds = time.monotonic() - started
+
+
+def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, what: str = "") -> float:
+    """Swap the staged state in under the running server, health check against ``manifest``;
+    return the seconds requests were held (a server that was down is started after the swap).
+
+    On any failure or interrupt: the reverse swap, held the same way (or the safety backup),
+    and raise (CrdsOpsError saying so, or the interrupt). On success the old state is dropped.
     """
     swap = _Swap(config, staged)
     what = what or f"restore of {config.name}"
-    stopped_at = time.monotonic()
     try:
-        swap.swap_in_and_start(manifest)
+        swap.swap_in_and_check(manifest)
     except BaseException as err:
         reason = interrupts.describe(err)
         log.info(f"{what} failed ({reason})")
@@ -316,13 +357,24 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
         raise CrdsOpsError(
             f"{what} failed ({reason}); rolled back to the state before (safety backup {staged.safety})"
         ) from None
-    stopped = time.monotonic() - stopped_at
-    config.layout.server_info_warm.unlink(missing_ok=True)  # served its purpose: later starts compute it
-    log.info(f"{config.name} was stopped for {stopped:.1f}s")
+    if swap.was_running:
+        log.info(f"{config.name} kept serving: requests were held for {swap.held:.2f}s during the swap")
+    # the warm file stays (its fingerprint and age guard it): each server process reads it on its
+    # first get_server_info after the swap
     with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
         staged.engine.discard_old()
         staged.support.discard_old()
-    return stopped
+    return swap.held
+
+
+def swap_text(config: ServerConfig, running: bool, checks: str) -> str:
+    """The plan's line for ``swap_and_check``: what clients see, and what is checked."""
+    how = (f"while {config.name} serves, its requests held (not refused) for the moment of the swap, at most "
+           f"web.hold_timeout {config.web.hold_timeout}s: " if running else f"{config.name} is not running: ")
+    start = "" if running else "; start it"
+    return (f"{how}swap the database (one atomic rename) and the support directories in, the old ones kept"
+            f"{start}; health check at {config.local_url}: {checks}; "
+            "if anything fails, the reverse swap, held the same way (or the safety backup)")
 
 
 class _Swap:
@@ -332,38 +384,51 @@ class _Swap:
         self.config, self.staged = config, staged
         self.swapped = {"db": False, "support": False}
         self.was_running = service.running_pid(config) is not None
+        self.held = 0.0
 
-    def swap_in_and_start(self, manifest: Manifest) -> None:
-        config, engine, support = self.config, self.staged.engine, self.staged.support
-        with under_way("stopping the server"):
-            failpoints.hit("restore.staged")
-            service.stop(config)
-        with under_way("swapping the new state in"):
-            engine.swap_in()
-            self.swapped["db"] = True
-            support.swap_in()
-            self.swapped["support"] = True
-            failpoints.hit("restore.swapped")
-        with under_way("starting the server"):
-            service.start(config)
+    def swap_in_and_check(self, manifest: Manifest) -> None:
+        config = self.config
+        failpoints.hit("restore.staged")
+        with under_way("swapping the new state in" + (" (requests held)" if self.was_running else "")):
+            self._maybe_held(self._swap_in)
+        if not self.was_running:
+            with under_way("starting the server"):
+                service.start(config)
         with under_way("the health check"):
             problems = health_check(config, manifest)
             if problems:
                 raise CrdsOpsError("health check failed: " + "; ".join(problems))
+
+    def _swap_in(self) -> None:
+        self.staged.engine.swap_in()
+        self.swapped["db"] = True
+        self.staged.support.swap_in()
+        self.swapped["support"] = True
+        failpoints.hit("restore.swapped")
+
+    def _maybe_held(self, swap: Callable[[], None]) -> None:
+        """Run ``swap`` with the server's requests held if it serves, else as it is."""
+        if service.running_pid(self.config) is None:
+            swap()
+            return
+        with held(self.config) as took:
+            swap()
+        self.held += took.seconds
 
     def roll_back(self) -> None:
         config = self.config
         log.info(f"rolling back {config.name} to the state before ...")
         config.layout.server_info_warm.unlink(missing_ok=True)  # it describes the new state, not the old
         failpoints.hit("restore.rollback")
+        if not self.was_running:  # started for the health check: down again, as it was
+            try:
+                service.stop(config)
+            except CrdsOpsError as err:
+                log.warning(f"could not stop {config.name} for the rollback ({err})")
         try:
-            service.stop(config)
-        except CrdsOpsError as err:
-            log.warning(f"could not stop {config.name} for the rollback ({err})")
-        try:
-            self._put_old_back()
+            self._maybe_held(self._put_old_back)
         finally:
-            self._start_again()
+            self._running_as_before()
 
     def _put_old_back(self) -> None:
         engine, support, safety = self.staged.engine, self.staged.support, self.staged.safety
@@ -385,12 +450,15 @@ class _Swap:
             sup.swap_in()
             sup.discard_old()
 
-    def _start_again(self) -> None:
+    def _running_as_before(self) -> None:
         config = self.config
         if not self.was_running:
             log.info(f"{config.name} has its previous state again (not started: it was not running before)")
             return
-        try:
+        if service.running_pid(config) is not None:
+            log.info(f"{config.name} serves its previous state again")
+            return
+        try:  # it died under the new state: the old one needs a start
             service.start(config)
             log.info(f"{config.name} runs its previous state again")
         except CrdsOpsError as err:

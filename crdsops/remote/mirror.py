@@ -22,9 +22,9 @@ which a backup only lists, come from the source host by rsync over SSH.
    (verified) listings show new or changed here, compared by stat
    (``crdsops.remote.catalog_sync``; the source's cache is not walked), or one full rsync
    pass with ``full_sync`` or when the backup has no listing;
-4. stopped only for the swap (``staging.swap_and_check``): swap in, start, health check
-   against the backup's manifest (context and counts, answering as this server); on
-   failure roll back and start the old state again;
+4. the swap under the running server, its requests held for that moment
+   (``staging.swap_and_check``), then the health check against the backup's manifest
+   (context and counts, answering as this server); on failure the reverse swap;
 5. once the new state is live: delete files the source no longer has (capped, and
    refused when the source looks empty); then the quick cache check.
 """
@@ -50,7 +50,7 @@ from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir
 from crdsops.remote import catalog_sync, rsync, source, ssh
 from crdsops.remote.source import SourceFacts
-from crdsops.runtime import health
+from crdsops.runtime import health, service
 from crdsops.runtime.lifecycle import NotConfirmed, Operation, confirm
 from crdsops.runtime.outcomes import BackupRef, MirrorOutcome
 from crdsops.steps import Plan
@@ -99,6 +99,7 @@ class MirrorFacts:
     reported: SourceFacts  # the source's own account of itself, over SSH
     live: CatalogCounts  # get_catalog_counts at its URL
     backup: SourceBackup
+    running: bool = True  # whether this server serves now (its requests are held for the swap)
 
 
 class Mirror(Operation):
@@ -116,7 +117,7 @@ class Mirror(Operation):
         self.backup: SourceBackup | None = None  # the one mirrored (a fresh backup replaces the probed one)
         self.syncs: dict[str, catalog_sync.ListedSync | rsync.SyncResult] = {}
         self.staged: staging.Staged | None = None
-        self.stopped: float | None = None
+        self.held: float | None = None
         self.deleted: int | None = None
 
     @property
@@ -150,7 +151,7 @@ class Mirror(Operation):
         f = self.facts
         return MirrorOutcome(self.src.name, f.target.where if f else "", f.src_url if f else "",
                              self.backup.ref(self.src) if self.backup else None,
-                             self.staged.safety if self.staged else None, self.deleted, self.stopped)
+                             self.staged.safety if self.staged else None, self.deleted, self.held)
 
     def recheck(self, outcome) -> None:
         from crdsops.data.cachecheck import closing_check
@@ -199,7 +200,7 @@ class Mirror(Operation):
 
     def swap(self) -> None:
         m = self.backup.manifest
-        self.stopped = staging.swap_and_check(self.config, self.staged, m, what=self.name)
+        self.held = staging.swap_and_check(self.config, self.staged, m, what=self.name)
         log.info(f"{self.config.name} now serves {self.src.name}'s state of {m.made} "
                  f"(context {m.counts.operational_context})")
 
@@ -284,7 +285,7 @@ def probe(dest: ServerConfig, src: ServerConfig, options: MirrorOptions, upward:
     if (live.observatory, live.kind) != (src.observatory, src.kind):
         raise CrdsOpsError(f"{src_url} answers as {live.server}, not {src.name}; "
                            "refusing (fix --src-url or the source's url in the config)")
-    return MirrorFacts(target, src_url, reported, live, backup)
+    return MirrorFacts(target, src_url, reported, live, backup, service.running_pid(dest) is not None)
 
 
 def locate_backup(dest: ServerConfig, src: ServerConfig, conn, reported: SourceFacts, upward: bool) -> SourceBackup:
@@ -380,9 +381,8 @@ class MirrorPlanner:
               f"staging ({self._staged_text()}); unpack {', '.join(support_dirs(d))} next to their targets; rsync "
               + "; ".join(self._sync_texts()) + (f"; bandwidth limit {m.options.bwlimit} KB/s"
                                                  if m.options.bwlimit else ""), m.stage, name="staging")
-        p.add(f"stop {d.name}; swap in the database and the support directories; start it; health check at "
-              f"{d.local_url}: answers as {d.name} with context {counts.operational_context} and the "
-              "backup's counts; else roll back and start the old state", m.swap, name="swapping in")
+        p.add(staging.swap_text(d, f.running, f"answers as {d.name} with context {counts.operational_context} "
+                                "and the backup's counts"), m.swap, name="swapping in")
         p.add("then delete files the source no longer has (capped; refused if the source looks empty)",
               m.delete_extraneous, name="deleting what the source no longer has")
         return p

@@ -84,7 +84,7 @@ class BackupOutcome(Outcome):
 class RestoreOutcome(Outcome):
     backup: BackupRef | None = None  # the backup restored
     safety_backup: Path | None = None  # the state before, kept
-    stopped_seconds: float | None = None
+    held_seconds: float | None = None  # how long requests waited during the swap
 
     def describe(self) -> str:
         return f"from {self.backup.describe()}" if self.backup else ""
@@ -98,7 +98,7 @@ class MirrorOutcome(Outcome):
     backup: BackupRef | None = None  # the source's backup that was copied
     safety_backup: Path | None = None
     deleted: int | None = None  # cache files the source no longer had
-    stopped_seconds: float | None = None
+    held_seconds: float | None = None  # how long requests waited during the swap
 
     def describe(self) -> str:
         if not self.backup:

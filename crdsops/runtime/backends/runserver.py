@@ -44,7 +44,7 @@ class RunserverBackend(Backend):
 
     def foreground(self, config: ServerConfig) -> int:
         # The pid file makes a foreground server as visible as a background one: status shows
-        # it, and restore, mirror and stop stop it instead of swapping data under it.
+        # it, restore and mirror hold its requests for their swap, and stop stops it.
         ensure_dir(self.pid_file(config).parent)
         return run_foreground(self.command(config), pid_file=self.pid_file(config),
                               cwd=SERVER_DIR, env=child_environ(config))
