@@ -111,12 +111,12 @@ def test_failed_health_check_rolls_back(sqlite_server):
     server.inv("backup")
     server.sql("UPDATE catalog_catalogfile SET description = 'newer state' WHERE id = 1")
     server.sql("DELETE FROM catalog_catalogfile WHERE id = 2")
-    rows, files = server.rows(), server.support_files()
+    rows, files, pid = server.rows(), server.support_files(), server.pid()
     env = dict(server.ops.env, CRDSOPS_FAILPOINT="restore.health=fail")
     result = server.inv("restore", "--yes", check=False, env=env)
     assert result.returncode == 1
-    assert "rolled back" in result.stderr and "runs its previous state again" in result.stdout
-    assert server.pid() is not None and server.answers()
+    assert "rolled back" in result.stderr and "serves its previous state again" in result.stdout
+    assert server.pid() == pid and server.answers()  # never stopped: swapped and swapped back under it
     assert server.rows() == rows and server.support_files() == files
     assert not Path(server.cfg.database.name + ".crdsops-old").exists()
 

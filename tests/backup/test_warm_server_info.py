@@ -1,5 +1,5 @@
 """A restore precomputes get_server_info's download_metadata from the staged database, and the
-restarted server uses it only while the live catalog still has the fingerprint it was made for."""
+server uses it, after the swap, only while the live catalog still has the fingerprint it was made for."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def _restore_serves_the_first_server_info_warm(server):
     offset = _log_size(server)
     result = server.inv("restore", "--yes")
     assert "could not precompute" not in result.stdout, result.stdout + result.stderr
-    assert not _warm_file(server).exists()  # removed once the health check passed
+    # kept after the swap: every server process reads it on its first get_server_info after the
+    # new catalog generation (the fingerprint and its age guard it)
+    assert _warm_file(server).exists()
     log = _log_since(server, offset)
     adopted = [line for line in log.splitlines() if ADOPTED in line]
     assert adopted, f"the restarted server computed its first server info itself; its log since the restore:\n{log}"
@@ -53,6 +55,7 @@ def _restore_serves_the_first_server_info_warm(server):
 
     # a restart with no warm file computes download_metadata itself, says nothing about a warm
     # file, and lists the same files as the warm payload did (it was made for the restored catalog)
+    _warm_file(server).unlink()
     offset = _log_size(server)
     server.inv("rerun")
     computed = _listing(server)

@@ -245,7 +245,7 @@ def test_health_check_failure_rolls_back(pair):
     result = pair.mirror("--yes", env={"CRDSOPS_FAILPOINT": "restore.health=fail"})
     assert result.returncode == 1, result.stdout
     assert "restore.health" in result.stderr and "rolled back" in result.stderr
-    assert "runs its previous state again" in result.stdout
+    assert "serves its previous state again" in result.stdout
     assert _rows(pair.dst_cfg.database.name) == before
     assert sha256_tree(pair.dst_cfg.server_files / "catalogs") == support_before
     assert sha256_tree(pair.dst_cfg.cache / "mappings" / "hst") == mappings_before
