@@ -36,3 +36,14 @@ def test_longest_gap_counts_the_block_edges():
     assert abs(Report(tuple(ok), 0.0, 5.0).longest_gap - 2.8) < 1e-9  # 2.2 .. 5.0: no answer
     assert Report((), 0.0, 3.0).longest_gap == 3.0
     assert Report(tuple(ok), 0.0, 5.0).failures == {"refused": 1}
+
+
+def test_a_reference_changed_in_the_cache_is_wrong_content(sqlite_server):
+    """The downloads are checked against the catalog's sha1sum, as the client's verify_file does."""
+    reference = next((sqlite_server.cfg.cache / "references" / "hst").glob("*.fits"))
+    data = bytearray(reference.read_bytes())
+    data[-1] ^= 0xFF  # same size, another sha1
+    reference.write_bytes(bytes(data))
+    _, report = under_load(sqlite_server.cfg.local_url, "hst", lambda: None, before=1.0, after=0.0)
+    assert report.failures.get("wrong content", 0) > 0, report.describe()
+    assert set(report.failures) == {"wrong content"}, report.describe()
