@@ -329,6 +329,7 @@ def held(config: ServerConfig):
         write_atomic(layout.hold, f"{os.getpid()} {time.time_ns()}\n", mode=0o644)
         try:
             time.sleep(DRAIN)
+            failpoints.hit("swap.held")
             yield took
         finally:
             write_atomic(layout.catalog_generation, f"{time.time_ns()}\n", mode=0o644)
