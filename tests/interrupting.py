@@ -15,6 +15,7 @@ failure instead of runs that test nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from clientload import ClientLoad
 from support import CHECKOUT, INV
 
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
@@ -114,3 +116,12 @@ def leftovers(cfg, mysql_schema: str | None = None) -> list[str]:
         pattern = mysql_schema.replace("_", "\\_") + "\\_crdsops\\_new"
         found += [f"mysql:{n}" for n in root_sql(f"SHOW DATABASES LIKE '{pattern}';").split()]
     return sorted(found)
+
+
+@contextlib.contextmanager
+def kept_answering(url: str, obs: str):
+    """A light client load (the real client's calls and downloads) for the whole block: not one
+    request may fail, whatever the interrupts did (the server is never stopped for a swap)."""
+    with ClientLoad(url, obs, threads=2, rate=20.0) as load:
+        yield load
+    assert load.failed == 0, f"clients saw failures while the runs were interrupted: {load.describe()}"

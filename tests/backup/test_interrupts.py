@@ -1,13 +1,14 @@
 """SIGINT and SIGTERM at every failpoint and at random moments of `inv backup` and `inv restore`,
 on SQLite and on MariaDB. After each: the server answers with the old or the new state (never a
-mix), no staging or temporary file is left, the lock is free, and the next run succeeds."""
+mix), no staging or temporary file is left, the lock is free, and the next run succeeds; and
+throughout, a client load saw no failed request (``kept_answering``)."""
 
 from __future__ import annotations
 
 import random
 import subprocess
 
-from interrupting import assert_mostly_interrupted, at_failpoint, at_moment, leftovers
+from interrupting import assert_mostly_interrupted, at_failpoint, at_moment, kept_answering, leftovers
 from support import CHECKOUT, INV
 
 from crdsops.data import manifest
@@ -100,19 +101,23 @@ def _restore_interrupts(server):
 
 
 def test_interrupting_backup_sqlite(sqlite_server):
-    _backup_interrupts(sqlite_server)
+    with kept_answering(sqlite_server.cfg.local_url, "hst"):
+        _backup_interrupts(sqlite_server)
 
 
 def test_interrupting_restore_sqlite(sqlite_server):
-    _restore_interrupts(sqlite_server)
+    with kept_answering(sqlite_server.cfg.local_url, "hst"):
+        _restore_interrupts(sqlite_server)
 
 
 def test_interrupting_backup_mariadb(mysql_server):
-    _backup_interrupts(mysql_server)
+    with kept_answering(mysql_server.cfg.local_url, "hst"):
+        _backup_interrupts(mysql_server)
 
 
 def test_interrupting_restore_mariadb(mysql_server):
-    _restore_interrupts(mysql_server)
+    with kept_answering(mysql_server.cfg.local_url, "hst"):
+        _restore_interrupts(mysql_server)
 
 
 def test_a_second_ctrl_c_does_not_abandon_the_rollback(sqlite_server):

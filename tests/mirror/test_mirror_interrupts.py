@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM at every failpoint and at random moments of `inv mirror`, SQLite and MariaDB.
 
 After each: the destination answers with its old state or the source's (never a mix of the
-two), no staging or temporary file is left, its lock is free, and the next mirror succeeds.
+two), no staging or temporary file is left, its lock is free, and the next mirror succeeds;
+throughout, a client load of the destination saw no failed request (``kept_answering``).
 The state is the catalog and the support directories: the cache's references are synced
 while the destination serves (new files only; nothing is deleted until the new state is live).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from interrupting import assert_mostly_interrupted, at_failpoint, at_moment, leftovers
+from interrupting import assert_mostly_interrupted, at_failpoint, at_moment, kept_answering, leftovers
 from vms import sha256_tree
 
 from crdsops.runtime import health
@@ -69,8 +70,10 @@ def _interrupts(pair):
 
 
 def test_interrupting_mirror_sqlite(pair):
-    _interrupts(pair)
+    with kept_answering(pair.dst_cfg.local_url, "hst"):
+        _interrupts(pair)
 
 
 def test_interrupting_mirror_mariadb(mysql_pair):
-    _interrupts(mysql_pair)
+    with kept_answering(mysql_pair.dst_cfg.local_url, "hst"):
+        _interrupts(mysql_pair)
