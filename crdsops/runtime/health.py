@@ -1,4 +1,9 @@
-"""Ask a CRDS server whether it answers, over its own JSON-RPC interface (stdlib only)."""
+"""Ask a CRDS server whether it answers, over its own JSON-RPC interface (stdlib only).
+
+Every request says ``X-Crdsops-Probe``: the server then neither holds it during a swap nor
+refuses it in maintenance (server/crds_server/serving.py), so the check that decides whether a
+swap worked sees the new catalog at once, and `inv status` sees a server in maintenance answer.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.records import RecordError
 
+PROBE_HEADERS = {"X-Crdsops-Probe": "1"}
+
 
 class RpcError(CrdsOpsError):
     """The server answered, with a JSON-RPC error."""
@@ -20,7 +27,7 @@ def rpc(url: str, method: str, *params, timeout: float = 10.0):
     """Call ``method`` at ``url``/json/ and return its result; raise on any failure."""
     body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}).encode()
     request = urllib.request.Request(
-        url.rstrip("/") + "/json/", data=body, headers={"Content-Type": "application/json"}
+        url.rstrip("/") + "/json/", data=body, headers={"Content-Type": "application/json", **PROBE_HEADERS}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -8,6 +8,8 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from crds_server.serving import maintenance_notice
+
 from . import jsonrpc as rpc
 from . import queries
 from .filenames import MAPPING_EXTENSIONS, is_safe_name
@@ -83,12 +85,25 @@ def status_page(request):
     title = f"CRDS server {settings.CRDS_OBSERVATORY} {settings.CRDS_KIND}"
     body = format_html(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{}</title></head>"
-        "<body><h1>{}</h1><table>{}</table></body></html>",
+        "<body><h1>{}</h1>{}<table>{}</table></body></html>",
         title,
         title,
+        _maintenance_banner(),
         format_html_join("", "<tr><th align='left'>{}</th><td>{}</td></tr>", rows),
     )
     return HttpResponse(body)
+
+
+def _maintenance_banner():
+    """The maintenance notice, for people who open the page when their client was refused."""
+    notice = maintenance_notice()
+    if notice is None:
+        return ""
+    since = f" since {notice['since']}" if notice["since"] else ""
+    by = f" by {notice['by']}" if notice["by"] else ""
+    return format_html("<p class='maintenance'><strong>In maintenance{}{}:</strong> {} "
+                       "(clients are asked to retry after {} s)</p>",
+                       since, by, notice["message"], notice["retry_after"])
 
 
 @require_GET

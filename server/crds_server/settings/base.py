@@ -22,6 +22,12 @@ CRDS_SERVER_INFO_TTL = int(optional("CRDS_SERVER_INFO_TTL", "10"))
 CRDS_SERVER_INFO_WARM = optional("CRDS_SERVER_INFO_WARM",
                                  os.path.join(CRDS_SERVER_ROOT, "run", "server_info.warm.json"))
 
+# Serving through crdsops' swaps and maintenance (crds_server/serving.py); each unset = off.
+CRDS_HOLD_FILE = optional("CRDS_HOLD_FILE", "")  # while it exists, requests wait (a swap is under way)
+CRDS_HOLD_TIMEOUT = float(optional("CRDS_HOLD_TIMEOUT", "10"))  # ... at most this many seconds
+CRDS_GENERATION_FILE = optional("CRDS_GENERATION_FILE", "")  # new content: a new catalog, drop caches
+CRDS_MAINTENANCE_FILE = optional("CRDS_MAINTENANCE_FILE", "")  # while it exists, JSON-RPC answers 503
+
 # The largest JSON-RPC request body the server reads, and the deepest nesting it accepts; beyond
 # either the answer is a JSON-RPC error (catalog/views.py, catalog/jsonrpc.py), never an HTML page.
 # 16 MiB: the largest requests the real crds client sends are get_file_info_map for every file it
@@ -82,6 +88,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: a held request waits before anything else looks at it
+    "crds_server.serving.ServingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
