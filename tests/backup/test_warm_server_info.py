@@ -48,10 +48,10 @@ def _restore_serves_the_first_server_info_warm(server):
     # kept after the swap: every server process reads it on its first get_server_info after the
     # new catalog generation (the fingerprint and its age guard it)
     assert _warm_file(server).exists()
+    served = _listing(server)  # the first get_server_info since the swap
     log = _log_since(server, offset)
     adopted = [line for line in log.splitlines() if ADOPTED in line]
-    assert adopted, f"the restarted server computed its first server info itself; its log since the restore:\n{log}"
-    served = _listing(server)
+    assert adopted, f"the server computed its first server info after the swap itself; its log since:\n{log}"
 
     # a restart with no warm file computes download_metadata itself, says nothing about a warm
     # file, and lists the same files as the warm payload did (it was made for the restored catalog)
