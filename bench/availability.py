@@ -157,7 +157,7 @@ def _measure_all(names, ops, url) -> dict:
     reports = {}
     for name in names:
         reports[name] = measure(name, ops, url, done)
-        print(f"# {name}: {reports[name].describe()}", file=sys.stderr, flush=True)
+        print(f"# {name}: {reports[name].describe()}", flush=True)
     return reports
 
 
