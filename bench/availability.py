@@ -94,6 +94,7 @@ def vm_server(where: Path):
         raise RuntimeError(SKIP_REASON)
     account = Account("avail")
     account.create()
+    account.grant_staging()  # a restore stages the database beside the live one
     option_file = account.write_option_file(where / "hst-dev.my.cnf")
     ops = vm_ops(where, make_configs(where, {("hst", "dev"): vm_overrides(where, account, option_file)}))
 
@@ -102,6 +103,7 @@ def vm_server(where: Path):
             ops.inv("stop", check=False)
             ModWsgiBackend().sweep(ops.config("hst", "dev"))
         finally:
+            account.drop_staging()
             account.drop()
 
     try:
@@ -123,9 +125,11 @@ def mirror_servers(where: Path):
     try:
         src, dst = fleet.ops["test"], fleet.ops["dev"]
         inv(src, "install", "--obs", "hst", "--kind", "test")
+        inv(src, "manage", "--", "seed_demo")
         inv(src, "run")
         inv(src, "backup")
         inv(dst, "install", "--obs", "hst", "--kind", "dev")
+        inv(dst, "manage", "--", "seed_demo")  # files for its clients to download before the mirror
         inv(dst, "run")
     except BaseException:
         fleet.close()
@@ -153,7 +157,7 @@ def _measure_all(names, ops, url) -> dict:
     reports = {}
     for name in names:
         reports[name] = measure(name, ops, url, done)
-        print(f"# {name}: {reports[name].describe()}", file=sys.stderr, flush=True)
+        print(f"# {name}: {reports[name].describe()}", flush=True)
     return reports
 
 

@@ -80,7 +80,7 @@ def classify(exc: BaseException) -> str:
 class Report:
     """What the clients saw over a block: its requests and the block's bounds (monotonic seconds)."""
 
-    requests: tuple[Request, ...]
+    requests: tuple[Request, ...] = dataclasses.field(repr=False)  # thousands: describe() says it short
     start: float
     end: float
 
@@ -113,7 +113,10 @@ class Client:
 
         self.obs, self.timeout = obs, timeout
         self.server = CheckingProxy(url.rstrip("/") + "/json/", version="1.0")
-        info = self.server.get_server_info()  # before the block: the server must be up to start
+        info = self.server.get_server_info()  # before the block: the server must be up, and right, to start
+        if info.get("observatory") != obs or not info.get("operational_context"):
+            raise RuntimeError(f"{url} is not a {obs} server with an operational context before the load: "
+                               f"{ {k: info.get(k) for k in ('observatory', 'operational_context')} }")
         self.reference_base = info["reference_url"]["unchecked"][obs]
         catalog = self.server.get_file_info_map(obs, None, ["size", "sha1sum"])
         self.references = sorted((name, int(fields["size"]), fields["sha1sum"])

@@ -161,6 +161,14 @@ class Account:
     def rows(self, table: str) -> int:
         return int(root_sql(f"SELECT COUNT(*) FROM `{self.database}`.`{table}`;").strip())
 
+    def grant_staging(self) -> None:
+        """Rights on the staging twins a restore or a mirror makes (``<database>_crdsops_new``/``_old``)."""
+        pattern = f"{self.database}_crdsops_".replace("_", "\\_") + "%"
+        root_sql("".join(f"GRANT ALL ON `{pattern}`.* TO '{self.user}'@'{h}';" for h in ("localhost", "127.0.0.1")))
+
+    def drop_staging(self) -> None:
+        root_sql("".join(f"DROP DATABASE IF EXISTS `{self.database}_crdsops_{twin}`;" for twin in ("new", "old")))
+
 
 def web_dir(prefix: str) -> Path:
     """A temporary directory the web user can enter (pytest's own are 0700 under root)."""
