@@ -18,8 +18,6 @@ def _drop_one_reference(server) -> str:
     return name
 
 
-@pytest.mark.xfail(reason="restore stops the server to swap its database; passes once the swap is made "
-                          "under the running server with requests held", strict=True)
 def test_restore_refuses_no_client(sqlite_server):
     sqlite_server.inv("backup")
     backed_up = sqlite_server.rows()

@@ -50,8 +50,6 @@ def test_backup_refuses_no_client(served):
     assert load.longest_gap <= 2, load.describe()
 
 
-@pytest.mark.xfail(reason="restore stops Apache to swap the database; passes once the swap is made "
-                          "under the running server with requests held", strict=True)
 def test_restore_refuses_no_client(served):
     served.inv("backup")
     backed_up = catalog(served)
