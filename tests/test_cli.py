@@ -3,7 +3,7 @@
 import pytest
 from support import CHECKOUT
 
-TASKS = ["config", "install", "run", "stop", "rerun", "status", "history", "manage", "runtests", "build", "lock",
+TASKS = ["config", "install", "run", "stop", "rerun", "status", "history", "manage", "runtests", "maintenance", "build", "lock",
          "backup", "backups", "verify", "restore", "schedule", "mirror", "fleet-status", "fleet-backup"]
 
 

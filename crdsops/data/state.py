@@ -13,6 +13,8 @@ into warnings:
 * ``runtests_max_age``, ``check_cache_max_age``: the last result is older; a last result that
   failed is always a warning.
 
+Maintenance mode (``inv maintenance on``) is shown, and is a warning for as long as it is on.
+
 A failed backup, restore or mirror run is shown, not warned about: its alert went out when it
 failed, and a missed backup turns stale within hours. Exit codes: 0 ok, 1 down, 2 warning.
 
@@ -36,8 +38,9 @@ from crdsops.data import inventory
 from crdsops.data.inventory import Entry
 from crdsops.db.catalog import CatalogCounts
 from crdsops.records import Record
-from crdsops.runtime import audit, outcomes, results, service
+from crdsops.runtime import audit, maintenance, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
+from crdsops.runtime.maintenance import MaintenanceNotice
 from crdsops.runtime.results import CacheCheckResult, CheckResult, RuntestsResult
 from crdsops.timefmt import age_text
 
@@ -158,6 +161,7 @@ class StatusDocument(Record):
     pid: int | None = None
     answers: bool = False
     problem: str | None = None
+    maintenance: MaintenanceNotice | None = None  # on: JSON-RPC refuses clients (inv maintenance)
     context: str | None = None
     counts: CatalogCounts | None = None
     backup: BackupSummary | None = None
@@ -169,7 +173,7 @@ class StatusDocument(Record):
     runtests: RuntestsSummary | None = None
     check_cache: CacheCheckSummary | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
-    warnings: tuple[str, ...] = ()  # "line: why", the line being backup, shared, runtests or check-cache
+    warnings: tuple[str, ...] = ()  # "line: why", the line being maintenance, backup, shared, runtests or check-cache
 
     def warning(self, line: str) -> str | None:
         """Why ``line`` warns, or None."""
@@ -185,6 +189,7 @@ class Report:
     config: ServerConfig
     now: datetime.datetime
     status: service.Status
+    maintenance: MaintenanceNotice | None = None
     newest: Entry | None = None  # the newest private backup
     verified: Entry | None = None  # the newest private backup that verified
     shared: Entry | None = None
@@ -220,6 +225,7 @@ class Report:
             ("url", f"{cfg.url}  (local {cfg.local_url})"),
             ("pid", f"{st.pid if st.pid else 'not running'}"),
             ("answers", "yes" if st.answers else "no" + (f" ({st.problem})" if st.problem else "")),
+            *([("maintenance", self.maintenance.describe())] if self.maintenance else []),
             ("context", f"{context}"),
             ("catalog", f"{_or_dash(counts.references)} references, {_or_dash(counts.mappings)} mappings"),
             ("database", f"{cfg.database.engine} {cfg.database.name}"),
@@ -288,7 +294,8 @@ class Report:
         st = self.status
         return StatusDocument(
             server=ServerInfo.of(self.config), state=self.state, exit=self.exit_code, up=st.up, pid=st.pid,
-            answers=st.answers, problem=st.problem or None, context=st.context, counts=st.counts,
+            answers=st.answers, problem=st.problem or None, maintenance=self.maintenance,
+            context=st.context, counts=st.counts,
             backup=self._backup(self.newest), verified_backup=self._backup(self.verified),
             shared=self._backup(self.shared), last_backup=self._run(self.last_backup),
             last_restore=self._run(self.last_restore), last_mirror=self._run(self.last_mirror),
@@ -341,7 +348,7 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     """Probe the server and read its records; the warnings are decided here."""
     now = now or datetime.datetime.now(datetime.UTC)
     layout = config.layout
-    rep = Report(config, now, service.status(config))
+    rep = Report(config, now, service.status(config), maintenance=maintenance.read(layout))
     nightly = [e for e in inventory.private_backups(config) if e.manifest is None or e.purpose == "backup"]
     rep.newest = nightly[0] if nightly else None
     rep.verified = next((e for e in nightly if e.state == "ok"), None)
@@ -363,6 +370,8 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
 
 
 def _judge(rep: Report) -> None:
+    if rep.maintenance is not None:  # on purpose, but a notice forgotten is an outage that looks healthy
+        rep.warnings["maintenance"] = "JSON-RPC refuses every client (503); `inv maintenance off` when done"
     m = rep.config.monitoring
     shared_ok = rep.shared if rep.shared is not None and rep.shared.state != "BAD" else None
     for key, entry, limit, name in (("backup", rep.verified, m.backup_max_age, "backup_max_age"),

@@ -137,10 +137,24 @@ class ScheduleOutcome(Outcome):
         return f"{self.job}: " + (self.cron_line or "no line") + ("" if self.changed else " (unchanged)")
 
 
+@dataclass(frozen=True)
+class MaintenanceOutcome(Outcome):
+    """``maintenance on|off``: whether it is on afterwards, and the notice then in force."""
+
+    on: bool = False
+    message: str = ""
+    retry_after: int | None = None
+    since: datetime.datetime | None = None
+    by: str = ""
+
+    def describe(self) -> str:
+        return f"on: {self.message!r}" if self.on else "off"
+
+
 OUTCOMES: dict[str, type[Outcome]] = {
     "install": InstallOutcome, "run": ServiceOutcome, "stop": ServiceOutcome, "rerun": ServiceOutcome,
     "build": BuildOutcome, "backup": BackupOutcome, "restore": RestoreOutcome, "mirror": MirrorOutcome,
-    "check-cache": RepairOutcome, "schedule": ScheduleOutcome,
+    "check-cache": RepairOutcome, "schedule": ScheduleOutcome, "maintenance": MaintenanceOutcome,
 }
 
 

@@ -1,4 +1,5 @@
-"""Tasks for one server's life cycle: config, install, run, stop, rerun, status, history, manage, runtests.
+"""Tasks for one server's life cycle: config, install, run, stop, rerun, status, history, manage, runtests,
+maintenance.
 
 Defaults: none of these need flags once `inv install --obs OBS --kind KIND` has recorded
 which server this checkout runs (``var/installed.json``, or ``CRDSOPS_STATE``). Configs are
@@ -83,6 +84,32 @@ def rerun(c, dry_run=False):
     from crdsops.runtime.serving import Rerun
 
     drive(Rerun(server()), dry_run=dry_run)
+
+
+@ops_task(positional=["action"], help={
+    "action": "on, off, or status (show the notice in force)",
+    "message": "on: what clients are told (printable ASCII, one line); default: a generic notice",
+    "retry_after": "on: the seconds clients are told to wait before retrying (Retry-After; default 300)",
+    "json": "status: print the notice as JSON (null when off)",
+})
+def maintenance(c, action, message=None, retry_after=None, json_=False):
+    """Turn maintenance mode on or off: JSON-RPC answers 503 with a message; files still download."""
+    from crdsops.runtime import maintenance as mode
+    from crdsops.runtime.lifecycle import drive
+
+    cfg = server()
+    if action == "status":
+        current = mode.read(cfg.layout)
+        if json_:
+            print(json.dumps(current.as_dict() if current else None, indent=2))
+        else:
+            print(f"maintenance: {current.describe() if current else 'off'}")
+        return
+    if action not in ("on", "off"):
+        raise Exit(f"error: `inv maintenance {action}`: say on, off or status")
+    if action == "off" and (message is not None or retry_after is not None):
+        raise Exit("error: --message and --retry-after go with `inv maintenance on`")
+    drive(mode.Maintenance(cfg, mode.notice(message, retry_after) if action == "on" else None))
 
 
 @ops_task(help={"json": JSON_HELP})
