@@ -70,9 +70,10 @@ def start_successor(argv: list[str], *, timeout: float, what: str, **popen) -> S
     proc.stdout.close()
     if finished and proc.poll() is None and TOOK_OVER in output:
         return Successor(proc.pid, output)
+    code = _exit_code(proc, 5) if finished else None  # it closed its output: it is exiting
     _end(proc)
     why = f"did not take over within {timeout:g}s" if not finished else (
-        f"exited (code {proc.returncode})" if proc.returncode is not None else "closed its output without taking over")
+        f"exited (code {code})" if code is not None else "closed its output without taking over")
     last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
     raise HandoverFailed(f"{why}" + (f": {last.strip()}" if last else ""), output)
 
@@ -88,6 +89,13 @@ def _read_until_closed(proc: commands.Popen, timeout: float) -> tuple[str, bool]
                 return b"".join(chunks).decode(errors="replace"), True
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace"), False
+
+
+def _exit_code(proc: commands.Popen, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc.returncode
 
 
 def _end(proc: commands.Popen) -> None:
