@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import INV
 
 from crdsops import commands
 from crdsops.errors import CrdsOpsError
@@ -70,12 +72,12 @@ class Load:
 
 
 class SlowRequest(threading.Thread):
-    """get_server_info whose body's second half is sent only once the pid file names another process."""
+    """get_server_info whose body's second half is sent only once ``moment()`` is true (and 0.3 s later)."""
 
-    def __init__(self, url_port: int, pid_file: Path, old_pid: int):
+    def __init__(self, port: int, moment, watch_pid: int):
         super().__init__(daemon=True)
-        self.port, self.pid_file, self.old_pid = url_port, pid_file, old_pid
-        self.old_alive_at_handover = None
+        self.port, self.moment, self.watch_pid = port, moment, watch_pid
+        self.watched_alive_at_moment = None
         self.reply: bytes = b""
 
     def run(self) -> None:
@@ -85,13 +87,27 @@ class SlowRequest(threading.Thread):
         with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
             sock.sendall(head + body[:10])
             deadline = time.monotonic() + 60
-            while read_pid_file(self.pid_file) == self.old_pid and time.monotonic() < deadline:
+            while not self.moment() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            self.old_alive_at_handover = alive(self.old_pid)
+            self.watched_alive_at_moment = alive(self.watch_pid)
             time.sleep(0.3)
-            sock.sendall(body[10:])
-            while chunk := sock.recv(65536):
-                self.reply += chunk
+            try:
+                sock.sendall(body[10:])
+                while chunk := sock.recv(65536):
+                    self.reply += chunk
+            except OSError as err:
+                self.reply += f"{type(err).__name__}: {err}".encode()
+
+    def answered(self) -> bool:
+        return self.reply.startswith(b"HTTP/1.1 200") and json.loads(self.reply.split(b"\r\n\r\n", 1)[1])["error"] is None
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return False
+    except (ConnectionRefusedError, ConnectionResetError):  # not listening, or closing its socket
+        return True
 
 
 def demo_download(cfg) -> tuple[str, int]:
@@ -110,7 +126,7 @@ def test_reload_refuses_nothing_and_runs_the_new_configuration(sqlite_server):
     old = server.pid()
     assert " serve " in cmdline(old)
     cfg = change_config(server, url=NEW_URL)
-    slow = SlowRequest(cfg.web.port, cfg.layout.pid_file, old)
+    slow = SlowRequest(cfg.web.port, lambda: read_pid_file(cfg.layout.pid_file) != old, old)
     with Load(cfg.local_url, *demo_download(cfg)) as load:
         slow.start()
         time.sleep(0.2)
@@ -125,8 +141,8 @@ def test_reload_refuses_nothing_and_runs_the_new_configuration(sqlite_server):
     assert load.failures == []
     assert gap <= 0.5
     assert new not in (None, old) and not alive(old)
-    assert slow.old_alive_at_handover, "the slow request was not in the old server's hands at the handover"
-    assert slow.reply.startswith(b"HTTP/1.1 200") and b'"error": null' in slow.reply.replace(b'"error":null', b'"error": null')
+    assert slow.watched_alive_at_moment, "the slow request was not in the old server's hands at the handover"
+    assert slow.answered(), slow.reply[-300:]
     assert f"CRDS_SERVER_URL={NEW_URL}".encode() in Path(f"/proc/{new}/environ").read_bytes().split(b"\0")
     with urllib.request.urlopen(cfg.local_url + "/", timeout=10) as page:
         assert NEW_URL in page.read().decode()
@@ -168,3 +184,19 @@ def test_a_runserver_started_before_handover_is_restarted_once(sqlite_server):
     old.wait(10)
     new = server.pid()
     assert new not in (None, old.pid) and " serve " in cmdline(new) and server.answers()
+
+
+def test_stop_answers_the_requests_in_flight_first(sqlite_server):
+    """`inv stop` (SIGTERM): no new connections, but a request in hand is answered, not reset."""
+    server = sqlite_server
+    pid = server.pid()
+    slow = SlowRequest(server.cfg.web.port, lambda: refused(server.cfg.web.port) or not alive(pid), pid)
+    slow.start()
+    time.sleep(0.3)
+    stop = subprocess.Popen([INV, "stop"], env=server.ops.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = stop.communicate(timeout=60)[0]
+    slow.join(30)
+    assert stop.returncode == 0, output
+    assert slow.watched_alive_at_moment and slow.answered(), slow.reply[-300:]
+    assert "killed" not in output and not alive(pid) and not server.answers()

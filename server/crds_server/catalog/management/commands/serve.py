@@ -67,6 +67,7 @@ class Command(BaseCommand):
             pass
         why = "handed over to a successor" if control and control.handed_over else "stopping"
         self.stdout.write(f"{why}: finishing the requests in hand (pid {os.getpid()})")
+        sys.stdout.flush()
         httpd.drain()
         if control:
             control.close()
