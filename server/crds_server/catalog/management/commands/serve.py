@@ -46,7 +46,7 @@ class Command(BaseCommand):
     def serve(self, httpd, control_path, confirm, predecessor, log):
         done = threading.Event()
         control = devserver.Control(control_path, httpd, done) if control_path else None
-        stop_on_signals(done)
+        received = stop_on_signals(done)
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="accept").start()
         if confirm is not None:
             try:
@@ -71,6 +71,8 @@ class Command(BaseCommand):
         httpd.drain()
         if control:
             control.close()
+        if signal.SIGTERM in received:
+            sys.exit(128 + signal.SIGTERM)  # as if SIGTERM had ended it (runserver's way); Ctrl-C ends with 0, as there
 
     def announce(self, httpd, predecessor):
         host, port = httpd.server_address[:2]
@@ -90,15 +92,19 @@ def warm_up():
     get_resolver().url_patterns  # noqa: B018 - the import is the point
 
 
-def stop_on_signals(done: threading.Event) -> None:
-    """SIGTERM or Ctrl-C: stop gently (``done``); a second one: exit at once."""
+def stop_on_signals(done: threading.Event) -> list[int]:
+    """SIGTERM or Ctrl-C: stop gently (``done``); a second one: exit at once. Returns the signals received."""
+    received = []
+
     def handler(signum, _frame):
-        if done.is_set():
+        if received:
             os._exit(128 + signum)
+        received.append(signum)
         done.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
+    return received
 
 
 def redirect_output(path: str) -> None:
