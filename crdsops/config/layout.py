@@ -3,7 +3,7 @@
     <root>/env.sh, env.csh      the server's environment for a login shell (``inv install``)
     <root>/secret_key           Django's secret key (0600)
     <root>/.demo-seeded         marks that the first install seeded the demo catalog
-    <root>/run/                 pid files and the per-server lock ``crdsops.lock/``
+    <root>/run/                 pid files, the per-server lock ``crdsops.lock/``, the server's control socket
     <root>/logs/                server, Apache and cron logs; audit.jsonl (one line per changing task)
     <root>/state/               the last result of each check (``last_result(task)``: runtests, check-cache)
     <root>/static/              collected static files
@@ -80,6 +80,11 @@ class Layout:
     def pid_file(self) -> Path:
         """The runserver backend's pid file (Apache has its own: ``httpd_pid``)."""
         return self.run / "server.pid"
+
+    @property
+    def server_control(self) -> Path:
+        """The runserver backend's control socket: a new server takes the listening socket over through it."""
+        return self.run / "server.sock"
 
     @property
     def httpd_pid(self) -> Path:
