@@ -29,10 +29,12 @@ import signal
 import time
 from pathlib import Path
 
-from crdsops import commands
+from crdsops import commands, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
+from crdsops.runtime import health
+from crdsops.runtime.backends import apacheconf
 from crdsops.runtime.backends.base import (
     Backend,
     alive,
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 # forks httpd; setup-server writes files; `manage.py check` imports Django and logs in to the
 # database; the access check tests paths with /bin/sh as the web user.
 APACHECTL_TIMEOUT = 60
+
+# What Apache's parent logs once a graceful restart has re-read its configuration and
+# started the new generation of workers (AH00489/AH00094 "... resuming normal operations").
+GRACEFUL_DONE = "resuming normal operations"
 SETUP_TIMEOUT = 300
 DJANGO_CHECK_TIMEOUT = 300
 ACCESS_CHECK_TIMEOUT = 60
@@ -236,6 +242,60 @@ class ModWsgiBackend(Backend):
             wait_gone(pid, 5)
         return self.sweep(config) or forced
 
+    def reload_text(self, config: ServerConfig) -> str:
+        web = config.web
+        return (f"generate Apache/mod_wsgi in {config.layout.apache} ({web.wsgi_mode} mode, port {web.port}, "
+                f"{web.processes}x{web.threads}, as {web.user}) with the live files kept aside, run Django's "
+                "system checks as the web user and `apachectl configtest` (a failure puts the live files back "
+                "and refuses, nothing reloaded), then `apachectl graceful`")
+
+    def reload(self, config: ServerConfig, pid: int) -> None:
+        """Generate and check the new configuration beside the live one, then ``apachectl graceful``.
+
+        The live files are copied aside first; a generation, a Django check or a configtest that
+        fails puts them back and refuses in one line before anything is reloaded. ``graceful``
+        (SIGUSR1 to the parent, whose pid stays) re-reads the configuration without closing the
+        listening socket: old workers finish the requests they hold, new ones take the next.
+        """
+        apacheconf.keep(config)
+        signalled = False
+        try:
+            self.prepare(config)
+            apacheconf.configtest(config)
+            signalled = True
+            self.graceful(config, pid)
+        except BaseException:
+            with interrupts.shielded(f"putting {config.name}'s Apache configuration back"):
+                changed = apacheconf.put_back(config)
+                if signalled and changed and alive(pid):  # it may have taken the new one up: the old again
+                    self._apachectl(config, "graceful")
+            raise
+        finally:
+            apacheconf.discard(config)
+
+    def graceful(self, config: ServerConfig, pid: int) -> None:
+        """``apachectl graceful``; return once the new generation of workers answers get_server_info."""
+        error_log = self.log_file(config)
+        offset = error_log.stat().st_size if error_log.exists() else 0
+        self._apachectl(config, "graceful")
+        deadline = time.monotonic() + config.web.start_timeout
+        while not _said_since(error_log, offset, GRACEFUL_DONE):
+            if not alive(pid):
+                raise CrdsOpsError(f"{config.name}: Apache exited on its graceful restart; see {error_log}; "
+                                   f"its last lines:\n{_read_from(error_log, offset)}")
+            if time.monotonic() > deadline:
+                raise CrdsOpsError(f"{config.name}: Apache did not finish its graceful restart within "
+                                   f"{config.web.start_timeout}s; see {error_log}")
+            time.sleep(0.05)
+        if not health.wait_until_answers(config.local_url, max(1.0, deadline - time.monotonic()), lambda: alive(pid)):
+            raise CrdsOpsError(f"{config.name} does not answer after its graceful restart; see {error_log}")
+
+    def _apachectl(self, config: ServerConfig, action: str) -> None:
+        result = commands.run([str(self.apachectl(config)), action], what=f"apachectl {action}", cwd=SERVER_DIR,
+                              env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
+        if not result.ok:
+            raise CrdsOpsError(self._failure(config, f"apachectl {action} failed", result, 0).split("; its last")[0])
+
     def sweep(self, config: ServerConfig, timeout: float = 5) -> bool:
         """Kill any process still running this server's httpd.conf; return whether there was one."""
         left = processes_of(config)
@@ -346,6 +406,16 @@ def _plain_environ() -> dict:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.setdefault("LANG", "C.UTF-8")
     return env
+
+
+def _said_since(path: Path, offset: int, marker: str) -> bool:
+    """Whether ``marker`` is in what Apache wrote to its error log since ``offset``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return marker.encode() in handle.read()
+    except OSError:
+        return False
 
 
 def _read_from(path: Path, offset: int) -> str:
