@@ -33,6 +33,7 @@ class ClientLoad:
 
     def __enter__(self):
         self.started = time.monotonic()
+        self._wall_offset = time.time() - self.started
         for thread in self._threads:
             thread.start()
         return self
@@ -50,8 +51,16 @@ class ClientLoad:
     @property
     def gap(self) -> float:
         """The longest stretch (seconds) in which no request was answered, from start to end."""
+        return self._longest_gap()[1]
+
+    @property
+    def gap_began(self) -> float:
+        """When that stretch began (``time.time()``), to find it in a server's log."""
+        return self._longest_gap()[0] + self._wall_offset
+
+    def _longest_gap(self) -> tuple[float, float]:
         times = sorted([self.started, *self._answers, self.ended])
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        return max(((a, b - a) for a, b in zip(times, times[1:], strict=False)), key=lambda pair: pair[1])
 
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.failures.items())) or "none failed"

@@ -140,6 +140,11 @@ class Layout:
         return self.apache / "httpd.conf"
 
     @property
+    def apache_include(self) -> Path:
+        """crdsops's own Apache directives, included at the end of the generated httpd.conf."""
+        return self.apache / "crdsops.conf"
+
+    @property
     def apachectl(self) -> Path:
         return self.apache / "apachectl"
 

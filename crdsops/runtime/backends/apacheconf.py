@@ -85,7 +85,7 @@ def configtest(config: ServerConfig) -> None:
         return
     said = [line.strip() for line in (result.stderr + result.stdout).splitlines()
             if line.strip() and "setlocale" not in line and "Syntax OK" not in line]
-    message = " / ".join(said[-2:]) or f"exit {result.returncode}"
+    message = " / ".join(said[-3:]) or f"exit {result.returncode}"
     raise ConfigRefused(f"{config.name}: the new Apache configuration fails `apachectl configtest` ({message}); "
                         "nothing was reloaded, the live configuration is as it was; fix web.* in the config")
 

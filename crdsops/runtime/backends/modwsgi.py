@@ -125,6 +125,7 @@ class ModWsgiBackend(Backend):
         self.preflight(config)
         user = run_as(config)
         write_atomic(self.entry(config), render_entry(config), mode=0o644)
+        write_atomic(config.layout.apache_include, render_include(config), mode=0o644)
         ensure_dir(config.layout.logs)
         ensure_dir(config.layout.run)
         result = commands.run(self.setup_argv(config, user), what="mod_wsgi-express setup-server", cwd=SERVER_DIR,
@@ -158,6 +159,7 @@ class ModWsgiBackend(Backend):
             *(["--embedded-mode"] if web.wsgi_mode == "embedded" else []),
             "--startup-timeout", str(max(15, web.start_timeout)),
             "--shutdown-timeout", str(max(5, min(web.stop_timeout, 30))),
+            "--include-file", str(config.layout.apache_include),
             "--url-alias", "/static", str(config.layout.static),
             "--url-alias", f"/unchecked_get/references/{obs}", str(config.layout.references),
             "--url-alias", f"/unchecked_get/mappings/{obs}", str(config.layout.mappings),
@@ -314,6 +316,29 @@ class ModWsgiBackend(Backend):
 def processes_of(config: ServerConfig) -> list[int]:
     """Pids of every Apache or mod_wsgi daemon process running this server's configuration."""
     return pids_matching(f"-f {config.layout.httpd_conf} ")
+
+
+def render_include(config: ServerConfig) -> str:
+    """Apache directives of ours, after mod_wsgi-express's: room for a graceful restart.
+
+    On ``apachectl graceful`` the old workers stop accepting at once but keep their scoreboard
+    slots until the parent reaps them, and the parent forks the new generation on its
+    once-a-second maintenance tick, into free slots only. mod_wsgi-express leaves no free slot
+    (ServerLimit x ThreadsPerChild = MaxRequestWorkers = processes x threads), so the first new
+    worker came ~2.1 s after the signal, then one a second: 2.2-2.8 s without an answer under 4
+    client threads. With twice the slots the whole new generation starts on the first tick.
+    MinSpareThreads of one worker's threads keeps Apache from filling the extra slots at rest:
+    they are used during a reload, and under a load that holds every thread busy.
+    (ServerLimit is read at a full start only: a server started before this takes it up at its
+    next ``inv stop``/``inv run``.)
+    """
+    web = config.web
+    processes, threads = max(1, web.processes), max(1, web.threads)
+    directives = (f"ServerLimit {2 * processes}\nMaxRequestWorkers {2 * processes * threads}\n"
+                  f"MinSpareThreads {threads}\nMaxSpareThreads {processes * threads}\n")
+    return ("# written by `inv install` (crdsops.runtime.backends.modwsgi); do not edit, reinstall\n"
+            + "".join(f"<IfModule {mpm}>\n{directives}</IfModule>\n"
+                      for mpm in ("mpm_worker_module", "mpm_event_module")))
 
 
 def render_entry(config: ServerConfig) -> str:
