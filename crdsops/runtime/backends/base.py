@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from crdsops import commands
+from crdsops import commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime import health
@@ -66,9 +66,16 @@ class Backend:
         self.stop(config, pid, config.web.stop_timeout)
         remove_pid_file_of(self.pid_file(config), pid)
         new = self.start(config)
-        if not health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(new)):
-            raise CrdsOpsError(f"{config.name} did not answer within {config.web.start_timeout}s of its restart; "
-                               f"see {self.log_file(config)}")
+        try:
+            failpoints.hit("service.started")
+            if not health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(new)):
+                raise CrdsOpsError(f"{config.name} did not answer within {config.web.start_timeout}s of its "
+                                   f"restart; see {self.log_file(config)}")
+        except BaseException:  # stop it, so that whoever puts the server back starts it whole
+            with interrupts.shielded(f"stopping the {config.name} it was starting"):
+                self.stop(config, new, config.web.stop_timeout)
+                remove_pid_file_of(self.pid_file(config), new)
+            raise
 
     def reload_text(self, config: ServerConfig) -> str:
         """What ``reload`` does, for the plan (a graceful backend says how it keeps serving)."""
