@@ -78,6 +78,8 @@ class ClientLoad:
                     self._answers.append(time.monotonic())
                 else:
                     self.failures[kind] += 1
+            if kind is not None:
+                time.sleep(0.05)  # a job every 50 ms per thread: a refusing port is not hammered
 
     def _one(self, rpc: bool) -> str | None:
         """One request; None when it was answered well, else what went wrong."""

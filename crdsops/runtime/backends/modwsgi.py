@@ -259,6 +259,15 @@ class ModWsgiBackend(Backend):
         (SIGUSR1 to the parent, whose pid stays) re-reads the configuration without closing the
         listening socket: old workers finish the requests they hold, new ones take the next.
         """
+        # Embedded mode (the default, web.wsgi_mode), not daemon mode: on a graceful restart Apache
+        # restarts the mod_wsgi daemons at once and every request in flight in them is reset
+        # ("WSGI0147 Error reading response headers from daemon process (Connection reset by
+        # peer)": 4 x 502 per rerun under 4 client threads, 12 in 3 rounds of bench/rerun.py),
+        # while embedded workers finish theirs: 0 failed in 3 rounds, longest gap without an
+        # answer 1.16 s (median; daemon 0.28 s; the old stop/install/run: 141542 refused or reset,
+        # 2.04 s). Touch-to-reload would spare the daemons' sockets but cannot take up a new
+        # httpd.conf, and daemon mode halves the JSON-RPC rate (bench/serve.py's >= 2 would fail;
+        # with embedded it measured 2.85, 2.43, 5.45, 1.67 against its targets 2, 2, 2, 0.5).
         apacheconf.keep(config)
         signalled = False
         try:
