@@ -266,8 +266,9 @@ class ModWsgiBackend(Backend):
         # while embedded workers finish theirs: 0 failed in 3 rounds, longest gap without an
         # answer 1.16 s (median; daemon 0.28 s; the old stop/install/run: 141542 refused or reset,
         # 2.04 s). Touch-to-reload would spare the daemons' sockets but cannot take up a new
-        # httpd.conf, and daemon mode halves the JSON-RPC rate (bench/serve.py's >= 2 would fail;
-        # with embedded it measured 2.85, 2.43, 5.45, 1.67 against its targets 2, 2, 2, 0.5).
+        # httpd.conf, and daemon mode has half embedded's JSON-RPC rate (configs/defaults.yaml);
+        # bench/serve.py keeps its targets in embedded mode with crdsops.conf: 2.85, 2.43, 5.45,
+        # 1.67 against >= 2, 2, 2, 0.5.
         apacheconf.keep(config)
         signalled = False
         try:
