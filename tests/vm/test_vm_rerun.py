@@ -93,3 +93,25 @@ def test_configuration_failing_configtest_is_refused_and_the_old_server_serves(s
     assert parent_pid(cfg) == parent
     assert config_files(cfg) == before, "the live Apache configuration was changed"
     assert health.answers(cfg.local_url)
+
+
+def test_a_rerun_interrupted_after_generating_puts_the_live_configuration_back(serving):
+    from interrupting import INTERRUPTED_LINE
+
+    cfg = serving.config("hst", "dev")
+    parent = parent_pid(cfg)
+    (cfg.root / "crds.wsgi").write_text((cfg.root / "crds.wsgi").read_text() + "# an old entry\n")
+    before = config_files(cfg)  # the live entry differs from what install generates
+    saved, serving.env = serving.env, dict(serving.env, CRDSOPS_FAILPOINT="apache.generated=sigterm")
+    try:
+        with ClientLoad(cfg.web.host, cfg.web.port, serving.download, threads=2) as load:
+            result = serving.inv("rerun", check=False)
+    finally:
+        serving.env = saved
+    assert result.returncode == 143, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert INTERRUPTED_LINE.match(last) and "is up as before" in last, result.stderr
+    assert config_files(cfg) == before, "the generated files were left in place of the live ones"
+    assert not (cfg.root / "apache.live").exists()
+    assert parent_pid(cfg) == parent and load.failed == 0, load.summary()
+    assert health.answers(cfg.local_url)

@@ -29,7 +29,7 @@ import signal
 import time
 from pathlib import Path
 
-from crdsops import commands, interrupts
+from crdsops import commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
@@ -273,6 +273,7 @@ class ModWsgiBackend(Backend):
         signalled = False
         try:
             self.prepare(config)
+            failpoints.hit("apache.generated")
             apacheconf.configtest(config)
             signalled = True
             self.graceful(config, pid)
