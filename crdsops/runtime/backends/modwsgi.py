@@ -281,7 +281,10 @@ class ModWsgiBackend(Backend):
             with interrupts.shielded(f"putting {config.name}'s Apache configuration back"):
                 changed = apacheconf.put_back(config)
                 if signalled and changed and alive(pid):  # it may have taken the new one up: the old again
-                    self._apachectl(config, "graceful")
+                    try:
+                        self._apachectl(config, "graceful")
+                    except CrdsOpsError as err:  # the first cause is the error to report
+                        log.warning(f"{err}; the old Apache configuration is back on disk, not taken up")
             raise
         finally:
             apacheconf.discard(config)
