@@ -9,6 +9,7 @@
     <root>/static/              collected static files
     <root>/dbbackup/            django-dbbackup's scratch storage
     <root>/apache/              the Apache that mod_wsgi-express generates; crds.wsgi its entry
+    <root>/apache.live/         a copy of the live Apache files while `inv rerun` generates new ones
     <root>/mirror/              the mirror's fetch area (the source's backup)
 
 The file cache (``CRDS_PATH``) holds ``references``, ``mappings``, ``config`` and ``pickles``,
@@ -144,8 +145,18 @@ class Layout:
         return self.apache / "httpd.conf"
 
     @property
+    def apache_include(self) -> Path:
+        """crdsops's own Apache directives, included at the end of the generated httpd.conf."""
+        return self.apache / "crdsops.conf"
+
+    @property
     def apachectl(self) -> Path:
         return self.apache / "apachectl"
+
+    @property
+    def apache_live_copy(self) -> Path:
+        """The live Apache files (and crds.wsgi) kept while a rerun generates and checks new ones."""
+        return self.root / "apache.live"
 
     @property
     def wsgi_entry(self) -> Path:

@@ -49,8 +49,13 @@ def probe(config: ServerConfig) -> InstallFacts:
     return InstallFacts(installed.name if installed else None, _data_owner(config))
 
 
-def plan(config: ServerConfig, facts: InstallFacts) -> Plan:
-    """The steps of installing ``config``'s server, written from ``facts``."""
+def plan(config: ServerConfig, facts: InstallFacts, while_serving: bool = False) -> Plan:
+    """The steps of installing ``config``'s server, written from ``facts``.
+
+    ``while_serving``: the steps a rerun takes while the old server still serves; the web
+    server's own set-up is left to ``Backend.reload`` (Apache's is generated and checked beside
+    the live one), and Django's system checks are a step of their own where it does not run them.
+    """
     layout, db, web, owner = config.layout, config.database, config.web, facts.owner
     backend = backend_for(config)
     p = Plan(f"installing {config.name}")
@@ -64,9 +69,14 @@ def plan(config: ServerConfig, facts: InstallFacts) -> Plan:
         lambda: (_make_dirs(config, owner), _write_secret_key(config, owner)), name="laying out directories")
     p.add(f"write {layout.env_sh} and {layout.env_csh.name}", lambda: _write_env_files(config),
           name="writing env.sh")
-    p.add(f"migrate the {db.engine} database {db.name}; collect static files into {layout.static}",
+    additive = (" (while the old server serves: the project's migrations are additive, new tables and "
+                "columns the old code does not read)" if while_serving else "")
+    p.add(f"migrate the {db.engine} database {db.name}{additive}; collect static files into {layout.static}",
           lambda: _migrate(config, owner), name="migrating the database")
-    if web.server == "mod_wsgi":
+    if while_serving and web.server != "mod_wsgi":
+        p.add("run Django's system checks (manage.py check --database default)",
+              lambda: manage(config, "check", "--database", "default", capture=True), name="checking Django")
+    if web.server == "mod_wsgi" and not while_serving:
         p.add(f"generate Apache/mod_wsgi in {layout.apache} (port {web.port}, {web.processes}x{web.threads}, "
               f"as {web.user}) and check it can read the stack", lambda: backend.prepare(config),
               name="generating Apache")

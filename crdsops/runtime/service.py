@@ -85,6 +85,18 @@ def start(config: ServerConfig) -> int:
     )
 
 
+def reload(config: ServerConfig, pid: int) -> None:
+    """Take up new code and configuration (``Backend.reload``); return once it answers again."""
+    backend = backend_for(config)
+    how = "reloading" if backend.graceful else "restarting"
+    log.info(f"{how} {config.name} (pid {pid}) ...")
+    failpoints.hit("service.reloading")
+    backend.reload(config, pid)
+    now = running_pid(config, backend)
+    log.info(f"{config.name} is up (pid {now}) at {config.local_url}, "
+             f"{'reloaded gracefully' if backend.graceful else 'restarted'}")
+
+
 def _stop_what_we_started(config: ServerConfig, backend: Backend, pid: int) -> None:
     if alive(pid):
         backend.stop(config, pid, config.web.stop_timeout)

@@ -10,6 +10,7 @@ import logging
 
 from crdsops.config.model import ServerConfig
 from crdsops.runtime import install, service
+from crdsops.runtime.backends import backend_for
 from crdsops.runtime.lifecycle import Operation
 from crdsops.runtime.outcomes import ServiceOutcome
 from crdsops.steps import Plan
@@ -69,7 +70,13 @@ class Stop(Start):
 
 
 class Rerun(_Serving):
-    """``inv rerun``: stop, reinstall (same identity), start."""
+    """``inv rerun``: reinstall (same identity) and take the new code and configuration up.
+
+    When the server runs, everything that can be done while it serves is done first, then the
+    backend reloads it (``Backend.reload``: Apache's graceful, or a restart where nothing better
+    exists, which the plan says); a failure leaves the old server serving. Not running: install,
+    then start.
+    """
 
     task = "rerun"
 
@@ -78,10 +85,26 @@ class Rerun(_Serving):
 
     def plan(self, facts) -> Plan:
         pid, install_facts = facts
+        if pid is None:
+            return self._plan_start(install_facts)
+        config = self.config
+        backend = backend_for(config)
+        p = Plan(f"rerunning {config.name}")
+        p.extend(install.plan(config, install_facts, while_serving=True))
+        if backend.graceful:
+            p.add(f"reload (graceful): {backend.reload_text(config)}; pid {pid} keeps serving, its listening "
+                  f"socket stays open and requests in flight finish; wait until get_server_info answers",
+                  lambda: service.reload(config, pid), name="reloading the server")
+        else:
+            p.add(f"restart (the server does not answer for a moment): {backend.name} has no graceful reload; "
+                  f"stop it (pid {pid}), start it at {config.local_url} and wait until get_server_info answers",
+                  lambda: service.reload(config, pid), name="restarting the server")
+        return p
+
+    def _plan_start(self, install_facts: install.InstallFacts) -> Plan:
         config = self.config
         p = Plan(f"rerunning {config.name}")
-        p.add(f"stop it (pid {pid})" if pid else "nothing to stop (not running)", lambda: service.stop(config),
-              name="stopping the server")
+        p.add("nothing to stop (not running)")
         p.extend(install.plan(config, install_facts))
         p.add(f"start it at {config.local_url} and wait until get_server_info answers",
               lambda: service.start(config), name="starting the server")

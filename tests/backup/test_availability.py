@@ -5,7 +5,6 @@ The crds client does not retry, so every refused or reset request is a failed pi
 
 from __future__ import annotations
 
-import pytest
 from clientload import under_load
 
 from crdsops.runtime import health
@@ -31,8 +30,6 @@ def test_restore_refuses_no_client(sqlite_server):
     assert load.longest_gap <= 2, load.describe()
 
 
-@pytest.mark.xfail(reason="rerun stops and starts runserver; passes once rerun is a graceful reload",
-                   strict=True)
 def test_rerun_refuses_no_client(sqlite_server):
     _, load = under_load(sqlite_server.cfg.local_url, "hst", lambda: sqlite_server.inv("rerun"))
 

@@ -13,8 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from crdsops import commands
+from crdsops import commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
+from crdsops.errors import CrdsOpsError
+from crdsops.runtime import health
 
 
 class Backend:
@@ -53,6 +55,36 @@ class Backend:
     def sweep(self, config: ServerConfig) -> bool:
         """Stop processes of this server that no pid file names; return whether there were any."""
         return False
+
+    def reload(self, config: ServerConfig, pid: int) -> None:
+        """Take up the new code and configuration while the server runs; return once the server
+        answers get_server_info again.
+
+        This fallback is a restart, for web servers with nothing better: stop, then start, so the
+        port is closed for a moment and requests in flight are cut (``graceful`` says so to the plan).
+        """
+        self.stop(config, pid, config.web.stop_timeout)
+        remove_pid_file_of(self.pid_file(config), pid)
+        new = self.start(config)
+        try:
+            failpoints.hit("service.started")
+            if not health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(new)):
+                raise CrdsOpsError(f"{config.name} did not answer within {config.web.start_timeout}s of its "
+                                   f"restart; see {self.log_file(config)}")
+        except BaseException:  # stop it, so that whoever puts the server back starts it whole
+            with interrupts.shielded(f"stopping the {config.name} it was starting"):
+                self.stop(config, new, config.web.stop_timeout)
+                remove_pid_file_of(self.pid_file(config), new)
+            raise
+
+    def reload_text(self, config: ServerConfig) -> str:
+        """What ``reload`` does, for the plan (a graceful backend says how it keeps serving)."""
+        return "take up the new code and configuration"
+
+    @property
+    def graceful(self) -> bool:
+        """Whether ``reload`` keeps serving (a backend of its own), or is this fallback's restart."""
+        return type(self).reload is not Backend.reload
 
 
 # --- processes ---------------------------------------------------------------------------

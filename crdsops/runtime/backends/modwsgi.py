@@ -29,10 +29,12 @@ import signal
 import time
 from pathlib import Path
 
-from crdsops import commands
+from crdsops import commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
+from crdsops.runtime import health
+from crdsops.runtime.backends import apacheconf
 from crdsops.runtime.backends.base import (
     Backend,
     alive,
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 # forks httpd; setup-server writes files; `manage.py check` imports Django and logs in to the
 # database; the access check tests paths with /bin/sh as the web user.
 APACHECTL_TIMEOUT = 60
+
+# What Apache's parent logs once a graceful restart has re-read its configuration and
+# started the new generation of workers (AH00489/AH00094 "... resuming normal operations").
+GRACEFUL_DONE = "resuming normal operations"
 SETUP_TIMEOUT = 300
 DJANGO_CHECK_TIMEOUT = 300
 ACCESS_CHECK_TIMEOUT = 60
@@ -119,6 +125,7 @@ class ModWsgiBackend(Backend):
         self.preflight(config)
         user = run_as(config)
         write_atomic(self.entry(config), render_entry(config), mode=0o644)
+        write_atomic(config.layout.apache_include, render_include(config), mode=0o644)
         ensure_dir(config.layout.logs)
         ensure_dir(config.layout.run)
         result = commands.run(self.setup_argv(config, user), what="mod_wsgi-express setup-server", cwd=SERVER_DIR,
@@ -152,6 +159,7 @@ class ModWsgiBackend(Backend):
             *(["--embedded-mode"] if web.wsgi_mode == "embedded" else []),
             "--startup-timeout", str(max(15, web.start_timeout)),
             "--shutdown-timeout", str(max(5, min(web.stop_timeout, 30))),
+            "--include-file", str(config.layout.apache_include),
             "--url-alias", "/static", str(config.layout.static),
             "--url-alias", f"/unchecked_get/references/{obs}", str(config.layout.references),
             "--url-alias", f"/unchecked_get/mappings/{obs}", str(config.layout.mappings),
@@ -236,6 +244,74 @@ class ModWsgiBackend(Backend):
             wait_gone(pid, 5)
         return self.sweep(config) or forced
 
+    def reload_text(self, config: ServerConfig) -> str:
+        web = config.web
+        return (f"generate Apache/mod_wsgi in {config.layout.apache} ({web.wsgi_mode} mode, port {web.port}, "
+                f"{web.processes}x{web.threads}, as {web.user}) with the live files kept aside, run Django's "
+                "system checks as the web user and `apachectl configtest` (a failure puts the live files back "
+                "and refuses, nothing reloaded), then `apachectl graceful`")
+
+    def reload(self, config: ServerConfig, pid: int) -> None:
+        """Generate and check the new configuration beside the live one, then ``apachectl graceful``.
+
+        The live files are copied aside first; a generation, a Django check or a configtest that
+        fails puts them back and refuses in one line before anything is reloaded. ``graceful``
+        (SIGUSR1 to the parent, whose pid stays) re-reads the configuration without closing the
+        listening socket: old workers finish the requests they hold, new ones take the next.
+        """
+        # Embedded mode (the default, web.wsgi_mode), not daemon mode: on a graceful restart Apache
+        # restarts the mod_wsgi daemons at once and every request in flight in them is reset
+        # ("WSGI0147 Error reading response headers from daemon process (Connection reset by
+        # peer)": 4 x 502 per rerun under 4 client threads, 12 in 3 rounds of bench/rerun.py),
+        # while embedded workers finish theirs: 0 failed in 3 rounds, longest gap without an
+        # answer 1.16 s (median; daemon 0.28 s; the old stop/install/run: 141542 refused or reset,
+        # 2.04 s). Touch-to-reload would spare the daemons' sockets but cannot take up a new
+        # httpd.conf, and daemon mode has half embedded's JSON-RPC rate (configs/defaults.yaml);
+        # bench/serve.py keeps its targets in embedded mode with crdsops.conf: 2.85, 2.43, 5.45,
+        # 1.67 against >= 2, 2, 2, 0.5.
+        apacheconf.keep(config)
+        signalled = False
+        try:
+            self.prepare(config)
+            failpoints.hit("apache.generated")
+            apacheconf.configtest(config)
+            signalled = True
+            self.graceful(config, pid)
+        except BaseException:
+            with interrupts.shielded(f"putting {config.name}'s Apache configuration back"):
+                changed = apacheconf.put_back(config)
+                if signalled and changed and alive(pid):  # it may have taken the new one up: the old again
+                    try:
+                        self._apachectl(config, "graceful")
+                    except CrdsOpsError as err:  # the first cause is the error to report
+                        log.warning(f"{err}; the old Apache configuration is back on disk, not taken up")
+            raise
+        finally:
+            apacheconf.discard(config)
+
+    def graceful(self, config: ServerConfig, pid: int) -> None:
+        """``apachectl graceful``; return once the new generation of workers answers get_server_info."""
+        error_log = self.log_file(config)
+        offset = error_log.stat().st_size if error_log.exists() else 0
+        self._apachectl(config, "graceful")
+        deadline = time.monotonic() + config.web.start_timeout
+        while not _said_since(error_log, offset, GRACEFUL_DONE):
+            if not alive(pid):
+                raise CrdsOpsError(f"{config.name}: Apache exited on its graceful restart; see {error_log}; "
+                                   f"its last lines:\n{_read_from(error_log, offset)}")
+            if time.monotonic() > deadline:
+                raise CrdsOpsError(f"{config.name}: Apache did not finish its graceful restart within "
+                                   f"{config.web.start_timeout}s; see {error_log}")
+            time.sleep(0.05)
+        if not health.wait_until_answers(config.local_url, max(1.0, deadline - time.monotonic()), lambda: alive(pid)):
+            raise CrdsOpsError(f"{config.name} does not answer after its graceful restart; see {error_log}")
+
+    def _apachectl(self, config: ServerConfig, action: str) -> None:
+        result = commands.run([str(self.apachectl(config)), action], what=f"apachectl {action}", cwd=SERVER_DIR,
+                              env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
+        if not result.ok:
+            raise CrdsOpsError(self._failure(config, f"apachectl {action} failed", result, 0).split("; its last")[0])
+
     def sweep(self, config: ServerConfig, timeout: float = 5) -> bool:
         """Kill any process still running this server's httpd.conf; return whether there was one."""
         left = processes_of(config)
@@ -254,6 +330,29 @@ class ModWsgiBackend(Backend):
 def processes_of(config: ServerConfig) -> list[int]:
     """Pids of every Apache or mod_wsgi daemon process running this server's configuration."""
     return pids_matching(f"-f {config.layout.httpd_conf} ")
+
+
+def render_include(config: ServerConfig) -> str:
+    """Apache directives of ours, after mod_wsgi-express's: room for a graceful restart.
+
+    On ``apachectl graceful`` the old workers stop accepting at once but keep their scoreboard
+    slots until the parent reaps them, and the parent forks the new generation on its
+    once-a-second maintenance tick, into free slots only. mod_wsgi-express leaves no free slot
+    (ServerLimit x ThreadsPerChild = MaxRequestWorkers = processes x threads), so the first new
+    worker came ~2.1 s after the signal, then one a second: 2.2-2.8 s without an answer under 4
+    client threads. With twice the slots the whole new generation starts on the first tick.
+    MinSpareThreads of one worker's threads keeps Apache from filling the extra slots at rest:
+    they are used during a reload, and under a load that holds every thread busy.
+    (ServerLimit is read at a full start only: a server started before this takes it up at its
+    next ``inv stop``/``inv run``.)
+    """
+    web = config.web
+    processes, threads = max(1, web.processes), max(1, web.threads)
+    directives = (f"ServerLimit {2 * processes}\nMaxRequestWorkers {2 * processes * threads}\n"
+                  f"MinSpareThreads {threads}\nMaxSpareThreads {processes * threads}\n")
+    return ("# written by `inv install` (crdsops.runtime.backends.modwsgi); do not edit, reinstall\n"
+            + "".join(f"<IfModule {mpm}>\n{directives}</IfModule>\n"
+                      for mpm in ("mpm_worker_module", "mpm_event_module")))
 
 
 def render_entry(config: ServerConfig) -> str:
@@ -346,6 +445,16 @@ def _plain_environ() -> dict:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.setdefault("LANG", "C.UTF-8")
     return env
+
+
+def _said_since(path: Path, offset: int, marker: str) -> bool:
+    """Whether ``marker`` is in what Apache wrote to its error log since ``offset``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return marker.encode() in handle.read()
+    except OSError:
+        return False
 
 
 def _read_from(path: Path, offset: int) -> str:
