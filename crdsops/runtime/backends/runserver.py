@@ -81,7 +81,7 @@ class RunserverBackend(Backend):
         why_not = handover.why_not(cmdline(pid) or "", config.layout.server_control, self.address(config))
         if why_not:
             log.info(f"{config.name}: {why_not}; restarting it instead (it refuses requests for a moment)")
-            self._restart(config, pid)
+            super().reload(config, pid)
             return
         server_log = self.log_file(config)
         log.info(f"{config.name}: starting a new server that takes the socket over from pid {pid} ...")
@@ -107,12 +107,9 @@ class RunserverBackend(Backend):
             raise CrdsOpsError(f"{config.name}: the new server (pid {new.pid}) took over but does not answer "
                                f"get_server_info; see {server_log}")
 
-    def _restart(self, config: ServerConfig, pid: int) -> None:
-        """Stop, start, wait until it answers (what a server that cannot hand over gets)."""
-        self.stop(config, pid, config.web.stop_timeout)
-        new = self.start(config)
-        if not health.wait_until_answers(config.local_url, config.web.start_timeout, lambda: alive(new)):
-            raise CrdsOpsError(f"{config.name} did not answer after its restart; see {self.log_file(config)}")
+    def reload_text(self, config: ServerConfig) -> str:
+        return ("start a new server process beside the old one; once it answers in itself it takes the "
+                "listening socket over (nothing refused), and the old one answers what it holds and exits")
 
 
 def _append(path: Path, text: str) -> None:
