@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crdsops import commands, interrupts
+from crdsops import commands, failpoints, interrupts
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime.backends.base import kill, wait_gone
 
@@ -60,6 +60,7 @@ def start_successor(argv: list[str], *, timeout: float, what: str, **popen) -> S
     proc = commands.start(argv, what=what, stdout=commands.PIPE, stderr=commands.STDOUT,
                           start_new_session=True, **popen)  # its own session: stopping the old one spares it
     try:
+        failpoints.hit("runserver.successor")
         output, finished = _read_until_closed(proc, timeout)
     except BaseException:
         with interrupts.shielded(f"stopping the new server (pid {proc.pid})"):
