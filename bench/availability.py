@@ -68,7 +68,7 @@ def inv(ops, *args, timeout=900):
     """`inv ARGS` as the operator; a failure stops the bench with its last lines."""
     result = ops.inv(*args, check=False, timeout=timeout)
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"inv {' '.join(args)} failed (exit {result.returncode}): {tail}")
     return result
 

@@ -89,6 +89,9 @@ def drop_catalog_caches():
     rules.clear()  # loaded contexts: a swap may replace mappings without a new directory mtime
 
 
+_UNSEEN = object()  # a thread that has not looked at the generation yet
+
+
 class Generation:
     """The catalog generation this process and each of its threads last saw."""
 
@@ -116,7 +119,8 @@ class Generation:
     def check(self):
         """Drop the caches and this thread's connections when the generation moved on."""
         current = self.current()
-        if getattr(self._local, "seen", ()) == current:
+        seen = getattr(self._local, "seen", _UNSEEN)
+        if seen == current:
             return
         with self._lock:
             if self._process != current:
@@ -124,8 +128,10 @@ class Generation:
                     drop_catalog_caches()
                     log.info("catalog generation %s: caches dropped", current)
                 self._process = current
-        # this thread's connection may predate the swap (CONN_MAX_AGE, or a thread's first request)
-        connections.close_all()
+        # this thread's connection predates the swap (CONN_MAX_AGE); on a thread's first request it
+        # has none yet, and closing would end a test case's transaction
+        if seen is not _UNSEEN:
+            connections.close_all()
         self._local.seen = current
 
 
