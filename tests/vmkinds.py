@@ -17,6 +17,7 @@ Skipped (with the reason) when there is no MariaDB with a passwordless root at
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
@@ -239,3 +240,18 @@ class CmdlineSampler:
                     self.mysql_commands.add(cmdline.strip())
             self.samples += 1
             time.sleep(0.001)
+
+
+@contextlib.contextmanager
+def running_dev(vm):
+    """hst dev installed, seeded with the demo catalog and running (its config); stopped afterwards,
+    with no Apache or mod_wsgi process of it left."""
+    vm.inv("install", "--obs", "hst", "--kind", "dev")
+    vm.inv("manage", "--", "seed_demo")
+    vm.inv("run")
+    cfg = vm.config("hst", "dev")
+    try:
+        yield cfg
+    finally:
+        vm.inv("stop", check=False)
+        assert not apache_processes(cfg.root)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from clientload import under_load
 from mariadb import root_sql
-from vmkinds import requires_vm_services
+from vmkinds import requires_vm_services, running_dev
 
 pytestmark = requires_vm_services
 
@@ -20,10 +20,8 @@ def served(vm):
     """hst dev installed, seeded and running; its account may stage a restore's database."""
     vm.account.grant_staging()
     try:
-        vm.inv("install", "--obs", "hst", "--kind", "dev")
-        vm.inv("manage", "--", "seed_demo")
-        vm.inv("run")
-        yield vm
+        with running_dev(vm):
+            yield vm
     finally:
         vm.account.drop_staging()
 

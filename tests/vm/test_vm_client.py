@@ -11,22 +11,15 @@ from types import SimpleNamespace
 
 import crdsclient as cc
 import pytest
-from vmkinds import apache_processes, requires_vm_services
+from vmkinds import requires_vm_services, running_dev
 
 pytestmark = requires_vm_services
 
 
 @pytest.fixture(scope="module")
 def apache_hst(vm):
-    vm.inv("install", "--obs", "hst", "--kind", "dev")
-    vm.inv("manage", "--", "seed_demo")
-    vm.inv("run")
-    cfg = vm.config("hst", "dev")
-    try:
+    with running_dev(vm) as cfg:
         yield SimpleNamespace(url=cfg.local_url, obs="hst", log=cfg.root / "logs" / "apache_access.log", ops=vm)
-    finally:
-        vm.inv("stop", check=False)
-        assert not apache_processes(cfg.root)
 
 
 def test_served_by_apache(apache_hst):

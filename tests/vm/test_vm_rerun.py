@@ -12,7 +12,7 @@ import hashlib
 import pytest
 import yaml
 from clientload import ClientLoad
-from vmkinds import apache_processes, requires_vm_services
+from vmkinds import apache_processes, requires_vm_services, running_dev
 
 from crdsops.runtime import health
 
@@ -21,15 +21,8 @@ pytestmark = requires_vm_services
 
 @pytest.fixture(scope="module")
 def serving(vm):
-    vm.inv("install", "--obs", "hst", "--kind", "dev")
-    vm.inv("manage", "--", "seed_demo")
-    vm.inv("run")
-    cfg = vm.config("hst", "dev")
-    try:
+    with running_dev(vm):
         yield vm
-    finally:
-        vm.inv("stop", check=False)
-        assert not apache_processes(cfg.root)
 
 
 def parent_pid(cfg) -> int:
