@@ -132,7 +132,7 @@ def test_a_second_ctrl_c_does_not_abandon_the_rollback(sqlite_server):
     assert run.returncode == 130, run.stdout + run.stderr
     assert "finishing the rollback first" in run.stderr
     assert "failed (interrupted by SIGINT)" in run.stdout  # the reason is never empty
-    assert run.stderr.strip().splitlines()[-1].startswith("error: interrupted during swapping the new state in; "
+    assert run.stderr.strip().splitlines()[-1].startswith("error: interrupted during swapping the new state in (requests held); "
                                                           "hst.django is up as before")
     assert server.answers() and (server.rows(), server.support_files()) == old
     assert leftovers(server.cfg) == []

@@ -39,8 +39,14 @@ def _interrupts(pair):
     args = ["mirror", "--obs", "hst", "--src", "test", "--yes"]
     env = pair.ops["dev"].env
     schema = dst.database.name if dst.database.engine == "mysql" else None
-    assert pair.mirror("--yes").returncode == 0
+    assert pair.mirror("--yes").returncode == 0  # dev has a catalog to serve from here on
     new = _state(pair)
+    with kept_answering(dst.local_url, "hst"):
+        _interrupt_loop(pair, args, env, schema, new)
+
+
+def _interrupt_loop(pair, args, env, schema, new):
+    dst = pair.dst_cfg
 
     def move_on():
         (dst.layout.catalogs / "moved-on.cat").write_text("only on dev\n")
@@ -70,10 +76,8 @@ def _interrupts(pair):
 
 
 def test_interrupting_mirror_sqlite(pair):
-    with kept_answering(pair.dst_cfg.local_url, "hst"):
-        _interrupts(pair)
+    _interrupts(pair)
 
 
 def test_interrupting_mirror_mariadb(mysql_pair):
-    with kept_answering(mysql_pair.dst_cfg.local_url, "hst"):
-        _interrupts(mysql_pair)
+    _interrupts(mysql_pair)
