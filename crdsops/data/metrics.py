@@ -26,7 +26,7 @@ from crdsops import __version__, commands
 from crdsops.config.model import CHECKOUT, ServerConfig
 from crdsops.data import state
 from crdsops.errors import CrdsOpsError
-from crdsops.files import write_atomic
+from crdsops.files import DirectoryError, make_dirs, write_atomic
 from crdsops.runtime.results import CacheCheckResult
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def write(config: ServerConfig) -> Path | None:
     path = textfile(config)
     if path is None:
         return None
+    make_dirs(path.parent)  # first: what is in the way is named by its config key
     write_atomic(path, text(state.report(config)), mode=FILE_MODE)
     return path
 
@@ -96,7 +97,9 @@ def after_task(config: ServerConfig | None) -> None:
         write(config)
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the task's own result stands
         where = textfile(config) if config is not None else "monitoring.textfile_dir"
-        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        # a DirectoryError's line names the config key to fix; a plain OSError's strerror says enough
+        plain = isinstance(err, OSError) and not isinstance(err, DirectoryError)
+        reason = (err.strerror if plain else None) or str(err) or type(err).__name__
         log.warning(f"could not write the metrics to {where} ({reason})")
 
 
