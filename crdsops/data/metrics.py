@@ -92,7 +92,8 @@ def after_task(config: ServerConfig | None) -> None:
     """
     try:
         config = config or _installed()
-        if config is None or textfile(config) is None:
+        # no root: a first install that refused, or a dry run of one; no server here to describe
+        if config is None or textfile(config) is None or not config.root.is_dir():
             return
         write(config)
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the task's own result stands
