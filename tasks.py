@@ -10,7 +10,7 @@ from crdsops.tasks import backup, cache, mirror, remote, server, stack
 
 ns = Collection()
 for each in (
-    server.config, server.install, server.run, server.stop, server.rerun, server.status, server.history,
+    server.config, server.install, server.run, server.stop, server.rerun, server.status, server.metrics, server.history,
     server.manage, server.runtests, server.maintenance,
     stack.build, stack.lock,
     backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule,

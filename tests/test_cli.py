@@ -3,7 +3,7 @@
 import pytest
 from support import CHECKOUT
 
-TASKS = ["config", "install", "run", "stop", "rerun", "status", "history", "manage", "runtests", "maintenance", "build", "lock",
+TASKS = ["config", "install", "run", "stop", "rerun", "status", "metrics", "history", "manage", "runtests", "maintenance", "build", "lock",
          "backup", "backups", "verify", "restore", "schedule", "mirror", "fleet-status", "fleet-backup"]
 
 
@@ -27,7 +27,7 @@ def test_help_explains_every_flag(ops, name):
             pytest.fail(f"flag without help in inv --help {name}: {stripped}")
 
 
-@pytest.mark.parametrize("task", ["run", "stop", "rerun", "status", "runtests", "manage"])
+@pytest.mark.parametrize("task", ["run", "stop", "rerun", "status", "metrics", "runtests", "manage"])
 def test_server_tasks_before_any_install(ops, task):
     result = ops.inv(task, check=False)
     assert result.returncode != 0

@@ -17,6 +17,7 @@ def make_n(*args: str) -> list[str]:
     (["restore", "from=2026-11-28", "yes=1"], ["restore", "--from=2026-11-28", "--yes"]),
     (["backup", "dry_run=1"], ["backup", "--dry-run"]),
     (["status"], ["status"]),
+    (["metrics"], ["metrics"]),
     (["history", "args=-n 5"], ["history", "-n", "5"]),
     (["rerun"], ["rerun"]),
     (["check-cache", "src=test", "args=--repair --sha1"], ["check-cache", "--src=test", "--repair", "--sha1"]),

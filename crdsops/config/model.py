@@ -94,6 +94,7 @@ class Monitoring:
     smtp_port: int = 25
     sendmail: Path = Path("/usr/sbin/sendmail")
     timeout: int = 10  # seconds for each notification
+    textfile_dir: Path | None = None  # node_exporter's textfile collector directory (None: no metrics file)
 
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -168,6 +169,9 @@ class ServerConfig:
             ("backups.private_dir", self.backups.private_dir), ("backups.shared_dir", self.backups.shared_dir),
             ("stack.prefix", self.stack.prefix),
         )]
+        if self.monitoring.textfile_dir is not None:
+            keys.append(("monitoring.textfile_dir", self.monitoring.textfile_dir,
+                         "point monitoring.textfile_dir at a directory (or null: no metrics file)"))
         if self.database.engine == "sqlite":
             keys.append(("the directory of database.name", Path(self.database.name).parent,
                          "point database.name at a file in a directory"))

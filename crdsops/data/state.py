@@ -2,7 +2,8 @@
 
 Is it up and answering, with which context and counts; the newest private backup (its age,
 whether it verified), the shared latest (what a mirror would copy); the last backup run, the
-last restore and mirror (when, from what, how it ended: from the audit log); the last runtests
+last restore and mirror (when, from what, how it ended: from the audit log, which also gives
+every task's last run to the metrics, ``crdsops.data.metrics``); the last runtests
 and cache check (from ``Layout.last_result``). ``monitoring:`` thresholds turn stale results
 into warnings:
 
@@ -196,6 +197,7 @@ class Report:
     last_backup: AuditEntry | None = None
     last_restore: AuditEntry | None = None
     last_mirror: AuditEntry | None = None
+    last_runs: dict[str, AuditEntry] = field(default_factory=dict)  # task -> its newest audit line
     runtests: CheckResult | None = None
     check_cache: CheckResult | None = None
     since: datetime.datetime | None = None  # when the server was first installed
@@ -353,12 +355,11 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     rep.newest = nightly[0] if nightly else None
     rep.verified = next((e for e in nightly if e.state == "ok"), None)
     rep.shared = inventory.shared_entry(config)
+    # the whole log, newest first: each task's last run (the metrics name every task); a server
+    # that never mirrored read it all before too, looking for its last mirror
     for entry in audit.newest_first(layout):
-        slot = {"backup": "last_backup", "restore": "last_restore", "mirror": "last_mirror"}.get(entry.task)
-        if slot and getattr(rep, slot) is None:
-            setattr(rep, slot, entry)
-        if rep.last_backup and rep.last_restore and rep.last_mirror:
-            break
+        rep.last_runs.setdefault(entry.task, entry)
+    rep.last_backup, rep.last_restore, rep.last_mirror = (rep.last_runs.get(t) for t in ("backup", "restore", "mirror"))
     rep.runtests = results.read(layout, "runtests")
     rep.check_cache = results.read(layout, "check-cache")
     try:

@@ -10,7 +10,10 @@
 * when it ends, ok, failed or interrupted: a notifying run pings ``monitoring.ping_url`` and
   mails ``monitoring.mail_to`` (``crdsops.runtime.notify``), and a changing run appends one
   line to its server's audit log (``crdsops.runtime.audit``) with its ``Outcome``. Neither
-  can fail the task: each failure is a warning, on stderr and in the audit line.
+  can fail the task: each failure is a warning, on stderr and in the audit line;
+* then the ``after`` hooks the caller gave, each with the finished run: the task boundary
+  passes the metrics writer (``crdsops.data.metrics``, a layer this one may not import), which
+  reads the audit line just written. A hook that raises is one warning line, never a failure.
 
 ``crdsops.runtime.lifecycle.drive`` tells the run which server it acts on (``acting_on``)
 and hands it the operation's outcome.
@@ -22,6 +25,7 @@ import contextlib
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crdsops import interrupts, output, steps
@@ -49,6 +53,7 @@ class TaskRun:
     result: str = "ok"  # ok | failed | interrupted
     exit: int = 0
     error: str | None = None  # the error as the user sees it
+    after: tuple[Callable[[TaskRun], None], ...] = ()  # called last, once the audit line is written
 
     def acting_on(self, config: ServerConfig | None, audit_in: ServerConfig | None = None,
                   notifying: bool = False) -> None:
@@ -103,6 +108,11 @@ class TaskRun:
                 self._warn([f"warning: notifications failed ({type(err).__name__}: {err})"])
         if self.audit_in is not None:
             self._audit()
+        for hook in self.after:
+            try:
+                hook(self)
+            except Exception as err:  # noqa: BLE001 - a hook is a side view; the task's result stands
+                log.warning(f"{getattr(hook, '__name__', 'a hook')} failed after the task ({type(err).__name__}: {err})")
 
     def _audit(self) -> None:
         config = self.audit_in
@@ -140,13 +150,13 @@ def current() -> TaskRun | None:
 
 
 @contextlib.contextmanager
-def running(task: str, flags: dict | None = None):
-    """Run a task: signals raise ``Interrupted``, its lines are kept; notify and audit when it ends.
+def running(task: str, flags: dict | None = None, after: tuple[Callable[[TaskRun], None], ...] = ()):
+    """Run a task: signals raise ``Interrupted``, its lines are kept; notify, audit, then ``after``.
 
     The caller records how it ended (``TaskRun.ended``) before the block is left.
     """
     steps.reset()
-    run = TaskRun(task, dict(flags or {}))
+    run = TaskRun(task, dict(flags or {}), after=tuple(after))
     _runs.append(run)
     try:
         with output.captured() as run.tail, interrupts.raising_signals():

@@ -6,6 +6,9 @@
   state the server is in>`` and exit code 128 + the signal;
 * a closed output pipe (``inv config | head``) ends quietly with 141, as a Unix tool would.
 
+Whatever the task, once it has ended its server's metrics are rewritten for node_exporter
+(``crdsops.data.metrics``; off until ``monitoring.textfile_dir`` is set).
+
 The run itself (interrupts raised, output kept, notifications, the audit line) is
 ``crdsops.runtime.taskrun``; changing tasks go through ``crdsops.runtime.lifecycle.drive``.
 Module level imports invoke and the standard library only, so `inv --list` stays fast.
@@ -40,7 +43,7 @@ def ops_task(*args, **kwargs):
             from crdsops.runtime import taskrun
 
             output.to_terminal()
-            with taskrun.running(name, _given_flags(signature, c, a, kw)) as run:
+            with taskrun.running(name, _given_flags(signature, c, a, kw), after=(_metrics,)) as run:
                 return _bounded(run, func, c, *a, **kw)
 
         return task(*args, **kwargs)(body)
@@ -92,6 +95,13 @@ def _bounded(run, func, c, *a, **kw):
         raise Exit(line, code=1) from None
     finally:
         _flush_quietly()
+
+
+def _metrics(run) -> None:
+    """Once any task has ended (its audit line written): the server's metrics file, if configured."""
+    from crdsops.data import metrics
+
+    metrics.after_task(run.audit_in or run.config)
 
 
 def _given_flags(signature: inspect.Signature, c, a, kw) -> dict:

@@ -127,6 +127,15 @@ def status(c, json_=False):
         raise Exit(code=rep.exit_code)
 
 
+@ops_task
+def metrics(c):
+    """Print the server's Prometheus metrics (node_exporter textfile format), as every task's end writes them."""
+    from crdsops.data import metrics as prom
+    from crdsops.data import state
+
+    print(prom.text(state.report(server())), end="")
+
+
 @ops_task(help={
     "n": "how many entries to show, newest last (default 20; 0 for all)",
     "task": "only the runs of this task (backup, restore, mirror, stop, ...)",
