@@ -10,7 +10,10 @@ without refusing a request:
   keeps its listening socket; old workers finish their requests, still writing the old file,
   hence ``delaycompress``). Only when Apache runs: a graceful on a stopped Apache starts it.
 - the django kind: ``copytruncate``, since the dev server writes to the fd it inherited from
-  ``inv run``; it opens the server log with O_APPEND, so it goes on at the new end.
+  ``inv run``; it opens the server log with O_APPEND, so it goes on at the new end. A line
+  written between the copy's end and the truncation would be lost, so new requests are held
+  (``Layout.hold``, as a swap holds them: they wait, nothing is refused) from ``DRAIN`` seconds
+  before the copy until the truncation; the requests already past the hold write theirs first.
 - the cron jobs' logs (backup, check-cache, boot, rotate-logs): rename; each run's ``>>`` opens
   the name anew.
 
@@ -39,6 +42,8 @@ LOGROTATE = "logrotate"
 LOGROTATE_TIMEOUT = 1800  # compressing a year of Apache logs on a slow disk
 # %s too: a second rotation on one day (-f, or a missed night caught up) gets a name of its own
 DATEFORMAT = "-%Y%m%d-%s"
+HOLD_TOKEN = "logrotate"  # what the django kind's hold file says while the server log is copied and truncated
+DRAIN = 0.2  # seconds after the hold appears: the requests already past it write their lines
 
 
 def _block(paths: list[Path], config: ServerConfig, *extra: str) -> str:
@@ -67,10 +72,22 @@ def render(config: ServerConfig) -> str:
                         f"        {apachectl} graceful\n"
                         "    endscript")
     else:
-        server = _block([layout.server_log], config, "copytruncate")
-    # the rest: the cron jobs' logs and any other *.log; the server's block above has them first
-    rest = _block([layout.logs / "*.log"], config, "ignoreduplicates")
-    return head + server + rest
+        hold = shlex.quote(str(layout.hold))
+        # copytruncate loses what the server writes between the copy's end and the truncation;
+        # requests held (not refused) for that moment write nothing. $PPID is logrotate's pid in
+        # both scripts: the hold is removed only when it is still ours (a swap's is left alone).
+        server = _block([layout.server_log], config, "copytruncate",
+                        "prerotate\n"
+                        f"        (set -C; echo \"{HOLD_TOKEN} $PPID\" > {hold}) 2>/dev/null && sleep {DRAIN} || true\n"
+                        "    endscript",
+                        "postrotate\n"
+                        f"        [ \"$(cat {hold} 2>/dev/null)\" = \"{HOLD_TOKEN} $PPID\" ] && rm -f {hold} || true\n"
+                        "    endscript")
+    # the rest: the cron jobs' logs and any other *.log. The glob matches the server's logs too;
+    # ignoreduplicates (global: inside the block logrotate still refuses the duplicate) leaves
+    # them to the block above, which comes first
+    rest = _block([layout.logs / "*.log"], config)
+    return head + "ignoreduplicates\n" + server + rest
 
 
 def write(config: ServerConfig) -> bool:
@@ -88,6 +105,19 @@ def argv(config: ServerConfig, force: bool = False) -> list[str]:
     layout = config.layout
     return [LOGROTATE, *(["--force"] if force else []), "--state", str(layout.logrotate_state),
             str(layout.logrotate_conf)]
+
+
+def release_hold(config: ServerConfig) -> None:
+    """Remove a hold a logrotate left behind (killed between its two scripts); the server would
+    otherwise hold each request for up to ``web.hold_timeout`` until the file goes stale."""
+    hold = config.layout.hold
+    try:
+        word, _, pid = hold.read_text().strip().partition(" ")
+    except OSError:
+        return
+    if word == HOLD_TOKEN and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        hold.unlink(missing_ok=True)
+        log.warning(f"removed the hold {hold} that logrotate (pid {pid}) left behind")
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,8 @@ class RotateLogs(Operation):
         except commands.NotInstalled:
             raise CrdsOpsError("logrotate is not installed; `apt-get install logrotate` (system-packages.txt, "
                                "default)") from None
+        finally:
+            release_hold(self.config)
         self.done = True
         log.info(f"logs of {self.config.name} rotated ({self.config.layout.logs})")
 
