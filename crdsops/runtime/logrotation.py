@@ -24,7 +24,9 @@ whole, and a truncation would lose the lines written between the copy and the tr
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from crdsops.steps import Plan
 
 log = logging.getLogger(__name__)
 
-LOGROTATE = "logrotate"
+SBIN = ("/usr/sbin", "/sbin")  # where Debian puts logrotate; cron's PATH is /usr/bin:/bin
 LOGROTATE_TIMEOUT = 1800  # compressing a year of Apache logs on a slow disk
 # %s too: a second rotation on one day (-f, or a missed night caught up) gets a name of its own
 DATEFORMAT = "-%Y%m%d-%s"
@@ -101,9 +103,14 @@ def write(config: ServerConfig) -> bool:
     return changed
 
 
+def logrotate() -> str:
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+    return shutil.which("logrotate", path=path) or "logrotate"
+
+
 def argv(config: ServerConfig, force: bool = False) -> list[str]:
     layout = config.layout
-    return [LOGROTATE, *(["--force"] if force else []), "--state", str(layout.logrotate_state),
+    return [logrotate(), *(["--force"] if force else []), "--state", str(layout.logrotate_state),
             str(layout.logrotate_conf)]
 
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import crontab_lines
 from support import make_configs
 
 from crdsops.data import boot
@@ -47,24 +48,6 @@ def test_apache_kinds_unit_follows_apaches_pid_file_and_reloads_gracefully(tmp_p
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
 
 
-@pytest.fixture
-def real_crontab():
-    """The user's crontab as it was, put back afterwards whatever the test did."""
-    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    try:
-        yield
-    finally:
-        if before.returncode == 0:
-            subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
-        else:
-            subprocess.run(["crontab", "-r"], capture_output=True)
-
-
-def crontab_lines() -> list[str]:
-    out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    return out.stdout.splitlines() if out.returncode == 0 else []
-
-
 @pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (make test installs it)")
 @pytest.mark.skipif(boot.systemd_runs(), reason="systemd runs here: boot start is its unit, not cron")
 def test_reboot_line_run_as_cron_does_brings_a_stopped_server_up(sqlite_server, real_crontab):
@@ -74,6 +57,8 @@ def test_reboot_line_run_as_cron_does_brings_a_stopped_server_up(sqlite_server, 
     ours = [line for line in crontab_lines() if line.endswith("# crdsops boot hst.django")]
     assert len(ours) == 1 and ours[0].startswith("@reboot "), crontab_lines()
     assert "boot start: enabled" in sqlite_server.inv("boot", "status").stdout
+    status = sqlite_server.inv("status", check=False).stdout
+    assert "boot:       enabled (cron @reboot line" in status, status
 
     sqlite_server.inv("stop")
     assert not sqlite_server.answers()
