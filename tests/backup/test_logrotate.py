@@ -1,75 +1,26 @@
 """Log rotation with the real logrotate under the real client load, on a running django-kind server:
 no request refused, no line of the server log lost, and the audit log left alone."""
 
-import gzip
-import itertools
 import os
-import re
 import shutil
 import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 from clientload import ClientLoad
 from conftest import crontab_lines
+from logmarkers import Markers, log_lines, lost
 
 pytestmark = pytest.mark.skipif(not shutil.which("logrotate"), reason="logrotate is missing (system-packages.txt)")
 
 ROTATIONS = 4
-MARKED = re.compile(r"GET /robots\.txt\?line=(\d+) ")
-
-
-def server_log_lines(logs: Path) -> list[str]:
-    """Every line of the server log: the live file and each rotated one (compressed or not)."""
-    lines = []
-    for path in sorted(logs.glob("server.log*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", errors="replace") as handle:
-            lines += handle.read().splitlines()
-    return lines
-
-
-class Markers:
-    """Numbered requests from a few threads, each as fast as the server answers: one line of its log each.
-
-    As many lines as the server can write, so that one written in the moment between
-    copytruncate's copy and its truncation is likely in every rotation (a line lost there is
-    what the test looks for)."""
-
-    def __init__(self, url: str, threads: int = 3):
-        self.url, self.stop, self.numbers = url, threading.Event(), itertools.count()
-        self.sent: list[int] = []
-        self.threads = [threading.Thread(target=self.work, daemon=True) for _ in range(threads)]
-
-    def work(self):
-        while not self.stop.is_set():
-            n = next(self.numbers)
-            try:
-                urllib.request.urlopen(f"{self.url}/robots.txt?line={n}", timeout=30).close()
-            except urllib.error.HTTPError:
-                pass  # a 404, logged like any other request
-            self.sent.append(n)
-
-    def __enter__(self):
-        for each in self.threads:
-            each.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for each in self.threads:
-            each.join(35)
 
 
 def test_rotation_under_load_loses_no_line_and_refuses_nothing(sqlite_server):
     layout = sqlite_server.cfg.layout
     sqlite_server.inv("status", check=False)  # a line in the audit log
     audit = layout.audit_log.stat()
-    before = len(server_log_lines(layout.logs))
+    before = len(log_lines(layout.logs, "server.log"))
     assert before > 0
 
     with ClientLoad(sqlite_server.cfg.local_url, "hst") as load, Markers(sqlite_server.cfg.local_url) as markers:
@@ -83,11 +34,8 @@ def test_rotation_under_load_loses_no_line_and_refuses_nothing(sqlite_server):
     rotated = sorted(p.name for p in layout.logs.glob("server.log-*"))
     assert len(rotated) == ROTATIONS and all(name.endswith(".gz") for name in rotated[:-1]), rotated
     assert not rotated[-1].endswith(".gz"), rotated
-    lines = server_log_lines(layout.logs)
-    seen = [int(m.group(1)) for m in map(MARKED.search, lines) if m]
-    missing = sorted(set(markers.sent) - set(seen))
-    assert not missing and sorted(seen) == sorted(markers.sent), \
-        f"{len(missing)} of {len(markers.sent)} lines lost: {missing[:10]}"
+    lines = log_lines(layout.logs, "server.log")
+    assert not lost(markers, lines), lost(markers, lines)
     assert len(lines) >= before + len(markers.sent) + len(load.requests)
 
     now = layout.audit_log.stat()
