@@ -6,7 +6,7 @@ drives; here they are gathered at the top level, where the historical names expe
 
 from invoke import Collection
 
-from crdsops.tasks import backup, cache, mirror, remote, server, stack
+from crdsops.tasks import backup, cache, mirror, remote, server, stack, upkeep
 
 ns = Collection()
 for each in (
@@ -17,5 +17,6 @@ for each in (
     mirror.mirror,
     cache.check_cache,
     remote.fleet_status, remote.fleet_backup,
+    upkeep.boot, upkeep.rotate_logs,
 ):
     ns.add_task(each)

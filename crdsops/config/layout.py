@@ -5,6 +5,8 @@
     <root>/.demo-seeded         marks that the first install seeded the demo catalog
     <root>/run/                 pid files, the per-server lock ``crdsops.lock/``, the server's control socket
     <root>/logs/                server, Apache and cron logs; audit.jsonl (one line per changing task)
+    <root>/crds-<obs>-<kind>.service  the systemd unit (``inv boot enable`` links it where systemd runs)
+    <root>/logrotate.conf       the logs' rotation (``inv rotate-logs``); its state in ``state/logrotate.status``
     <root>/state/               the last result of each check (``last_result(task)``: runtests, check-cache)
     <root>/static/              collected static files
     <root>/dbbackup/            django-dbbackup's scratch storage
@@ -115,6 +117,30 @@ class Layout:
     def check_cache_log(self) -> Path:
         """The nightly sample cache check's log (its cron line)."""
         return self.logs / "check-cache.log"
+
+    @property
+    def boot_log(self) -> Path:
+        """What the ``@reboot`` cron line's ``inv run`` says (``inv boot enable`` where systemd does not run)."""
+        return self.logs / "boot.log"
+
+    @property
+    def rotate_log(self) -> Path:
+        """The nightly ``inv rotate-logs`` line's log."""
+        return self.logs / "rotate-logs.log"
+
+    @property
+    def logrotate_conf(self) -> Path:
+        """The logrotate configuration ``inv install`` writes for the logs under ``logs/``."""
+        return self.root / "logrotate.conf"
+
+    @property
+    def logrotate_state(self) -> Path:
+        """logrotate's own state file (when it last rotated each log), this server's alone."""
+        return self.state / "logrotate.status"
+
+    def systemd_unit(self, unit: str) -> Path:
+        """The systemd unit ``inv install`` writes (``crds-<obs>-<kind>.service``); ``inv boot enable`` links it."""
+        return self.root / unit
 
     @property
     def audit_log(self) -> Path:

@@ -97,6 +97,13 @@ class Monitoring:
     textfile_dir: Path | None = None  # node_exporter's textfile collector directory (None: no metrics file)
 
 
+@dataclass(frozen=True)
+class Logs:
+    """The logs under ``<root>/logs`` (``inv rotate-logs``); the audit log is never rotated."""
+
+    keep_days: int = 550  # rotated logs older than this are deleted (and at most this many kept)
+
+
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -138,6 +145,7 @@ class ServerConfig:
     stack: Stack
     ssh: Ssh
     monitoring: Monitoring = Monitoring()
+    logs: Logs = Logs()
     sources: tuple = ()  # the files this config was read from, lowest precedence first
     configs: Path | None = None  # the configs directory it was loaded from
 

@@ -4,8 +4,10 @@ One line per server and job, recognised by its trailing marker ``# crdsops backu
 (``# crdsops check-cache <obs>.<kind>`` for ``inv check-cache --sha1 --sample auto/N``: each
 night hashes the slice of that day, so N nights cover every file once); installing again
 replaces it (idempotent), ``remove`` deletes it. Output goes to ``<root>/logs/backup.log``
-(``check-cache.log``). The ``crontab`` command is ``crontab`` (or ``CRDSOPS_CRONTAB``,
-for tests and for machines where it lives elsewhere).
+(``check-cache.log``); ``# crdsops rotate-logs <obs>.<kind>`` runs ``inv rotate-logs``
+(``rotate-logs.log``) after midnight. ``crdsops.data.boot`` keeps its ``@reboot`` line in the
+same crontab (``# crdsops boot <obs>.<kind>``). The ``crontab`` command is ``crontab`` (or
+``CRDSOPS_CRONTAB``, for tests and for machines where it lives elsewhere).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ log = logging.getLogger(__name__)
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-JOBS = ("backup", "check-cache")
-DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47"}
+JOBS = ("backup", "check-cache", "rotate-logs")
+DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47", "rotate-logs": "00:07"}
 
 
 def marker(config: ServerConfig, job: str = "backup") -> str:
@@ -47,18 +49,27 @@ def cron_line(config: ServerConfig, at: str = "03:17", job: str = "backup", slic
     if not match:
         raise CrdsOpsError(f"--at {at!r} is not a time of day; give HH:MM, e.g. 03:17")
     hour, minute = int(match.group(1)), int(match.group(2))
-    inv = Path(sys.executable).parent / "inv"
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("CRDSOPS_CONFIGS", "CRDSOPS_STATE") if os.environ.get(k)]
     if job == "backup":
         log, words = config.layout.backup_log, ["backup"]
+    elif job == "rotate-logs":
+        log, words = config.layout.rotate_log, ["rotate-logs"]
     else:
         if slices < 1:
             raise CrdsOpsError(f"--slices {slices}: give the number of nights a full sha1 pass is spread over (>= 1)")
         log, words = config.layout.check_cache_log, ["check-cache", "--sha1", "--sample", f"auto/{slices}"]
+    return checked_line(f"{minute} {hour} * * * {task_command(words, log)} {marker(config, job)}")
+
+
+def task_command(words: list[str], log: Path) -> str:
+    """The shell command of a cron line: ``inv WORDS`` in the checkout, for this server, into ``log``."""
+    inv = Path(sys.executable).parent / "inv"
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("CRDSOPS_CONFIGS", "CRDSOPS_STATE") if os.environ.get(k)]
     # umask 077: the log the shell's `>>` creates holds the task's output, so it is 0600 like the rest
-    command = " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), *words,
-                        ">>", shlex.quote(str(log)), "2>&1"])
-    line = f"{minute} {hour} * * * {command} {marker(config, job)}"
+    return " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), *words,
+                     ">>", shlex.quote(str(log)), "2>&1"])
+
+
+def checked_line(line: str) -> str:
     if "%" in line:
         raise CrdsOpsError("a path in the cron line contains '%', which cron treats as a newline; move it")
     return line

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from crdsops.config.model import Monitoring, ServerConfig, format_duration
-from crdsops.data import inventory
+from crdsops.data import boot, inventory
 from crdsops.data.inventory import Entry
 from crdsops.db.catalog import CatalogCounts
+from crdsops.errors import CrdsOpsError
 from crdsops.records import Record
 from crdsops.runtime import audit, maintenance, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
@@ -200,6 +201,7 @@ class Report:
     last_runs: dict[str, AuditEntry] = field(default_factory=dict)  # task -> its newest audit line
     runtests: CheckResult | None = None
     check_cache: CheckResult | None = None
+    boot: str = ""  # whether it starts at boot, and how (``crdsops.data.boot.describe``); text only
     since: datetime.datetime | None = None  # when the server was first installed
     warnings: dict[str, str] = field(default_factory=dict)  # line key -> why it is a warning
 
@@ -238,6 +240,7 @@ class Report:
             ("mirror", self._run_text(self.last_mirror)),
             ("runtests", self._result_text(self.runtests)),
             ("check-cache", self._result_text(self.check_cache)),
+            *([("boot", self.boot)] if self.boot else []),
         ]
         shown = []
         for key, text in out:
@@ -362,12 +365,21 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     rep.last_backup, rep.last_restore, rep.last_mirror = (rep.last_runs.get(t) for t in ("backup", "restore", "mirror"))
     rep.runtests = results.read(layout, "runtests")
     rep.check_cache = results.read(layout, "check-cache")
+    rep.boot = _boot_text(config)
     try:
         rep.since = datetime.datetime.fromtimestamp(layout.secret_key.stat().st_mtime, datetime.UTC)
     except OSError:
         rep.since = None
     _judge(rep)
     return rep
+
+
+def _boot_text(config: ServerConfig) -> str:
+    """``enabled (systemd unit ...)``, ``disabled (cron ...)``; empty when neither can be asked (no crontab)."""
+    try:
+        return boot.describe(config, boot.probe(config)).removeprefix("boot start: ")
+    except CrdsOpsError:
+        return ""
 
 
 def _judge(rep: Report) -> None:

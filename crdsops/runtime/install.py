@@ -17,6 +17,7 @@ from crdsops.config.layout import CACHE_TREES, SERVER_FILES_TREES
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir, write_atomic
+from crdsops.runtime import logrotation, unitfile
 from crdsops.runtime.backends import backend_for
 from crdsops.runtime.environ import check_stack_has_vm, manage, render_env_csh, render_env_sh, stack_python
 from crdsops.runtime.lifecycle import Operation
@@ -69,6 +70,9 @@ def plan(config: ServerConfig, facts: InstallFacts, while_serving: bool = False)
         lambda: (_make_dirs(config, owner), _write_secret_key(config, owner)), name="laying out directories")
     p.add(f"write {layout.env_sh} and {layout.env_csh.name}", lambda: _write_env_files(config),
           name="writing env.sh")
+    p.add(f"write the systemd unit {unitfile.unit_path(config)} (`inv boot enable` installs it) and the "
+          f"logrotate configuration {layout.logrotate_conf} (`inv rotate-logs`)",
+          lambda: (unitfile.write(config), logrotation.write(config)), name="writing the boot and logrotate files")
     additive = (" (while the old server serves: the project's migrations are additive, new tables and "
                 "columns the old code does not read)" if while_serving else "")
     p.add(f"migrate the {db.engine} database {db.name}{additive}; collect static files into {layout.static}",

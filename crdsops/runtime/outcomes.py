@@ -151,10 +151,36 @@ class MaintenanceOutcome(Outcome):
         return f"on: {self.message!r}" if self.on else "off"
 
 
+@dataclass(frozen=True)
+class BootOutcome(Outcome):
+    """``boot enable|disable``: how the server starts at boot afterwards."""
+
+    enabled: bool = False
+    how: str = ""  # "systemd" (the unit linked and enabled) or "cron" (an @reboot line)
+    what: str = ""  # the unit's name, or the @reboot line
+    changed: bool = False
+
+    def describe(self) -> str:
+        state = f"enabled ({self.how}: {self.what})" if self.enabled else f"disabled ({self.how})"
+        return state + ("" if self.changed else " (unchanged)")
+
+
+@dataclass(frozen=True)
+class RotateOutcome(Outcome):
+    """``rotate-logs``: whether it was forced and whether logrotate ran to its end."""
+
+    forced: bool = False
+    rotated: bool = False
+
+    def describe(self) -> str:
+        return ("forced" if self.forced else "due logs") + ("" if self.rotated else ", not done")
+
+
 OUTCOMES: dict[str, type[Outcome]] = {
     "install": InstallOutcome, "run": ServiceOutcome, "stop": ServiceOutcome, "rerun": ServiceOutcome,
     "build": BuildOutcome, "backup": BackupOutcome, "restore": RestoreOutcome, "mirror": MirrorOutcome,
     "check-cache": RepairOutcome, "schedule": ScheduleOutcome, "maintenance": MaintenanceOutcome,
+    "boot": BootOutcome, "rotate-logs": RotateOutcome,
 }
 
 

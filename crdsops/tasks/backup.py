@@ -118,15 +118,18 @@ def restore(c, from_=None, yes=False, dry_run=False):
 
 
 @ops_task(help={
-    "remove": "remove this server's line instead of installing it (the cache check's line with check-cache)",
-    "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check)",
+    "remove": "remove this server's line instead of installing it (the cache check's or rotation's with their flag)",
+    "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check, 00:07 for the rotation)",
     "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
     "slices": "with --check-cache: N, the nights a full sha1 pass is spread over (default 7)",
+    "rotate_logs": "the nightly `inv rotate-logs` line (logrotate) instead of the backup's",
 })
-def schedule(c, remove=False, at=None, check_cache=False, slices=7):
-    """Install (or --remove) the nightly cron line that runs `inv backup` (or --check-cache) for this server."""
+def schedule(c, remove=False, at=None, check_cache=False, slices=7, rotate_logs=False):
+    """Install (or --remove) the nightly cron line that runs `inv backup` (or --check-cache, --rotate-logs)."""
     from crdsops.data.schedule import Schedule, ScheduleOptions
     from crdsops.runtime.lifecycle import drive
 
-    job = "check-cache" if check_cache else "backup"
+    if check_cache and rotate_logs:
+        raise Exit("error: give --check-cache or --rotate-logs, one line at a time")
+    job = "check-cache" if check_cache else "rotate-logs" if rotate_logs else "backup"
     drive(Schedule(server(), ScheduleOptions(job, at, int(slices), bool(remove))))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,21 @@ def mysql_server(tmp_path):
             ops.inv("stop", check=False)
     finally:
         account.drop()
+
+
+@pytest.fixture
+def real_crontab():
+    """The user's crontab as it was, put back afterwards whatever the test did."""
+    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    try:
+        yield
+    finally:
+        if before.returncode == 0:
+            subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
+        else:
+            subprocess.run(["crontab", "-r"], capture_output=True)
+
+
+def crontab_lines() -> list[str]:
+    out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    return out.stdout.splitlines() if out.returncode == 0 else []
