@@ -1,9 +1,12 @@
-"""Run one ``inv`` task on every server of an observatory at once (Fabric ThreadingGroup).
+"""Run one ``inv`` task on every server of an observatory, several hosts at a time.
 
 The fleet of an observatory is the set of its configured servers that live on another
-machine (``host`` is not ``localhost``), one entry per distinct host/port. Each host gets
-one result line; a host that cannot be reached, refuses our key or has an unknown or
-changed host key is one failed line among the others, never an exception that hides them.
+machine (``host`` is not ``localhost``), one entry per distinct host/port. ``run_fleet``
+works on at most ``parallel`` hosts at once (a thread per host, each with its own hardened
+fabric ``Connection``) and gives each host's task ``timeout`` seconds. Each host gets one
+result line; a host that cannot be reached, refuses our key, has an unknown or changed host
+key or runs past its timeout (TIMEOUT) is one failed line among the others, never an
+exception that hides them.
 
 ``fleet_status`` runs ``inv status --json`` on every host, reads each answer as the record
 ``crdsops.data.state.StatusDocument`` (a newer host's added keys are ignored; an answer that does
@@ -14,7 +17,10 @@ mirror source (the server its last mirror came from, else the server of the tier
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import logging
+import time
 from dataclasses import dataclass, field
 
 from crdsops.config.model import TIERS
@@ -25,6 +31,8 @@ from crdsops.errors import CrdsOpsError
 from crdsops.records import RecordError
 from crdsops.remote import ssh as remote
 from crdsops.runtime.outcomes import MirrorOutcome
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1  # of `inv fleet-status --json` (README, JSON output)
 DRIFT_KEYS = ("references", "mappings", "contexts")  # the CatalogCounts fields compared
@@ -37,13 +45,23 @@ class HostResult:
     summary: str
     stdout: str = ""
     stderr: str = ""
+    timed_out: bool = False  # the task ran past the per-host timeout (exited is None)
+    seconds: float | None = None  # how long the host took, connecting included
 
     @property
     def ok(self) -> bool:
         return self.exited == 0
 
+    @property
+    def state(self) -> str:
+        if self.ok:
+            return "ok"
+        if self.timed_out:
+            return "TIMEOUT"
+        return "FAILED" if self.exited is not None else "UNREACHABLE"
+
     def line(self) -> str:
-        state = "ok" if self.ok else ("FAILED" if self.exited is not None else "UNREACHABLE")
+        state = self.state
         code = f"exit {self.exited}" if self.exited is not None else "no exit"
         return f"{self.target.name:<12} {self.target.where:<24} {state:<11} ({code}) {self.summary}"
 
@@ -81,41 +99,63 @@ def _any_kind(observatory: str) -> str:
     return found[0] if found else "?"
 
 
-def run_fleet(targets: list[remote.Target], argv: list[str]) -> list[HostResult]:
-    """Run ``inv ARGV`` on every target in parallel; one HostResult per target, in order."""
-    from fabric import ThreadingGroup
-    from fabric.exceptions import GroupException
+def run_fleet(targets: list[remote.Target], argv: list[str], parallel: int,
+              timeout: float | None) -> list[HostResult]:
+    """Run ``inv ARGV`` on every target, at most ``parallel`` hosts at a time; one HostResult each, in order.
 
-    conns = {}
+    ``timeout``: seconds the task may run on one host (None: no limit); connecting has its own
+    limit (``ssh.CONNECT_TIMEOUT``, or ``timeout`` if shorter).
+    """
+    if parallel < 1:
+        raise CrdsOpsError(f"--parallel must be at least 1 (got {parallel})")
+    if timeout is not None and timeout <= 0:
+        raise CrdsOpsError(f"--timeout must be a number of seconds above 0 (got {timeout:g})")
+    env = remote.control_env()
+    connect_timeout = remote.CONNECT_TIMEOUT if timeout is None else max(1, min(remote.CONNECT_TIMEOUT, timeout))
     results: dict[int, HostResult] = {}
+    conns = {}
     for i, target in enumerate(targets):
         try:
-            conns[i] = remote.connection(target)
+            conns[i] = (remote.connection(target, connect_timeout), remote.inv_command(target.checkout, argv, env))
         except CrdsOpsError as err:
             results[i] = HostResult(target, None, str(err))
-    # One ThreadingGroup per distinct command (hosts with the same checkout path share one).
-    by_command: dict[str, list[int]] = {}
-    for i in conns:
-        try:
-            by_command.setdefault(remote.inv_command(targets[i].checkout, argv, remote.control_env()),
-                                  []).append(i)
-        except CrdsOpsError as err:
-            results[i] = HostResult(targets[i], None, str(err))
-    for command, members in by_command.items():
-        group = ThreadingGroup.from_connections([conns[i] for i in members])
-        try:
-            outcome = group.run(command, warn=True, hide=True, pty=False, in_stream=False)
-        except GroupException as err:
-            outcome = err.result
-        for i in members:
-            conn = conns[i]
-            value = outcome.get(conn)
-            if isinstance(value, BaseException):
-                results[i] = HostResult(targets[i], None, remote.explain(value, conn))
-            else:
-                results[i] = HostResult(targets[i], value.exited, _summary(value), value.stdout, value.stderr)
+    # A plain pool, not one ThreadingGroup per command: it bounds how many hosts work at once,
+    # and each host's own timeout ends only that host, so a hung one never holds back the others.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(parallel, len(conns))))
+    try:
+        futures = {pool.submit(_run_on, targets[i], conn, command, timeout): i for i, (conn, command) in conns.items()}
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = future.result()
+    except BaseException:
+        # interrupted: closing the connections ends the runs under way; the queued ones never start
+        pool.shutdown(wait=False, cancel_futures=True)
+        for conn, _command in conns.values():
             conn.close()
+        raise
+    pool.shutdown(wait=True)
     return [results[i] for i in range(len(targets))]
+
+
+def _run_on(target: remote.Target, conn, command: str, timeout: float | None) -> HostResult:
+    """One host's run, whatever happens a HostResult (never an exception that would hide the others)."""
+    from invoke.exceptions import CommandTimedOut
+
+    started = time.monotonic()
+    try:
+        conn.open()
+        value = conn.run(command, warn=True, hide=True, pty=False, in_stream=False, timeout=timeout)
+    except CommandTimedOut as err:
+        # invoke closed the channel; sshd detaches, so the task may still be running on the host
+        log.warning("%s: timed out after %g s", target.name, timeout)
+        return HostResult(target, None, f"timed out after {timeout:g} s; the task may still be running there",
+                          err.result.stdout, err.result.stderr, timed_out=True,
+                          seconds=time.monotonic() - started)
+    except Exception as err:  # noqa: BLE001 - paramiko/socket errors of many kinds, one line each
+        return HostResult(target, None, remote.explain(err, conn), seconds=time.monotonic() - started)
+    finally:
+        conn.close()
+    return HostResult(target, value.exited, _summary(value), value.stdout, value.stderr,
+                      seconds=time.monotonic() - started)
 
 
 def _summary(result) -> str:
@@ -146,9 +186,9 @@ class ServerState:
 
     @property
     def state(self) -> str:
-        """ok, WARN, DOWN, FAILED (no status document) or UNREACHABLE."""
+        """ok, WARN, DOWN, FAILED (no status document), TIMEOUT or UNREACHABLE."""
         if self.result.exited is None:
-            return "UNREACHABLE"
+            return self.result.state
         if self.report is None:
             return "FAILED" if self.result.exited else "ok"
         return {"ok": "ok", "warn": "WARN", "down": "DOWN"}.get(self.report.state, "FAILED")
@@ -174,10 +214,11 @@ class ServerState:
                 "source": self.source, "drift": self.drift, "drift_note": self.drift_note or None}
 
 
-def fleet_status(observatory: str, targets: list[remote.Target]) -> list[ServerState]:
+def fleet_status(observatory: str, targets: list[remote.Target], parallel: int,
+                 timeout: float | None) -> list[ServerState]:
     """`inv status --json` on every target in parallel, each compared with its mirror source."""
     states = [ServerState(res, observatory, _status_document(res))
-              for res in run_fleet(targets, ["status", "--json"])]
+              for res in run_fleet(targets, ["status", "--json"], parallel, timeout)]
     by_name = {s.name: s for s in states if s.report is not None}
     for each in states:
         _compare(each, by_name, states)
@@ -224,7 +265,8 @@ def _compare(state: ServerState, by_name: dict[str, ServerState], states: list[S
     source = by_name.get(state.source)
     if source is None:
         other = next((s for s in states if s.name == state.source), None)
-        why = "not in the fleet" if other is None else ("unreachable" if other.state == "UNREACHABLE" else "gave no status")
+        why = ("not in the fleet" if other is None else "unreachable" if other.state == "UNREACHABLE"
+               else "timed out" if other.state == "TIMEOUT" else "gave no status")
         state.drift_note = f"{state.source} {why}"
         return
     mine, theirs = state.report, source.report

@@ -1,7 +1,7 @@
 """The fleet at a glance as one self-contained HTML page (``inv fleet-status --html FILE``).
 
 One table per observatory, one row per server; a server's state is shown by colour and in
-words (ok, WARN, DOWN, FAILED, UNREACHABLE), times as ages ("5h 3m ago", the exact time in
+words (ok, WARN, DOWN, FAILED, TIMEOUT, UNREACHABLE), times as ages ("5h 3m ago", the exact time in
 the cell's tooltip). No script, no external style sheet, font or image: the file opens the
 same from a mail attachment, a shared disk or an intranet web server.
 """
@@ -24,6 +24,7 @@ COLOURS = {  # background, text: readable, and distinct for the usual colour bli
     "WARN": ("#fff0c2", "#7a5200"),
     "DOWN": ("#ffd9d6", "#8f1208"),
     "FAILED": ("#ffd9d6", "#8f1208"),
+    "TIMEOUT": ("#ffd9d6", "#8f1208"),
     "UNREACHABLE": ("#e4e4e4", "#333333"),
 }
 

@@ -6,6 +6,10 @@ server's ``ssh`` section (then ~/.ssh/config); host keys are checked against
 ``ssh.known_hosts`` and unknown or changed keys are refused. One line per host; the exit
 code is 0 only when every host succeeded (fleet-status: 2 when none failed but some warn).
 ``fleet-status`` without ``--obs`` covers every observatory.
+
+Flags, not config: ``--parallel`` hosts at a time (default 8) and ``--timeout`` seconds per
+host (default 60 for fleet-status, 600 for fleet-backup; 0: no limit). A host still running
+at its timeout is reported as TIMEOUT while the others finish, and fails the task.
 """
 
 from __future__ import annotations
@@ -18,17 +22,38 @@ _HELP = {
     "obs": "observatory whose servers to reach (hst, jwst, ...)",
     "kinds": "comma-separated kinds to include (default: every server on another host)",
     "verbose": "also print each host's full output",
+    "parallel": "how many hosts to work on at a time (default 8)",
 }
+STATUS_TIMEOUT = 60  # seconds `inv status` may take on one host
+BACKUP_TIMEOUT = 600  # seconds `inv backup` may take on one host
+PARALLEL = 8  # hosts at a time
 
 
-def _fleet(obs, kinds, argv, verbose):
+def _timeout_help(default: int) -> str:
+    return f"seconds the task may run on each host before it counts as TIMEOUT (default {default}; 0: no limit)"
+
+
+def _limits(parallel, timeout) -> tuple[int, float | None]:
+    """The flags as run_fleet takes them: --timeout 0 means no limit."""
+    if parallel < 1 or timeout < 0:
+        raise Exit("error: --parallel must be at least 1 and --timeout at least 0 (0: no limit)")
+    return parallel, (None if timeout == 0 else timeout)
+
+
+def _pace(parallel, timeout) -> str:
+    return f"{parallel} at a time, " + (f"timeout {timeout:g} s each" if timeout else "no timeout")
+
+
+def _fleet(obs, kinds, argv, verbose, parallel, timeout):
     from crdsops.remote import fleet
 
     if not obs:
         raise Exit("error: give --obs (e.g. `inv fleet-status --obs hst`)")
+    parallel, timeout = _limits(parallel, timeout)
     targets = fleet.fleet_targets(obs, [k for k in (kinds or "").split(",") if k] or None)
-    print(f"running `inv {' '.join(argv)}` on {len(targets)} host(s) of {obs} ...", flush=True)
-    results = fleet.run_fleet(targets, argv)
+    print(f"running `inv {' '.join(argv)}` on {len(targets)} host(s) of {obs}, {_pace(parallel, timeout)} ...",
+          flush=True)
+    results = fleet.run_fleet(targets, argv, parallel, timeout)
     for res in results:
         print(res.line())
         if verbose and (res.stdout or res.stderr):
@@ -45,8 +70,9 @@ def _fleet(obs, kinds, argv, verbose):
 @ops_task(name="fleet-status", help=dict(
     _HELP, obs="observatory whose servers to reach (default: every observatory with servers on other hosts)",
     json="print JSON (a document with a `schema` version; see README, JSON output)",
-    html="also write the fleet as a self-contained HTML page to this file"))
-def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None):
+    html="also write the fleet as a self-contained HTML page to this file", timeout=_timeout_help(STATUS_TIMEOUT)))
+def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None, parallel=PARALLEL,
+                 timeout=STATUS_TIMEOUT):
     """Run `inv status` on every server: state, context, backup age, drift from its mirror source."""
     import datetime
     import json
@@ -56,13 +82,15 @@ def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None)
     from crdsops.remote import fleet, fleet_page
     from crdsops.timefmt import age_text
 
+    parallel, timeout = _limits(parallel, timeout)
     fleets = {}
     for observatory, targets in _targets_by_observatory(obs, kinds).items():
         if not json_:
-            print(f"running `inv status --json` on {len(targets)} host(s) of {observatory} ...", flush=True)
-        fleets[observatory] = fleet.fleet_status(observatory, targets)
+            print(f"running `inv status --json` on {len(targets)} host(s) of {observatory}, "
+                  f"{_pace(parallel, timeout)} ...", flush=True)
+        fleets[observatory] = fleet.fleet_status(observatory, targets, parallel, timeout)
     states = [s for each in fleets.values() for s in each]
-    failed = [s for s in states if s.state in ("DOWN", "FAILED", "UNREACHABLE")]
+    failed = [s for s in states if s.state in ("DOWN", "FAILED", "TIMEOUT", "UNREACHABLE")]
     warned = [s for s in states if s.state == "WARN"]
     code = 1 if failed else (2 if warned else 0)
     now = datetime.datetime.now(datetime.UTC)
@@ -117,7 +145,8 @@ def _targets_by_observatory(obs, kinds) -> dict:
     return found
 
 
-@ops_task(name="fleet-backup", help=dict(_HELP, dry_run="pass --dry-run to each host's `inv backup`"))
-def fleet_backup(c, obs=None, kinds=None, verbose=False, dry_run=False):
+@ops_task(name="fleet-backup", help=dict(_HELP, dry_run="pass --dry-run to each host's `inv backup`",
+                                         timeout=_timeout_help(BACKUP_TIMEOUT)))
+def fleet_backup(c, obs=None, kinds=None, verbose=False, dry_run=False, parallel=PARALLEL, timeout=BACKUP_TIMEOUT):
     """Run `inv backup` on every server of an observatory; one line per host."""
-    _fleet(obs, kinds, ["backup"] + (["--dry-run"] if dry_run else []), verbose)
+    _fleet(obs, kinds, ["backup"] + (["--dry-run"] if dry_run else []), verbose, parallel, timeout)
