@@ -125,7 +125,7 @@ def restore(c, from_=None, yes=False, dry_run=False):
           "00:07 for the rotation)",
     "nightly": "the one `inv nightly` line (backup, rotation, clearsessions, cache check, runtests) instead of "
                "the backup's; it replaces this server's separate lines",
-    "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
+    "check_cache": "the nightly cache check's line (`inv check-cache` of a sha1 sample) instead of the backup's",
     "slices": "with --check-cache or --nightly: N, the nights a full sha1 pass is spread over (default 7)",
     "rotate_logs": "the nightly `inv rotate-logs` line (logrotate) instead of the backup's",
     "pause_until": "make crdsops' cron lines do nothing until TIME (2026-12-24T06:00 local time, or 36h, 3d "
