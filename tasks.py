@@ -17,6 +17,6 @@ for each in (
     mirror.mirror,
     cache.check_cache,
     remote.fleet_status, remote.fleet_backup,
-    upkeep.boot, upkeep.rotate_logs,
+    upkeep.boot, upkeep.rotate_logs, upkeep.nightly,
 ):
     ns.add_task(each)

@@ -5,7 +5,7 @@ from support import CHECKOUT
 
 TASKS = ["config", "install", "run", "stop", "rerun", "status", "metrics", "history", "manage", "runtests", "maintenance", "build", "lock",
          "backup", "backups", "verify", "restore", "schedule", "mirror", "fleet-status", "fleet-backup",
-         "boot", "rotate-logs"]
+         "boot", "rotate-logs", "nightly"]
 
 
 def test_list_shows_every_task_with_a_summary(ops):

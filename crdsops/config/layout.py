@@ -129,6 +129,16 @@ class Layout:
         return self.logs / "rotate-logs.log"
 
     @property
+    def nightly_log(self) -> Path:
+        """Where the nightly job's cron line appends (``inv schedule --nightly``)."""
+        return self.logs / "nightly.log"
+
+    @property
+    def cron_pause(self) -> Path:
+        """Until when crdsops' cron lines do nothing (``inv schedule --pause-until``)."""
+        return self.state / "cron-pause.json"
+
+    @property
     def logrotate_conf(self) -> Path:
         """The logrotate configuration ``inv install`` writes for the logs under ``logs/``."""
         return self.root / "logrotate.conf"

@@ -104,6 +104,15 @@ class Logs:
     keep_days: int = 550  # rotated logs older than this are deleted (and at most this many kept)
 
 
+@dataclass(frozen=True)
+class Nightly:
+    """``inv nightly``, the one nightly job (``inv schedule --nightly``)."""
+
+    # the tiers whose servers run their self-tests each night: never ops, whose clients must
+    # not meet a test's load or its seeded files
+    runtests_tiers: tuple[Literal["django", "dev", "test", "ops"], ...] = ("dev", "test")
+
+
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -146,6 +155,7 @@ class ServerConfig:
     ssh: Ssh
     monitoring: Monitoring = Monitoring()
     logs: Logs = Logs()
+    nightly: Nightly = Nightly()
     sources: tuple = ()  # the files this config was read from, lowest precedence first
     configs: Path | None = None  # the configs directory it was loaded from
 

@@ -5,7 +5,11 @@ One line per server and job, recognised by its trailing marker ``# crdsops backu
 night hashes the slice of that day, so N nights cover every file once); installing again
 replaces it (idempotent), ``remove`` deletes it. Output goes to ``<root>/logs/backup.log``
 (``check-cache.log``); ``# crdsops rotate-logs <obs>.<kind>`` runs ``inv rotate-logs``
-(``rotate-logs.log``) after midnight. ``crdsops.data.boot`` keeps its ``@reboot`` line in the
+(``rotate-logs.log``) after midnight. ``# crdsops nightly <obs>.<kind>`` runs ``inv nightly``
+(``nightly.log``), which does all three and more in one run: installing it removes this server's
+separate lines, which would do the same work twice. Every line but ``@reboot`` runs its task with
+``CRDSOPS_CRON=1``, so that ``inv schedule --pause-until`` (``crdsops.runtime.cronpause``) can
+make it do nothing until a given time without an edit of the crontab. ``crdsops.data.boot`` keeps its ``@reboot`` line in the
 same crontab (``# crdsops boot <obs>.<kind>``). The ``crontab`` command is ``crontab`` (or
 ``CRDSOPS_CRONTAB``, for tests and for machines where it lives elsewhere).
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 from crdsops import commands
 from crdsops.config.model import CHECKOUT, ServerConfig
 from crdsops.errors import CrdsOpsError
+from crdsops.runtime import cronpause
 from crdsops.runtime.lifecycle import Operation
 from crdsops.runtime.outcomes import ScheduleOutcome
 from crdsops.steps import Plan
@@ -32,8 +37,10 @@ log = logging.getLogger(__name__)
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-JOBS = ("backup", "check-cache", "rotate-logs")
-DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47", "rotate-logs": "00:07"}
+JOBS = ("backup", "check-cache", "rotate-logs", "nightly")
+DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47", "rotate-logs": "00:07", "nightly": "03:17"}
+NIGHTLY_RUNS = ("backup", "check-cache", "rotate-logs")  # the separate jobs `inv nightly` includes
+DEFAULT_SLICES = 7
 
 
 def marker(config: ServerConfig, job: str = "backup") -> str:
@@ -49,21 +56,28 @@ def cron_line(config: ServerConfig, at: str = "03:17", job: str = "backup", slic
     if not match:
         raise CrdsOpsError(f"--at {at!r} is not a time of day; give HH:MM, e.g. 03:17")
     hour, minute = int(match.group(1)), int(match.group(2))
+    if job in ("check-cache", "nightly") and slices < 1:
+        raise CrdsOpsError(f"--slices {slices}: give the number of nights a full sha1 pass is spread over (>= 1)")
     if job == "backup":
         log, words = config.layout.backup_log, ["backup"]
     elif job == "rotate-logs":
         log, words = config.layout.rotate_log, ["rotate-logs"]
+    elif job == "nightly":
+        more = [] if slices == DEFAULT_SLICES else ["--slices", str(slices)]
+        log, words = config.layout.nightly_log, ["nightly", *more]
     else:
-        if slices < 1:
-            raise CrdsOpsError(f"--slices {slices}: give the number of nights a full sha1 pass is spread over (>= 1)")
         log, words = config.layout.check_cache_log, ["check-cache", "--sha1", "--sample", f"auto/{slices}"]
-    return checked_line(f"{minute} {hour} * * * {task_command(words, log)} {marker(config, job)}")
+    return checked_line(f"{minute} {hour} * * * {task_command(words, log, pausable=True)} {marker(config, job)}")
 
 
-def task_command(words: list[str], log: Path) -> str:
-    """The shell command of a cron line: ``inv WORDS`` in the checkout, for this server, into ``log``."""
+def task_command(words: list[str], log: Path, pausable: bool = False) -> str:
+    """The shell command of a cron line: ``inv WORDS`` in the checkout, for this server, into ``log``.
+
+    ``pausable``: the task first asks whether ``inv schedule --pause-until`` paused the cron lines."""
     inv = Path(sys.executable).parent / "inv"
     env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("CRDSOPS_CONFIGS", "CRDSOPS_STATE") if os.environ.get(k)]
+    if pausable:
+        env.append(f"{cronpause.CRON_ENV}=1")
     # umask 077: the log the shell's `>>` creates holds the task's output, so it is 0600 like the rest
     return " ".join([f"cd {shlex.quote(str(CHECKOUT))} && umask 077 &&", *env, shlex.quote(str(inv)), *words,
                      ">>", shlex.quote(str(log)), "2>&1"])
@@ -100,7 +114,7 @@ def installed_line(config: ServerConfig, job: str = "backup") -> str | None:
 class ScheduleOptions:
     job: str = "backup"  # one of JOBS
     at: str | None = None  # HH:MM (default: DEFAULT_AT[job])
-    slices: int = 7  # check-cache: the nights a full sha1 pass is spread over
+    slices: int = DEFAULT_SLICES  # check-cache and nightly: the nights a full sha1 pass is spread over
     remove: bool = False
 
 
@@ -128,6 +142,8 @@ class Schedule(Operation):
         others = [each for each in current if not each.rstrip().endswith(mine)]
         gone = [each for each in current if each.rstrip().endswith(mine)]
         p = Plan(f"scheduling {o.job} of {self.config.name}")
+        if o.job == "nightly" and not o.remove:
+            others = self._without_separate(others, p)
         if o.remove:
             action = (lambda: self._write(others, f"removed: {gone[0]}")) if gone else None
             p.add(f"remove {gone[0]}" if gone else f"no {o.job} line for {self.config.name} in the crontab; "
@@ -137,6 +153,14 @@ class Schedule(Operation):
         else:
             p.add(f"install {self.line}", lambda: self._write(others + [self.line], f"installed: {self.line}"))
         return p
+
+    def _without_separate(self, lines: list[str], p: Plan) -> list[str]:
+        """``lines`` without this server's separate lines that the nightly job replaces (said in the plan)."""
+        separate = tuple(marker(self.config, job) for job in NIGHTLY_RUNS)
+        for line in lines:
+            if line.rstrip().endswith(separate):
+                p.add(f"remove {line} (the nightly job runs it)")
+        return [each for each in lines if not each.rstrip().endswith(separate)]
 
     def _write(self, lines: list[str], said: str) -> None:
         write_crontab(lines)

@@ -14,7 +14,9 @@ into warnings:
 * ``runtests_max_age``, ``check_cache_max_age``: the last result is older; a last result that
   failed is always a warning.
 
-Maintenance mode (``inv maintenance on``) is shown, and is a warning for as long as it is on.
+Maintenance mode (``inv maintenance on``) is shown, and is a warning for as long as it is on. A
+pause of the cron lines in force (``inv schedule --pause-until``) is one line, not a warning: it
+ends by itself, and the backup's age warns if it lasts too long.
 
 A failed backup, restore or mirror run is shown, not warned about: its alert went out when it
 failed, and a missed backup turns stale within hours. Exit codes: 0 ok, 1 down, 2 warning.
@@ -40,7 +42,7 @@ from crdsops.data.inventory import Entry
 from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.records import Record
-from crdsops.runtime import audit, maintenance, outcomes, results, service
+from crdsops.runtime import audit, cronpause, maintenance, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
 from crdsops.runtime.maintenance import MaintenanceNotice
 from crdsops.runtime.results import CacheCheckResult, CheckResult, RuntestsResult
@@ -176,6 +178,7 @@ class StatusDocument(Record):
     check_cache: CacheCheckSummary | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     warnings: tuple[str, ...] = ()  # "line: why", the line being maintenance, backup, shared, runtests or check-cache
+    cron_paused_until: datetime.datetime | None = None  # crdsops' cron lines do nothing until then
 
     def warning(self, line: str) -> str | None:
         """Why ``line`` warns, or None."""
@@ -192,6 +195,7 @@ class Report:
     now: datetime.datetime
     status: service.Status
     maintenance: MaintenanceNotice | None = None
+    cron_pause: cronpause.CronPause | None = None  # in force: the cron lines do nothing until its time
     newest: Entry | None = None  # the newest private backup
     verified: Entry | None = None  # the newest private backup that verified
     shared: Entry | None = None
@@ -241,6 +245,7 @@ class Report:
             ("runtests", self._result_text(self.runtests)),
             ("check-cache", self._result_text(self.check_cache)),
             *([("boot", self.boot)] if self.boot else []),
+            *([("cron", f"{self.cron_pause.describe()}; `inv schedule --resume` ends it")] if self.cron_pause else []),
         ]
         shown = []
         for key, text in out:
@@ -308,6 +313,7 @@ class Report:
             check_cache=self._check(CacheCheckSummary, self.check_cache),
             thresholds=Thresholds.of(self.config.monitoring),
             warnings=tuple(f"{key}: {why}" for key, why in self.warnings.items()),
+            cron_paused_until=self.cron_pause.until if self.cron_pause else None,
         )
 
     def as_dict(self) -> dict:
@@ -353,7 +359,8 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     """Probe the server and read its records; the warnings are decided here."""
     now = now or datetime.datetime.now(datetime.UTC)
     layout = config.layout
-    rep = Report(config, now, service.status(config), maintenance=maintenance.read(layout))
+    rep = Report(config, now, service.status(config), maintenance=maintenance.read(layout),
+                 cron_pause=cronpause.in_force(layout, now))
     nightly = [e for e in inventory.private_backups(config) if e.manifest is None or e.purpose == "backup"]
     rep.newest = nightly[0] if nightly else None
     rep.verified = next((e for e in nightly if e.state == "ok"), None)

@@ -129,11 +129,14 @@ class RepairOutcome(Outcome):
 
 @dataclass(frozen=True)
 class ScheduleOutcome(Outcome):
-    job: str = "backup"
+    job: str = "backup"  # or "pause": `--pause-until` / `--resume`
     cron_line: str = ""  # the line installed ("" when removed or none)
     changed: bool = False
+    until: datetime.datetime | None = None  # pause: the cron lines do nothing until then (None: resumed)
 
     def describe(self) -> str:
+        if self.job == "pause":
+            return f"cron paused until {self.until.isoformat(timespec='minutes')}" if self.until else "cron resumed"
         return f"{self.job}: " + (self.cron_line or "no line") + ("" if self.changed else " (unchanged)")
 
 
@@ -176,11 +179,41 @@ class RotateOutcome(Outcome):
         return ("forced" if self.forced else "due logs") + ("" if self.rotated else ", not done")
 
 
+@dataclass(frozen=True)
+class StepResult(Record):
+    """One step of ``inv nightly``: the task it ran as, how it ended, in a few words."""
+
+    task: str
+    result: str  # ok | failed | skipped | interrupted
+    seconds: float = 0.0
+    detail: str = ""  # what it did (its outcome's words), the error line, or why it was skipped
+
+    def line(self) -> str:
+        """The step's summary line: ``nightly: backup        ok      4.2s  2026-12-03T031700``."""
+        took = f"{self.seconds:6.1f}s" if self.result != "skipped" else " " * 7
+        shown = {"failed": "FAILED", "interrupted": "INTERRUPTED"}.get(self.result, self.result)
+        return f"nightly: {self.task:13} {shown:11} {took}  {self.detail}".rstrip()
+
+
+@dataclass(frozen=True)
+class NightlyOutcome(Outcome):
+    """``nightly``: each step's result, in the order they ran (each step also has its own audit line)."""
+
+    steps: tuple[StepResult, ...] = ()
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(s.task for s in self.steps if s.result in ("failed", "interrupted"))
+
+    def describe(self) -> str:
+        return ", ".join(f"{s.task} {s.result}" for s in self.steps)
+
+
 OUTCOMES: dict[str, type[Outcome]] = {
     "install": InstallOutcome, "run": ServiceOutcome, "stop": ServiceOutcome, "rerun": ServiceOutcome,
     "build": BuildOutcome, "backup": BackupOutcome, "restore": RestoreOutcome, "mirror": MirrorOutcome,
     "check-cache": RepairOutcome, "schedule": ScheduleOutcome, "maintenance": MaintenanceOutcome,
-    "boot": BootOutcome, "rotate-logs": RotateOutcome,
+    "boot": BootOutcome, "rotate-logs": RotateOutcome, "nightly": NightlyOutcome,
 }
 
 

@@ -22,12 +22,13 @@ import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
-from crdsops.runtime import health
+from crdsops.runtime import health, results
 from crdsops.runtime.environ import manage, stack_python
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,22 @@ def run(config: ServerConfig, django_tests: bool = True, live: bool = True) -> C
                       f"{count} tests, exit {result.returncode}")
     if live:
         _live_checks(config, checks)
+    return checks
+
+
+def run_recorded(config: ServerConfig, django_only: bool = False, live_only: bool = False) -> Checks:
+    """``run``, its result kept for `inv status` (``results``), also when the tests could not run."""
+    started = time.monotonic()
+    scope = {"django_only": bool(django_only), "live_only": bool(live_only)}
+    try:
+        checks = run(config, django_tests=not live_only, live=not django_only)
+    except CrdsOpsError as err:
+        results.write(config.layout, results.RuntestsResult(
+            ok=False, seconds=round(time.monotonic() - started, 3), error=str(err).splitlines()[0], **scope))
+        raise
+    results.write(config.layout, results.RuntestsResult(
+        ok=not checks.failed, seconds=round(time.monotonic() - started, 3), passed=checks.passed,
+        failed=checks.failed, summary=checks.summary, **scope))
     return checks
 
 

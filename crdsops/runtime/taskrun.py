@@ -17,6 +17,11 @@
 
 ``crdsops.runtime.lifecycle.drive`` tells the run which server it acts on (``acting_on``)
 and hands it the operation's outcome.
+
+``step(task, config)`` runs one step of a composite task (``inv nightly``) as a run of its own
+inside the current one: its own audit line, as if its task had been run alone (so `inv status`
+and the metrics see the nightly backup as a backup), no notifications of its own, and the
+signals left to the enclosing run. A step that fails is recorded, not raised.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class TaskRun:
     exit: int = 0
     error: str | None = None  # the error as the user sees it
     after: tuple[Callable[[TaskRun], None], ...] = ()  # called last, once the audit line is written
+    notifies: bool = True  # False: a step of a composite run, which notifies once for all its steps
 
     def acting_on(self, config: ServerConfig | None, audit_in: ServerConfig | None = None,
                   notifying: bool = False) -> None:
@@ -67,7 +73,7 @@ class TaskRun:
                 self.was_running = service.running_pid(config) is not None
             except Exception:  # noqa: BLE001 - a probe for a message; never fail the task on it
                 self.was_running = None
-        if notifying and config is not None and self.notifier is None:
+        if notifying and self.notifies and config is not None and self.notifier is None:
             from crdsops.runtime.notify import Notifier
 
             self.notifier = Notifier(config, self.task)
@@ -163,4 +169,35 @@ def running(task: str, flags: dict | None = None, after: tuple[Callable[[TaskRun
             yield run
     finally:
         _runs.pop()
+        run.finish()
+
+
+@contextlib.contextmanager
+def step(task: str, config: ServerConfig, flags: dict | None = None):
+    """Run the block as step ``task`` of the current run (module docstring); yield its ``TaskRun``.
+
+    Its failure (``CrdsOpsError`` or any other error) ends up in ``run.result`` and ``run.error``
+    and goes no further; an interrupt is recorded and raised, stopping the enclosing run too.
+    """
+    from crdsops.errors import CrdsOpsError
+
+    run = TaskRun(task, dict(flags or {}), notifies=False)
+    run.tail = current().tail if current() else None
+    _runs.append(run)
+    try:
+        yield run
+    except CrdsOpsError as err:
+        run.ended("failed", 1, f"error: {err}")
+    except KeyboardInterrupt as err:
+        code = err.exit_code if isinstance(err, interrupts.Interrupted) else 130
+        run.ended("interrupted", code, f"error: {run.interrupted_line()}")
+        raise
+    except Exception as err:  # noqa: BLE001 - one step's bug must not stop the steps after it
+        log.debug("the step's traceback", exc_info=True)
+        run.ended("failed", 1, f"error: unexpected {type(err).__name__}: {err}")
+    finally:
+        _runs.pop()
+        # a step whose operation changes nothing (the cache check) still gets its line: the
+        # nightly's reader wants each step's result where its task's result is read
+        run.audit_in = run.audit_in or config
         run.finish()

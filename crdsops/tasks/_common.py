@@ -43,6 +43,10 @@ def ops_task(*args, **kwargs):
             from crdsops.runtime import taskrun
 
             output.to_terminal()
+            paused = _paused()
+            if paused:
+                say(paused)  # a cron line's run while `inv schedule --pause-until` holds: one line, exit 0
+                return None
             with taskrun.running(name, _given_flags(signature, c, a, kw), after=(_metrics,)) as run:
                 return _bounded(run, func, c, *a, **kw)
 
@@ -52,6 +56,19 @@ def ops_task(*args, **kwargs):
         func, args = args[0], ()
         return decorate(func)
     return decorate
+
+
+def _paused() -> str | None:
+    """The line a run from a cron line says instead of running while the cron lines are paused."""
+    if not os.environ.get("CRDSOPS_CRON"):
+        return None  # only cron's runs pause: an operator's own `inv backup` always runs
+    from crdsops.errors import CrdsOpsError
+    from crdsops.runtime import cronpause
+
+    try:
+        return cronpause.paused_line(server().layout)
+    except CrdsOpsError:
+        return None  # no server to ask: the task itself says what is wrong
 
 
 def _bounded(run, func, c, *a, **kw):

@@ -4,7 +4,8 @@ Defaults (all from the installed server's config, ``backups:`` section): private
 in ``private_dir`` (``keep`` newest, all younger than ``keep_days``, at least
 ``min_keep``), the shared latest as ``<shared_dir>/<obs>.<kind>``. ``inv restore`` reads
 the shared latest unless ``--from DATE|PATH``; ``inv schedule`` installs the nightly
-line at 03:17 unless ``--at HH:MM``. Changing tasks hold the per-server lock.
+line at 03:17 unless ``--at HH:MM`` (``--nightly``: the whole nightly job; ``--pause-until TIME``
+pauses every cron line of crdsops until then). Changing tasks hold the per-server lock.
 """
 
 from __future__ import annotations
@@ -118,18 +119,33 @@ def restore(c, from_=None, yes=False, dry_run=False):
 
 
 @ops_task(help={
-    "remove": "remove this server's line instead of installing it (the cache check's or rotation's with their flag)",
-    "at": "time of day, HH:MM (default 03:17 for the backup, 04:47 for the cache check, 00:07 for the rotation)",
-    "check_cache": "the nightly `inv check-cache --sha1 --sample auto/N` line instead of the backup's",
-    "slices": "with --check-cache: N, the nights a full sha1 pass is spread over (default 7)",
+    "remove": "remove this server's line instead of installing it (the cache check's, rotation's or nightly's "
+              "with their flag)",
+    "at": "time of day, HH:MM (default 03:17 for the backup and the nightly job, 04:47 for the cache check, "
+          "00:07 for the rotation)",
+    "nightly": "the one `inv nightly` line (backup, rotation, clearsessions, cache check, runtests) instead of "
+               "the backup's; it replaces this server's separate lines",
+    "check_cache": "the nightly cache check's line (`inv check-cache` of a sha1 sample) instead of the backup's",
+    "slices": "with --check-cache or --nightly: N, the nights a full sha1 pass is spread over (default 7)",
     "rotate_logs": "the nightly `inv rotate-logs` line (logrotate) instead of the backup's",
+    "pause_until": "make crdsops' cron lines do nothing until TIME (2026-12-24T06:00 local time, or 36h, 3d "
+                   "from now); they resume by themselves",
+    "resume": "end a pause now",
 })
-def schedule(c, remove=False, at=None, check_cache=False, slices=7, rotate_logs=False):
-    """Install (or --remove) the nightly cron line that runs `inv backup` (or --check-cache, --rotate-logs)."""
+def schedule(c, remove=False, at=None, nightly=False, check_cache=False, slices=7, rotate_logs=False,
+             pause_until=None, resume=False):
+    """Install (or --remove) the cron line that runs `inv backup` (or --nightly, ...); --pause-until TIME."""
     from crdsops.data.schedule import Schedule, ScheduleOptions
+    from crdsops.runtime import cronpause
     from crdsops.runtime.lifecycle import drive
 
-    if check_cache and rotate_logs:
-        raise Exit("error: give --check-cache or --rotate-logs, one line at a time")
-    job = "check-cache" if check_cache else "rotate-logs" if rotate_logs else "backup"
+    if pause_until is not None or resume:
+        if pause_until is not None and resume or remove or at or nightly or check_cache or rotate_logs:
+            raise Exit("error: --pause-until and --resume go alone")
+        until = cronpause.parse_until(pause_until) if pause_until is not None else None
+        drive(cronpause.PauseCron(server(), until))
+        return
+    if nightly + check_cache + rotate_logs > 1:
+        raise Exit("error: give one of --nightly, --check-cache, --rotate-logs: one line at a time")
+    job = "nightly" if nightly else "check-cache" if check_cache else "rotate-logs" if rotate_logs else "backup"
     drive(Schedule(server(), ScheduleOptions(job, at, int(slices), bool(remove))))

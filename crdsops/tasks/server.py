@@ -195,24 +195,10 @@ def manage(c, args=""):
 })
 def runtests(c, django_only=False, live_only=False):
     """Run the server's Django tests, then live checks through the real crds client."""
-    import time
-
-    from crdsops.errors import CrdsOpsError
-    from crdsops.runtime import results, selftest
-    from crdsops.runtime.results import RuntestsResult
+    from crdsops.runtime import selftest
 
     cfg = server()
-    started = time.monotonic()
-    scope = {"django_only": bool(django_only), "live_only": bool(live_only)}
-    try:
-        checks = selftest.run(cfg, django_tests=not live_only, live=not django_only)
-    except CrdsOpsError as err:
-        results.write(cfg.layout, RuntestsResult(ok=False, seconds=round(time.monotonic() - started, 3),
-                                                 error=str(err).splitlines()[0], **scope))
-        raise
-    results.write(cfg.layout, RuntestsResult(ok=not checks.failed, seconds=round(time.monotonic() - started, 3),
-                                             passed=checks.passed, failed=checks.failed, summary=checks.summary,
-                                             **scope))
+    checks = selftest.run_recorded(cfg, django_only=bool(django_only), live_only=bool(live_only))
     say(f"runtests {cfg.name}: {checks.summary}")
     if checks.failed:
         raise Exit(code=1)

@@ -1,9 +1,12 @@
-"""Tasks for a server that looks after itself: boot (start at boot), rotate-logs.
+"""Tasks for a server that looks after itself: boot (start at boot), rotate-logs, nightly.
 
 Defaults: the installed server's. ``inv boot enable`` uses the systemd unit ``inv install`` wrote
 (``<root>/crds-<obs>-<kind>.service``) where systemd runs, else an ``@reboot`` crontab line;
 ``inv rotate-logs`` runs logrotate on ``<root>/logrotate.conf`` (``logs.keep_days`` days kept),
 the logs that are due unless ``--force``; ``inv schedule --rotate-logs`` runs it nightly.
+``inv nightly`` runs backup, rotate-logs, clearsessions, the cache check's sha1 slice (``--slices``
+7: a full pass a week) and runtests on the tiers in ``nightly.runtests_tiers`` (dev, test);
+``inv schedule --nightly`` installs its cron line (03:17).
 """
 
 from __future__ import annotations
@@ -41,3 +44,15 @@ def rotate_logs(c, force=False, dry_run=False):
     from crdsops.runtime.logrotation import RotateLogs
 
     drive(RotateLogs(server(), force=bool(force)), dry_run=dry_run)
+
+
+@ops_task(help={
+    "slices": "the nights a full sha1 pass of the cache is spread over (default 7: tonight's slice is checked)",
+    "dry_run": "print the steps, and which are skipped on this tier; change nothing",
+})
+def nightly(c, slices=7, dry_run=False):
+    """Run the nightly job: backup, rotate-logs, clearsessions, a cache-check slice, runtests (dev, test)."""
+    from crdsops.data.nightly import Nightly
+    from crdsops.runtime.lifecycle import drive
+
+    drive(Nightly(server(), slices=int(slices)), dry_run=dry_run)

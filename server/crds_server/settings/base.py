@@ -82,6 +82,8 @@ STATIC_ROOT = optional("CRDS_STATIC_ROOT", os.path.join(CRDS_SERVER_ROOT, "stati
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    # the sessions of the web pages' users; `inv nightly` clears the expired ones (clearsessions)
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "dbbackup",
     "crds_server.catalog",
