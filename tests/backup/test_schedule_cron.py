@@ -4,26 +4,9 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import crontab_lines
 
 pytestmark = pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (make test installs it)")
-
-
-@pytest.fixture
-def real_crontab():
-    """The user's crontab as it was, put back afterwards whatever the test did."""
-    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    try:
-        yield
-    finally:
-        if before.returncode == 0:
-            subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
-        else:
-            subprocess.run(["crontab", "-r"], capture_output=True)
-
-
-def crontab_lines() -> list[str]:
-    out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    return out.stdout.splitlines() if out.returncode == 0 else []
 
 
 def test_schedule_installs_one_line_that_runs_backup_and_removes_it(ops, real_crontab):
