@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
+from crontabs import kept_crontab
 from mariadb import MYSQL_MISSING, Account, requires_mysql, root_sql  # noqa: F401 - re-exported
 from support import Ops, deep_merge, local_overrides, make_configs
 
@@ -130,16 +130,5 @@ def mysql_server(tmp_path):
 @pytest.fixture
 def real_crontab():
     """The user's crontab as it was, put back afterwards whatever the test did."""
-    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    try:
+    with kept_crontab():
         yield
-    finally:
-        if before.returncode == 0:
-            subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
-        else:
-            subprocess.run(["crontab", "-r"], capture_output=True)
-
-
-def crontab_lines() -> list[str]:
-    out = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    return out.stdout.splitlines() if out.returncode == 0 else []

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import crontab_lines
+from crontabs import crontab_lines
 from support import make_configs
 
 from crdsops.data import boot

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from clientload import ClientLoad
-from conftest import crontab_lines
+from crontabs import crontab_lines
 from logmarkers import Markers, log_lines, lost
 
 pytestmark = pytest.mark.skipif(not shutil.which("logrotate"), reason="logrotate is missing (system-packages.txt)")

@@ -136,7 +136,7 @@ def test_a_pause_in_the_past_is_ignored(sqlite_server, monkeypatch):
 
 
 def test_schedule_nightly_installs_one_line_in_place_of_the_separate_ones(sqlite_server, real_crontab):
-    from conftest import crontab_lines
+    from crontabs import crontab_lines
 
     server = sqlite_server
     server.inv("schedule")

@@ -4,7 +4,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import crontab_lines
+from crontabs import crontab_lines
 
 pytestmark = pytest.mark.skipif(not shutil.which("crontab"), reason="cron is not installed (make test installs it)")
 

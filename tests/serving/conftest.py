@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servingkit import HOLD_TIMEOUT
 from support import Ops, deep_merge, local_overrides, make_configs
-
-HOLD_TIMEOUT = 3  # seconds (web.hold_timeout): short, so a test can outlast it
 
 
 @dataclass
@@ -46,16 +41,3 @@ def served(tmp_path_factory):
         yield Served(ops, ops.config("hst", "django"))
     finally:
         ops.inv("stop", check=False)
-
-
-def call(url: str, method: str, *params, headers=None, timeout: float = 30):
-    """One JSON-RPC call as a client makes it: (seconds it took, HTTP status, reply, response headers)."""
-    body = json.dumps({"jsonrpc": "1.0", "method": method, "params": list(params), "id": 1}).encode()
-    request = urllib.request.Request(f"{url}/json/{method}/1/", body, headers=headers or {})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            status, data, got = answer.status, answer.read(), answer.headers
-    except urllib.error.HTTPError as err:
-        status, data, got = err.code, err.read(), err.headers
-    return time.monotonic() - started, status, json.loads(data), got

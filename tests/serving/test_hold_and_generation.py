@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import HOLD_TIMEOUT, call
+from servingkit import HOLD_TIMEOUT, call
 
 from crdsops.runtime import health, service
 

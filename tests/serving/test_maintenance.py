@@ -8,8 +8,8 @@ import json
 import urllib.request
 
 import pytest
-from conftest import call
 from crdsclient import PYTHON, client_env, crds, layout, run_client
+from servingkit import call
 
 MESSAGE = "catalog repair until 14:00 UTC"
 API_CALL = "from crds.client import api; print(api.get_default_context('hst'))"
