@@ -6,17 +6,18 @@ drives; here they are gathered at the top level, where the historical names expe
 
 from invoke import Collection
 
-from crdsops.tasks import backup, cache, mirror, remote, server, stack, upkeep
+from crdsops.tasks import backup, cache, mirror, release, remote, server, stack, upkeep
 
 ns = Collection()
 for each in (
     server.config, server.install, server.run, server.stop, server.rerun, server.status, server.metrics, server.history,
     server.manage, server.runtests, server.maintenance,
+    release.upgrade, release.rollback, release.releases,
     stack.build, stack.lock,
     backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule,
     mirror.mirror,
     cache.check_cache,
-    remote.fleet_status, remote.fleet_backup,
+    remote.fleet_status, remote.fleet_backup, remote.fleet_upgrade,
     upkeep.boot, upkeep.rotate_logs, upkeep.nightly,
 ):
     ns.add_task(each)

@@ -45,7 +45,7 @@ class CannotMeasure(Exception):
 class Server:
     """hst dev in ``where``/<mode>, on its own port and database."""
 
-    def __init__(self, where: Path, mode: str, account: Account, option_file: Path):
+    def __init__(self, where: Path, mode: str, account: Account, option_file: Path, more: dict | None = None):
         self.mode, self.port = mode, free_port()
         home = where / mode
         configs = home / "configs"
@@ -53,7 +53,7 @@ class Server:
         extra = {"root": str(home / "hst-dev"), "web": {"port": self.port, "wsgi_mode": mode, "processes": 2,
                                                         "threads": 4},
                  "database": {"name": f"{account.database}_{mode}", "option_file": str(option_file)},
-                 "backups": {"private_dir": "{root}/backups", "shared_dir": str(home / "shared")}}
+                 "backups": {"private_dir": "{root}/backups", "shared_dir": str(home / "shared")}, **(more or {})}
         merge = ("import sys, yaml, json\npath, extra = sys.argv[1], json.loads(sys.argv[2])\n"
                  "data = yaml.safe_load(open(path)) or {}\n"
                  "def merge(a, b):\n    for k, v in b.items():\n"
@@ -66,7 +66,7 @@ class Server:
 
     def inv(self, *args: str) -> str:
         result = subprocess.run([str(INV), *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=600)
+                                stdin=subprocess.DEVNULL, timeout=900)
         if result.returncode != 0:
             raise CannotMeasure(f"{self.mode}: inv {' '.join(args)} failed: "
                                 f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")

@@ -84,7 +84,7 @@ class Ops:
         if "input" not in kwargs:
             kwargs["stdin"] = subprocess.DEVNULL
         result = subprocess.run(
-            [self.inv_path, *args], cwd=self.checkout, env=self.env, capture_output=True, text=True,
+            [self.inv_path, *args], cwd=self.checkout, env=kwargs.pop("env", self.env), capture_output=True, text=True,
             timeout=timeout, **kwargs,
         )
         if check and result.returncode != 0:

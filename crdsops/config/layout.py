@@ -13,6 +13,10 @@
     <root>/apache/              the Apache that mod_wsgi-express generates; crds.wsgi its entry
     <root>/apache.live/         a copy of the live Apache files while `inv rerun` generates new ones
     <root>/mirror/              the mirror's fetch area (the source's backup)
+    <root>/releases/<name>/     the releases of the server's code (``inv upgrade``): one git revision each,
+                                with release.json (revision, stack, when made)
+    <root>/current              the link to the release that serves, switched atomically
+    <root>/stacks/<lock sha>/   a release's stack when its conda-lock.yml differs from stack.prefix's
 
 The file cache (``CRDS_PATH``) holds ``references``, ``mappings``, ``config`` and ``pickles``,
 each with one directory per observatory; ``server_files`` holds the support directories.
@@ -197,6 +201,20 @@ class Layout:
     @property
     def wsgi_entry(self) -> Path:
         return self.root / "crds.wsgi"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def current(self) -> Path:
+        """The link to the release that serves (none before the first ``inv upgrade``: the checkout serves)."""
+        return self.root / "current"
+
+    @property
+    def stacks(self) -> Path:
+        """Stacks of releases whose lock differs from ``stack.prefix``'s, one per lock sha256."""
+        return self.root / "stacks"
 
     @property
     def mirror_work(self) -> Path:

@@ -113,6 +113,14 @@ class Nightly:
     runtests_tiers: tuple[Literal["django", "dev", "test", "ops"], ...] = ("dev", "test")
 
 
+@dataclass(frozen=True)
+class Upgrade:
+    """``inv upgrade`` / ``inv rollback``: the releases of the server's code under ``<root>/releases``."""
+
+    keep: int = 5  # the newest releases kept (the serving one and the one before it always are)
+    repository: Path | None = None  # the git repository revisions come from (None: this checkout)
+
+
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -156,6 +164,7 @@ class ServerConfig:
     monitoring: Monitoring = Monitoring()
     logs: Logs = Logs()
     nightly: Nightly = Nightly()
+    upgrade: Upgrade = Upgrade()
     sources: tuple = ()  # the files this config was read from, lowest precedence first
     configs: Path | None = None  # the configs directory it was loaded from
 

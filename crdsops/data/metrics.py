@@ -65,7 +65,8 @@ def metrics(rep: state.Report, revision: str) -> list[Metric]:
 def text(rep: state.Report, revision: str | None = None) -> str:
     """The exposition text of the report (HELP and TYPE lines, then the samples; ends with a newline)."""
     common = {"observatory": rep.config.observatory, "kind": rep.config.kind}
-    lines = [line for metric in metrics(rep, revision or git_revision()) for line in metric.lines(common)]
+    revision = revision or (rep.release.revision if rep.release else git_revision())
+    lines = [line for metric in metrics(rep, revision) for line in metric.lines(common)]
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +132,8 @@ def _server(rep: state.Report, revision: str) -> list[Metric]:
     up.add(1 if rep.status.up else 0)
     maint = Metric("maintenance_mode", "1 while maintenance mode is on (JSON-RPC refuses clients), else 0")
     maint.add(1 if rep.maintenance is not None else 0)
-    release = Metric("release_info", "always 1; its labels say which crdsops code the server runs")
-    release.add(1, revision=revision, version=__version__)
+    release = Metric("release_info", "always 1; its labels say which code the server runs (revision, crdsops version, release: inv upgrade)")
+    release.add(1, revision=revision, version=__version__, release=rep.release.name if rep.release else "")
     return [up, maint, release]
 
 

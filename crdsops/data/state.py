@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from crdsops.config.model import Monitoring, ServerConfig, format_duration
-from crdsops.data import boot, inventory
+from crdsops.data import boot, inventory, releaselist
 from crdsops.data.inventory import Entry
+from crdsops.data.releaselist import Serving
 from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.records import Record
@@ -179,6 +180,7 @@ class StatusDocument(Record):
     thresholds: Thresholds = field(default_factory=Thresholds)
     warnings: tuple[str, ...] = ()  # "line: why", the line being maintenance, backup, shared, runtests or check-cache
     cron_paused_until: datetime.datetime | None = None  # crdsops' cron lines do nothing until then
+    release: Serving | None = None  # the release that serves (None: the checkout's code; inv upgrade)
 
     def warning(self, line: str) -> str | None:
         """Why ``line`` warns, or None."""
@@ -205,6 +207,7 @@ class Report:
     last_runs: dict[str, AuditEntry] = field(default_factory=dict)  # task -> its newest audit line
     runtests: CheckResult | None = None
     check_cache: CheckResult | None = None
+    release: Serving | None = None  # the release that serves (None: the checkout's code)
     boot: str = ""  # whether it starts at boot, and how (``crdsops.data.boot.describe``); text only
     since: datetime.datetime | None = None  # when the server was first installed
     warnings: dict[str, str] = field(default_factory=dict)  # line key -> why it is a warning
@@ -237,6 +240,7 @@ class Report:
             ("context", f"{context}"),
             ("catalog", f"{_or_dash(counts.references)} references, {_or_dash(counts.mappings)} mappings"),
             ("database", f"{cfg.database.engine} {cfg.database.name}"),
+            ("release", self.release.describe() if self.release else "none: the checkout's code serves"),
             ("backup", self._backup_text()),
             ("shared", self._entry_text(self.shared, "none published")),
             ("last backup", self._run_text(self.last_backup)),
@@ -314,6 +318,7 @@ class Report:
             thresholds=Thresholds.of(self.config.monitoring),
             warnings=tuple(f"{key}: {why}" for key, why in self.warnings.items()),
             cron_paused_until=self.cron_pause.until if self.cron_pause else None,
+            release=self.release,
         )
 
     def as_dict(self) -> dict:
@@ -360,7 +365,7 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     now = now or datetime.datetime.now(datetime.UTC)
     layout = config.layout
     rep = Report(config, now, service.status(config), maintenance=maintenance.read(layout),
-                 cron_pause=cronpause.in_force(layout, now))
+                 cron_pause=cronpause.in_force(layout, now), release=releaselist.serving(config))
     nightly = [e for e in inventory.private_backups(config) if e.manifest is None or e.purpose == "backup"]
     rep.newest = nightly[0] if nightly else None
     rep.verified = next((e for e in nightly if e.state == "ok"), None)

@@ -16,9 +16,14 @@ from crdsops.config.model import CHECKOUT, ServerConfig
 from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
 from crdsops.records import RecordError
+from crdsops.runtime.releases import serving_code
 
-SERVER_DIR = CHECKOUT / "server"
-MANAGE_PY = SERVER_DIR / "manage.py"
+SERVER_DIR = CHECKOUT / "server"  # the checkout's; a server runs ``server_dir(config)``
+
+
+def server_dir(config: ServerConfig) -> Path:
+    """The server code that runs: the current release's (``inv upgrade``), else the checkout's."""
+    return serving_code(config).server_dir
 
 
 def settings_module(config: ServerConfig) -> str:
@@ -46,7 +51,7 @@ def server_environ(config: ServerConfig) -> dict[str, str]:
         "CRDS_HOLD_TIMEOUT": str(config.web.hold_timeout),
         "CRDS_GENERATION_FILE": str(layout.catalog_generation),
         "CRDS_MAINTENANCE_FILE": str(layout.maintenance),
-        "PYTHONPATH": str(SERVER_DIR),
+        "PYTHONPATH": str(server_dir(config)),
     }
     if db.is_mysql:
         env.update(CRDS_DB_HOST=db.host, CRDS_DB_PORT=str(db.port), CRDS_DB_OPTION_FILE=str(db.option_file or ""))
@@ -63,14 +68,14 @@ def _allowed_hosts(config: ServerConfig) -> list[str]:
 def render_env_sh(config: ServerConfig) -> str:
     lines = [f"# {config.name}: written by `inv install`; source it to work in this server's environment"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in server_environ(config).items()]
-    lines.append(f"export PATH={shlex.quote(str(config.stack.prefix / 'bin'))}:\"$PATH\"")
+    lines.append(f"export PATH={shlex.quote(str(serving_code(config).stack / 'bin'))}:\"$PATH\"")
     return "\n".join(lines) + "\n"
 
 
 def render_env_csh(config: ServerConfig) -> str:
     lines = [f"# {config.name}: written by `inv install`; source it to work in this server's environment"]
     lines += [f"setenv {k} {_csh_quote(v)}" for k, v in server_environ(config).items()]
-    lines.append(f"setenv PATH {_csh_quote(str(config.stack.prefix / 'bin'))}:${{PATH}}")
+    lines.append(f"setenv PATH {_csh_quote(str(serving_code(config).stack / 'bin'))}:${{PATH}}")
     return "\n".join(lines) + "\n"
 
 
@@ -89,10 +94,11 @@ def child_environ(config: ServerConfig) -> dict[str, str]:
 
 
 def stack_python(config: ServerConfig) -> Path:
-    python = config.stack.python
-    if not python.exists():
-        raise CrdsOpsError(f"no Python stack at {config.stack.prefix}; run `inv build` (or `make build`) first")
-    return python
+    """The Python the server runs with: its release's stack (``inv upgrade``), else ``stack.prefix``'s."""
+    code = serving_code(config)
+    if not code.python.exists():
+        raise CrdsOpsError(f"no Python stack at {code.stack}; run `inv build` (or `make build`) first")
+    return code.python
 
 
 _FIND_MODULES = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
@@ -124,7 +130,7 @@ def check_stack_has_vm(config: ServerConfig) -> None:
 
 
 def manage_argv(config: ServerConfig, *args: str) -> list[str]:
-    return [str(stack_python(config)), str(MANAGE_PY), *args]
+    return [str(stack_python(config)), str(server_dir(config) / "manage.py"), *args]
 
 
 def _manage_env(config: ServerConfig, extra_env: dict | None) -> dict:
@@ -142,7 +148,7 @@ def manage_failure(args, returncode: int, output: str = "") -> str:
 def start_manage(config: ServerConfig, *args: str, extra_env: dict | None = None) -> commands.Popen:
     """Start ``manage.py ARGS`` with text pipes on stdin, stdout and stderr (in our session, so
     ``side_by_side`` stops it with the job that started it)."""
-    return commands.start(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
+    return commands.start(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=server_dir(config),
                           text=True, stdin=commands.PIPE, stdout=commands.PIPE, stderr=commands.PIPE)
 
 
@@ -153,7 +159,7 @@ def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool 
     With ``capture`` the output is returned (and shown in the error if it fails);
     otherwise it streams to the terminal.
     """
-    result = commands.run(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=SERVER_DIR,
+    result = commands.run(manage_argv(config, *args), env=_manage_env(config, extra_env), cwd=server_dir(config),
                           capture=capture, check=False)
     if check and not result.ok:
         output = (result.stderr or result.stdout or "") if capture else ""

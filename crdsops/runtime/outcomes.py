@@ -209,11 +209,30 @@ class NightlyOutcome(Outcome):
         return ", ".join(f"{s.task} {s.result}" for s in self.steps)
 
 
+@dataclass(frozen=True)
+class ReleaseOutcome(Outcome):
+    """``upgrade`` and ``rollback``: which release serves afterwards, and which served before."""
+
+    serving: str = ""  # the release that serves after the run ("" : the checkout)
+    previous: str = ""  # the one that served before it
+    revision: str = ""  # the serving release's git sha
+    switched: bool = False  # whether ``current`` now names another release than before
+    rolled_back: bool = False  # switched, failed, and switched back
+
+    def describe(self) -> str:
+        if self.rolled_back:
+            return f"rolled back: {self.serving or 'the checkout'} serves"
+        if self.switched:
+            return f"{self.previous or 'the checkout'} -> {self.serving} ({self.revision[:7]})"
+        return f"{self.serving or 'the checkout'} serves (nothing switched)"
+
+
 OUTCOMES: dict[str, type[Outcome]] = {
     "install": InstallOutcome, "run": ServiceOutcome, "stop": ServiceOutcome, "rerun": ServiceOutcome,
     "build": BuildOutcome, "backup": BackupOutcome, "restore": RestoreOutcome, "mirror": MirrorOutcome,
     "check-cache": RepairOutcome, "schedule": ScheduleOutcome, "maintenance": MaintenanceOutcome,
     "boot": BootOutcome, "rotate-logs": RotateOutcome, "nightly": NightlyOutcome,
+    "upgrade": ReleaseOutcome, "rollback": ReleaseOutcome,
 }
 
 

@@ -150,3 +150,37 @@ def _targets_by_observatory(obs, kinds) -> dict:
 def fleet_backup(c, obs=None, kinds=None, verbose=False, dry_run=False, parallel=PARALLEL, timeout=BACKUP_TIMEOUT):
     """Run `inv backup` on every server of an observatory; one line per host."""
     _fleet(obs, kinds, ["backup"] + (["--dry-run"] if dry_run else []), verbose, parallel, timeout)
+
+
+UPGRADE_TIMEOUT = 1800  # seconds `inv upgrade` (or the gate's `inv runtests`) may take on one host
+
+
+@ops_task(name="fleet-upgrade", help=dict(
+    {k: v for k, v in _HELP.items() if k != "verbose"}, to="the revision every host's checkout upgrades to (a commit, tag or branch its git knows)",
+    dry_run="show the rollout (tiers, hosts, gates), change nothing",
+    yes="also upgrade the ops tier without asking (otherwise a yes naming the ops hosts is needed)",
+    timeout=_timeout_help(UPGRADE_TIMEOUT)))
+def fleet_upgrade(c, obs=None, to=None, kinds=None, dry_run=False, yes=False, parallel=PARALLEL,
+                  timeout=UPGRADE_TIMEOUT):
+    """Upgrade every server of an observatory, dev then test then ops, each tier gated by its runtests."""
+    from crdsops.remote import rollout
+    from crdsops.runtime.lifecycle import confirm
+
+    if not obs or not to:
+        raise Exit("error: give --obs and --to (e.g. `inv fleet-upgrade --obs hst --to v2.1`)")
+    parallel, timeout = _limits(parallel, timeout)
+    plan = rollout.Rollout(obs, to, rollout.tiers_of(obs, [k for k in (kinds or "").split(",") if k] or None))
+    for line in plan.plan_lines():
+        print(line)
+    if dry_run:
+        print("dry run: nothing changed")
+        return
+    ops = next((t for t in plan.tiers if t.name == "ops"), None)
+    if ops is not None and not confirm(f"upgrade the ops tier too: {ops.hosts()}?", bool(yes)):
+        plan.tiers.remove(ops)
+        print("the ops tier will not be upgraded (no yes; give --yes when running without a terminal)")
+    print(f"{_pace(parallel, timeout)}", flush=True)
+    if not rollout.roll_out(plan, parallel, timeout, say=lambda line: print(line, flush=True)):
+        raise Exit(f"error: fleet-upgrade stopped: {plan.stopped}")
+    print(f"fleet-upgrade: {', '.join(t.name for t in plan.tiers)} upgraded to {to}"
+          + ("; the ops tier was left as it is" if ops is not None and ops not in plan.tiers else ""))

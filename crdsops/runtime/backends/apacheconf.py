@@ -19,7 +19,7 @@ from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import write_atomic
-from crdsops.runtime.environ import SERVER_DIR, child_environ
+from crdsops.runtime.environ import child_environ, server_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def configtest(config: ServerConfig) -> None:
     """``apachectl configtest`` on the generated files; ConfigRefused with its own message if it fails."""
     argv = [str(config.layout.apachectl), "configtest"]
     try:
-        result = commands.run(argv, what="apachectl configtest", cwd=SERVER_DIR, env=child_environ(config),
+        result = commands.run(argv, what="apachectl configtest", cwd=server_dir(config), env=child_environ(config),
                               check=False, timeout=CONFIGTEST_TIMEOUT)
     except commands.CommandFailed as err:
         raise ConfigRefused(f"{config.name}: cannot check the new Apache configuration ({err})") from None

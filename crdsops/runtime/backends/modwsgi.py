@@ -44,7 +44,8 @@ from crdsops.runtime.backends.base import (
     run_foreground,
     wait_gone,
 )
-from crdsops.runtime.environ import SERVER_DIR, child_environ, manage_argv, server_environ
+from crdsops.runtime.releases import serving_code
+from crdsops.runtime.environ import child_environ, manage_argv, server_dir, server_environ
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class ModWsgiBackend(Backend):
         """Read-only checks before install changes anything."""
         _express(config)
         run_as(config)
-        check_readable_by_web_user(config, [config.stack.prefix, SERVER_DIR, _option_file(config)])
+        check_readable_by_web_user(config, [serving_code(config).stack, server_dir(config), _option_file(config)])
 
     def prepare(self, config: ServerConfig) -> None:
         """Write the WSGI entry and generate the Apache configuration under the server root."""
@@ -128,7 +129,7 @@ class ModWsgiBackend(Backend):
         write_atomic(config.layout.apache_include, render_include(config), mode=0o644)
         ensure_dir(config.layout.logs)
         ensure_dir(config.layout.run)
-        result = commands.run(self.setup_argv(config, user), what="mod_wsgi-express setup-server", cwd=SERVER_DIR,
+        result = commands.run(self.setup_argv(config, user), what="mod_wsgi-express setup-server", cwd=server_dir(config),
                               env=_plain_environ(), check=False, timeout=SETUP_TIMEOUT)
         if not result.ok:
             last = (result.stderr or result.stdout).strip().splitlines()[-3:]
@@ -151,8 +152,8 @@ class ModWsgiBackend(Backend):
             "--error-log-name", self.log_file(config).name,
             "--access-log", "--access-log-name", self.access_log(config).name,
             "--pid-file", str(self.pid_file(config)),
-            "--working-directory", str(SERVER_DIR),
-            "--python-path", str(SERVER_DIR),
+            "--working-directory", str(server_dir(config)),
+            "--python-path", str(server_dir(config)),
             "--locale", "C.UTF-8",
             "--enable-sendfile",
             "--limit-request-body", str(APACHE_REQUEST_BODY_LIMIT),
@@ -174,7 +175,7 @@ class ModWsgiBackend(Backend):
         who = f"as {user[0]} " if user else ""
         try:
             result = commands.run(manage_argv(config, "check", "--database", "default"), what="manage.py check",
-                                  cwd=SERVER_DIR, env=child_environ(config), check=False, timeout=DJANGO_CHECK_TIMEOUT,
+                                  cwd=server_dir(config), env=child_environ(config), check=False, timeout=DJANGO_CHECK_TIMEOUT,
                                   user=user)
         except commands.TimedOut as err:
             raise CrdsOpsError(f"the Django server cannot start {who}({err}); "
@@ -200,7 +201,7 @@ class ModWsgiBackend(Backend):
         error_log = self.log_file(config)
         before = error_log.stat().st_size if error_log.exists() else 0
         try:
-            result = commands.run([str(apachectl), "start"], what="apachectl start", cwd=SERVER_DIR,
+            result = commands.run([str(apachectl), "start"], what="apachectl start", cwd=server_dir(config),
                                   env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
         except commands.TimedOut as err:
             self.sweep(config)
@@ -229,12 +230,12 @@ class ModWsgiBackend(Backend):
 
     def foreground(self, config: ServerConfig) -> int:
         return run_foreground([str(self.apachectl(config)), "start", "-DFOREGROUND"],
-                              cwd=SERVER_DIR, env=child_environ(config))
+                              cwd=server_dir(config), env=child_environ(config))
 
     def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
         """``apachectl stop``, wait; then kill whatever of this Apache is left. Return whether forced."""
         try:
-            commands.run([str(self.apachectl(config)), "stop"], what="apachectl stop", cwd=SERVER_DIR,
+            commands.run([str(self.apachectl(config)), "stop"], what="apachectl stop", cwd=server_dir(config),
                          env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
         except commands.CommandFailed as err:  # gone or hung: the signals below stop this Apache
             log.warning(f"{err}; stopping {config.name}'s Apache by signal")
@@ -307,7 +308,7 @@ class ModWsgiBackend(Backend):
             raise CrdsOpsError(f"{config.name} does not answer after its graceful restart; see {error_log}")
 
     def _apachectl(self, config: ServerConfig, action: str) -> None:
-        result = commands.run([str(self.apachectl(config)), action], what=f"apachectl {action}", cwd=SERVER_DIR,
+        result = commands.run([str(self.apachectl(config)), action], what=f"apachectl {action}", cwd=server_dir(config),
                               env=child_environ(config), check=False, timeout=APACHECTL_TIMEOUT)
         if not result.ok:
             raise CrdsOpsError(self._failure(config, f"apachectl {action} failed", result, 0).split("; its last")[0])
@@ -357,7 +358,7 @@ def render_include(config: ServerConfig) -> str:
 
 def render_entry(config: ServerConfig) -> str:
     environ = {k: v for k, v in server_environ(config).items() if k != "PYTHONPATH"}
-    return ENTRY_TEMPLATE.format(name=config.name, environ=environ, server_dir=str(SERVER_DIR))
+    return ENTRY_TEMPLATE.format(name=config.name, environ=environ, server_dir=str(server_dir(config)))
 
 
 # --- running as the web user -------------------------------------------------------------
@@ -434,9 +435,10 @@ def _option_file(config: ServerConfig) -> Path:
 
 
 def _express(config: ServerConfig) -> Path:
-    express = config.stack.prefix / "bin" / "mod_wsgi-express"
+    stack = serving_code(config).stack
+    express = stack / "bin" / "mod_wsgi-express"
     if not express.exists():
-        raise CrdsOpsError(f"no mod_wsgi-express in the stack {config.stack.prefix}; add the vm category with `inv build --vm`")
+        raise CrdsOpsError(f"no mod_wsgi-express in the stack {stack}; add the vm category with `inv build --vm`")
     return express
 
 

@@ -20,7 +20,7 @@ from crdsops.files import ensure_dir
 from crdsops.runtime import health
 from crdsops.runtime.backends import handover
 from crdsops.runtime.backends.base import Backend, alive, cmdline, run_foreground, terminate, wait_gone, write_pid_file
-from crdsops.runtime.environ import SERVER_DIR, child_environ, manage_argv
+from crdsops.runtime.environ import child_environ, manage_argv, server_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RunserverBackend(Backend):
         with open(log, "ab") as out:
             os.chmod(log, 0o600)
             process = commands.start(
-                self.command(config), what=f"starting {config.name}", cwd=SERVER_DIR, env=child_environ(config),
+                self.command(config), what=f"starting {config.name}", cwd=server_dir(config), env=child_environ(config),
                 stdin=commands.DEVNULL, stdout=out, stderr=commands.STDOUT,
                 start_new_session=True,  # a server lives on after the task; side_by_side leaves it alone
             )
@@ -65,7 +65,7 @@ class RunserverBackend(Backend):
         # it, restore and mirror hold its requests for their swap, and stop stops it.
         ensure_dir(self.pid_file(config).parent)
         return run_foreground(self.command(config), pid_file=self.pid_file(config),
-                              cwd=SERVER_DIR, env=child_environ(config))
+                              cwd=server_dir(config), env=child_environ(config))
 
     def stop(self, config: ServerConfig, pid: int, timeout: float) -> bool:
         return terminate(pid, timeout)
@@ -88,7 +88,7 @@ class RunserverBackend(Backend):
         try:
             new = handover.start_successor(
                 self.command(config, "--take-over", "--log", str(server_log)), timeout=config.web.start_timeout,
-                what=f"the new {config.name} server", cwd=SERVER_DIR, env=child_environ(config),
+                what=f"the new {config.name} server", cwd=server_dir(config), env=child_environ(config),
                 stdin=commands.DEVNULL)
         except handover.HandoverFailed as err:
             _append(server_log, err.output)

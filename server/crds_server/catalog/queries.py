@@ -176,4 +176,6 @@ def server_info(reference_base, mapping_base):
         "force_remote_mode": False,
         "max_archive_size": 5 * 10**9,
         "max_headers_per_rpc": 500,
+        # which release of the server's code answers (`inv upgrade`); "" when run from a checkout
+        "crdsops_release": settings.CRDS_RELEASE,
     }

@@ -7,7 +7,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import as_list, observatory, optional, require
+from .env import as_list, observatory, optional, release_name, require
 
 # ---------------------------------------------------------------- identity
 
@@ -15,6 +15,9 @@ CRDS_OBSERVATORY = observatory(require("CRDS_OBSERVATORY"))
 CRDS_KIND = optional("CRDS_KIND", "django")
 CRDS_SERVER_URL = optional("CRDS_SERVER_URL", "http://127.0.0.1:8000").rstrip("/")
 CRDS_SERVER_ROOT = optional("CRDS_SERVER_ROOT", os.getcwd())
+# The release this code is (`inv upgrade`: <root>/releases/<name>/server is this directory's
+# parent; its release.json names it); "" when it runs from a checkout. get_server_info says it.
+CRDS_RELEASE = release_name(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 # Seconds a process may reuse its get_server_info answer (see catalog/infocache.py).
 CRDS_SERVER_INFO_TTL = int(optional("CRDS_SERVER_INFO_TTL", "10"))
 # download_metadata precomputed by a restore or mirror from the staged database, read by the
@@ -69,6 +72,13 @@ elif CRDS_DB_ENGINE == "mysql":
     }
 else:
     raise ImproperlyConfigured(f"CRDS_DB_ENGINE={CRDS_DB_ENGINE!r} must be 'sqlite' or 'mysql'")
+
+# A smoke test of a new release (`inv upgrade`) serves the live database read-only.
+if optional("CRDS_DB_READ_ONLY", "") == "1":
+    if CRDS_DB_ENGINE == "sqlite":
+        _default_db["NAME"] = f"file:{_default_db['NAME']}?mode=ro"  # Django opens SQLite with uri=True
+    else:
+        _default_db["OPTIONS"]["init_command"] = "SET SESSION TRANSACTION READ ONLY"
 
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

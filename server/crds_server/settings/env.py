@@ -22,6 +22,17 @@ def optional(name, default):
     return value or default
 
 
+def release_name(directory):
+    """The name in ``directory``/release.json (a release made by `inv upgrade`), else ""."""
+    import json
+
+    try:
+        with open(os.path.join(directory, "release.json")) as handle:
+            return str(json.load(handle).get("name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def as_list(value):
     """Split a comma separated value, dropping blanks."""
     return [item.strip() for item in value.split(",") if item.strip()]

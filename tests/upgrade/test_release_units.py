@@ -1,0 +1,46 @@
+"""Units of the releases: the names' order, the destructive-migration rule, the stack stamp's name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crdsops.errors import CrdsOpsError
+from crdsops.runtime import preflight, releases
+from crdsops.stack import build
+
+
+def test_the_stamp_read_is_the_one_the_stack_builder_writes():
+    assert releases.STACK_STAMP == build.STAMP
+
+
+def test_a_new_name_sorts_after_every_release_even_within_one_second(ops):
+    cfg = ops.config("hst", "django")
+    first = releases.new_name(cfg, "a" * 40)
+    (cfg.layout.releases / first).mkdir(parents=True)
+    (cfg.layout.releases / first / "release.json").write_text(json.dumps({"name": first, "revision": "a" * 40}))
+    second = releases.new_name(cfg, "0" * 40)  # a sha that sorts first, made in the same second
+    assert second > first and second.endswith("-0000000")
+
+
+PLAN = """Planned operations:
+catalog.0002_catalogfile_note
+    Add field note to catalogfile
+catalog.0003_remove_catalogfile_note
+    Remove field note from catalogfile
+    Raw SQL operation -> DROP TABLE x
+"""
+
+
+def test_the_plan_is_parsed_and_only_what_changes_what_exists_refuses(monkeypatch):
+    class Result:
+        ok, stdout = True, PLAN
+
+    monkeypatch.setattr(preflight, "manage", lambda *a, **k: Result())
+    planned = preflight.planned_migrations(None)
+    assert [m.name for m in planned] == ["catalog.0002_catalogfile_note", "catalog.0003_remove_catalogfile_note"]
+    preflight.refuse_destructive(planned[:1], allow=False)  # additive: no refusal
+    with pytest.raises(CrdsOpsError, match="Remove field note from catalogfile.*--allow-destructive"):
+        preflight.refuse_destructive(planned, allow=False)
+    preflight.refuse_destructive(planned, allow=True)
