@@ -197,7 +197,7 @@ def _state(name, tier, exited=0, **status):
     doc = {"schema": 1, "server": {"name": name, "tier": tier}, "state": "ok" if up else "down",
            "exit": 0 if up else 1, "up": up, "context": status.pop("context", "hst_0001.pmap"),
            "counts": {"references": refs, "mappings": 4, "contexts": 1},
-           "last_mirror": status.pop("last_mirror", None), "warnings": [],
+           "last_mirror": status.pop("last_mirror", None), "warnings": [], "release": status.pop("release", None),
            "verified_backup": {"name": "20261203-0317", "path": f"/backups/{name}/20261203-0317",
                                "created": "2026-12-03T03:17:00+00:00", "age_seconds": 7200}}
     assert not status, f"unknown keys {status}"
@@ -240,6 +240,27 @@ def test_drift_names_what_differs_and_why_it_cannot_compare():
     down = _state("hst.dev", "dev", up=False)
     fleet._compare(down, by_name, [test, down])
     assert down.drift_note == "it is down"
+
+
+def _release(sha: str) -> dict:
+    return {"name": f"20261204T120000Z-{sha[:7]}", "revision": sha * 40 if len(sha) == 1 else sha,
+            "subject": f"commit {sha}", "switched_at": "2026-12-04T12:00:00+00:00", "switched_by": "ops"}
+
+
+def test_servers_of_one_observatory_on_different_revisions_are_drift():
+    from crdsops.remote import fleet, fleet_page
+
+    test, dev, old = _state("hst.test", "test", release=_release("a")), _state("hst.dev", "dev", release=_release("a")), \
+        _state("hst.ops", "ops")
+    fleet._release_drift([test, dev, old])
+    assert test.release_drift == dev.release_drift == "" and old.release is None, "same revision: no drift"
+    dev = _state("hst.dev", "dev", release=_release("b"))
+    fleet._release_drift([test, dev, old])
+    assert test.release_drift == "other revisions: hst.dev bbbbbbb"
+    assert dev.release_drift == "other revisions: hst.test aaaaaaa"
+    page = fleet_page.render({"hst": [test, dev, old]})
+    assert re.search(r'<td class="warn" title="[^"]*"><code>bbbbbbb</code> commit b', page), page
+    assert "checkout (no release)" in page
 
 
 def test_the_page_has_one_table_per_observatory_and_escapes_what_hosts_say():

@@ -179,6 +179,7 @@ class ServerState:
     source: str | None = None  # the server it is compared with (its mirror source)
     drift: list[str] = field(default_factory=list)  # what differs from the source
     drift_note: str = ""  # why there is no comparison (top tier, source unreachable ...)
+    release_drift: str = ""  # the other revisions its observatory's servers run ("": all the same)
 
     @property
     def name(self) -> str:
@@ -202,6 +203,11 @@ class ServerState:
         return self.report.context if self.report else None
 
     @property
+    def release(self):
+        """The release it serves (``inv upgrade``; None: its checkout's code, or no status)."""
+        return self.report.release if self.report else None
+
+    @property
     def backup_age(self) -> int | None:
         backup = self.report.verified_backup if self.report else None
         return backup.age_seconds if backup else None
@@ -211,7 +217,8 @@ class ServerState:
         return {"name": self.name, "observatory": self.observatory, "host": target.where, "state": self.state,
                 "exit": self.result.exited, "summary": self.result.summary,
                 "status": self.report.as_dict() if self.report else None,
-                "source": self.source, "drift": self.drift, "drift_note": self.drift_note or None}
+                "source": self.source, "drift": self.drift, "drift_note": self.drift_note or None,
+                "release_drift": self.release_drift or None}
 
 
 def fleet_status(observatory: str, targets: list[remote.Target], parallel: int,
@@ -222,7 +229,19 @@ def fleet_status(observatory: str, targets: list[remote.Target], parallel: int,
     by_name = {s.name: s for s in states if s.report is not None}
     for each in states:
         _compare(each, by_name, states)
+    _release_drift(states)
     return states
+
+
+def _release_drift(states: list[ServerState]) -> None:
+    """Servers of one observatory on different revisions: each says which others run what."""
+    revisions = {s.name: s.release.revision for s in states if s.release is not None}
+    if len(set(revisions.values())) < 2:
+        return
+    for state in states:
+        mine = revisions.get(state.name)
+        others = sorted({f"{name} {rev[:7]}" for name, rev in revisions.items() if rev != mine})
+        state.release_drift = f"other revisions: {', '.join(others)}" if mine else ""
 
 
 def _status_document(res: HostResult) -> StatusDocument | None:

@@ -63,7 +63,7 @@ def render(fleets: dict[str, list[ServerState]], now: datetime.datetime | None =
         parts.append(f'<table data-observatory="{_e(observatory)}">')
         parts.append("<thead><tr><th>server</th><th>host</th><th>state</th><th>context</th><th>catalog</th>"
                      "<th>newest verified backup</th><th>shared latest</th><th>last mirror</th>"
-                     "<th>drift from its source</th><th>warnings</th></tr></thead><tbody>")
+                     "<th>drift from its source</th><th>release</th><th>warnings</th></tr></thead><tbody>")
         for state in states:
             parts.append(_row(state))
         parts.append("</tbody></table>")
@@ -81,6 +81,7 @@ def _row(state: ServerState) -> str:
         f"<td>{_e(state.context) if state.context else _note('-')}</td>",
         *(_status_cells(doc) if doc is not None else _no_status_cells()),
         f"<td>{_drift(state)}</td>",
+        _release(state),
         f"<td>{_warnings(doc) if doc is not None else _e(state.result.summary)}</td>",
     ]
     return f'<tr data-server="{_e(state.name)}" data-state="{_e(state.state)}">' + "".join(cells) + "</tr>"
@@ -125,6 +126,19 @@ def _mirror(last: RunSummary | None) -> str:
     source = outcome.source if isinstance(outcome, MirrorOutcome) else "?"
     result = "" if last.ok else f" <b>{_e(last.result.upper())}</b>"
     return f'<span title="{_e(_iso(last.at))}">{_e(_ago(last.age_seconds))} from {_e(source)}</span>' + result
+
+
+def _release(state: ServerState) -> str:
+    """Which release serves (revision, subject); marked when its observatory's servers differ."""
+    release = state.release
+    css = ' class="warn"' if state.release_drift else ""
+    if release is None:
+        return f"<td{css}>{_note('checkout (no release)')}</td>"
+    title = f"{release.name}, switched in {release.switched_at} by {release.switched_by}"
+    text = f"<code>{_e(release.revision[:7])}</code> {_e(release.subject)}"
+    if state.release_drift:
+        text += f"<br>{_note(state.release_drift)}"
+    return f'<td{css} title="{_e(title)}">{text}</td>'
 
 
 def _drift(state: ServerState) -> str:

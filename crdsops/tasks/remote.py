@@ -108,8 +108,10 @@ def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None,
                      else state.drift_note or "-")
             res = state.result
             exit_text = f"exit {res.exited}" if res.exited is not None else "no exit"
+            release = state.release.revision[:7] if state.release else "checkout"
             print(f"{state.name:<12} {res.target.where:<22} {state.state:<11} ({exit_text}) "
-                  f"context {state.context or '-'}, backup {backup}, {drift}"
+                  f"context {state.context or '-'}, backup {backup}, {drift}, release {release}"
+                  + (f" ({state.release_drift})" if state.release_drift else "")
                   + (f"; {res.summary}" if res.summary and state.state != "ok" else ""))
             if verbose and (res.stdout or res.stderr):
                 for text in (res.stdout, res.stderr):

@@ -91,6 +91,22 @@ def test_a_failure_after_the_switch_switches_back_and_refuses_nothing(server):
     assert info(server)["crdsops_release"] == before and info(server)["max_headers_per_rpc"] == 501
 
 
+@pytest.mark.parametrize("failpoint, signal_name, code", [
+    ("upgrade.switching=sigint", "SIGINT", 130),  # Ctrl-C just before the switch
+    ("upgrade.switched=sigterm", "SIGTERM", 143),  # a kill just after it, before the reload
+])
+def test_an_interrupt_leaves_the_old_release_serving(server, failpoint, signal_name, code):
+    before = listing(server)
+    env = dict(server.env, CRDSOPS_FAILPOINT=failpoint)
+    with ClientLoad(server.cfg.local_url, "hst", threads=2) as load:
+        result = server.inv("upgrade", "--to", "base", "--yes", check=False, timeout=600, env=env)
+    assert result.returncode == code, f"{signal_name}: {result.stdout}{result.stderr}"
+    assert load.failed == 0, load.describe()
+    after = listing(server)
+    assert after["current"] == before["current"] and len(after["releases"]) == len(before["releases"]), after
+    assert info(server)["crdsops_release"] == before["current"]
+
+
 def test_rollback_under_load_goes_back_to_the_previous_release(server):
     doc = listing(server)
     adopted = doc["releases"][0]["release"]["name"]
