@@ -1,6 +1,6 @@
 # crdsops front end: every target forwards to `inv TARGET`; `make help` lists the tasks.
 # Flags come from make variables: make install obs=hst kind=dev, make mirror obs=hst src=test,
-# make restore from=2026-11-28 yes=1, make backup dry_run=1; anything else: args="--flag ...".
+# make restore from=2026-11-28 yes=1, make upgrade to=v2.1, make backup dry_run=1; anything else: args="--flag ...".
 .DEFAULT_GOAL := help
 
 STACK ?= .venv
@@ -8,10 +8,10 @@ INV := $(STACK)/bin/inv
 truthy = $(filter 1 y yes true,$(1))
 FLAGS = $(if $(obs),--obs=$(obs)) $(if $(kind),--kind=$(kind)) $(if $(src),--src=$(src)) \
         $(if $(src_url),--src-url=$(src_url)) $(if $(src_host),--src-host=$(src_host)) \
-        $(if $(from),--from=$(from)) $(if $(call truthy,$(yes)),--yes) \
+        $(if $(from),--from=$(from)) $(if $(to),--to=$(to)) $(if $(call truthy,$(yes)),--yes) \
         $(if $(call truthy,$(dry_run)),--dry-run) $(args)
 
-TASKS := install rerun stop status metrics history runtests backup restore verify backups mirror check-cache schedule rotate-logs nightly lock config
+TASKS := install rerun stop status metrics history runtests backup restore verify backups mirror check-cache schedule rotate-logs nightly upgrade rollback releases lock config
 .PHONY: help build run test $(TASKS)
 
 help:

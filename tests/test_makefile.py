@@ -20,6 +20,8 @@ def make_n(*args: str) -> list[str]:
     (["metrics"], ["metrics"]),
     (["history", "args=-n 5"], ["history", "-n", "5"]),
     (["rerun"], ["rerun"]),
+    (["upgrade", "to=v2.1", "yes=1"], ["upgrade", "--to=v2.1", "--yes"]),
+    (["rollback"], ["rollback"]),
     (["check-cache", "src=test", "args=--repair --sha1"], ["check-cache", "--src=test", "--repair", "--sha1"]),
 ])
 def test_make_forwards_to_inv(args, expected):

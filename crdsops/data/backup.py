@@ -52,7 +52,9 @@ from crdsops.data.inventory import (
     shared_latest,
     utcnow,
 )
-from crdsops.data.manifest import DatabaseDump, FileEntry, Listings, Manifest, ServerIdentity, SupportArchive
+from crdsops.data.manifest import (
+    BinlogPosition, DatabaseDump, FileEntry, Listings, Manifest, ServerIdentity, SupportArchive,
+)
 from crdsops.db.compression import compress_stream, compression, finish
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
@@ -198,7 +200,8 @@ class BackupRun:
             crdsops_version=__version__, purpose=self.purpose,
             database=DatabaseDump(engine=config.database.engine, name=config.database.name,
                                   file=engine.dump_file_name(), compression=compression().name,
-                                  migrations=engine.migrations(), counts=results["counts"]),
+                                  migrations=engine.migrations(), counts=results["counts"],
+                                  binlog=BinlogPosition.from_dict(results["dump"]) if results["dump"] else None),
             support=support, listings=Listings(packages_from=results["packages"]),
         )
 

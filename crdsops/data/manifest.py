@@ -10,7 +10,8 @@ A backup is a directory; ``manifest.json`` is the last file written into it. The
     crdsops_version
     purpose           "backup" | "safety"
     database          {engine, name, file (the dump), compression, migrations: [[app, name], ...],
-                       counts: {references, mappings, contexts, operational_context}}
+                       counts: {references, mappings, contexts, operational_context},
+                       binlog: {file, position} (MySQL with a binary log: the dump's snapshot) or null}
     support           {label: {file, target}}   tarballs of the support directories
     listings          {references, deliveries, pickles, packages, packages_from}: file names
     files             {relative path: {size, sha256}} for every other file of the backup
@@ -51,6 +52,17 @@ class ServerIdentity(Record):
 
 
 @dataclass(frozen=True)
+class BinlogPosition(Record):
+    """Where in the database server's binary log the dump's consistent snapshot stands."""
+
+    file: str  # binlog.000042
+    position: int
+
+    def describe(self) -> str:
+        return f"{self.file}:{self.position}"
+
+
+@dataclass(frozen=True)
 class DatabaseDump(Record):
     engine: str
     file: str  # the dump's name inside the backup
@@ -58,6 +70,7 @@ class DatabaseDump(Record):
     compression: str = ""
     migrations: list = field(default_factory=list)
     counts: CatalogCounts = field(default_factory=CatalogCounts)  # get_catalog_counts when it was made
+    binlog: BinlogPosition | None = None  # MySQL with log_bin: the snapshot's binlog coordinates (PITR)
 
 
 @dataclass(frozen=True)

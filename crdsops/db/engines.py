@@ -46,6 +46,25 @@ from crdsops.errors import CrdsOpsError
 
 # --- engines -----------------------------------------------------------------------------
 
+_CHANGE_MASTER = re.compile(r"^-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);")
+
+
+def binlog_position(dump: Path) -> dict:
+    """The coordinates ``--master-data=2`` wrote near the top of a dump."""
+    source = open_decompressed(dump)
+    try:
+        for _ in range(200):
+            line = source.stdout.readline().decode(errors="replace")
+            match = _CHANGE_MASTER.match(line)
+            if match:
+                return {"file": match.group(1), "position": int(match.group(2))}
+            if not line:
+                break
+    finally:
+        source.kill()
+        source.wait()
+    raise CrdsOpsError(f"{dump} has no binlog coordinates (CHANGE MASTER TO) although the server has a binary log")
+
 class Engine:
     engine = "?"
     dump_name = "database"
@@ -220,10 +239,18 @@ class MysqlEngine(Engine):
     def _sql(self, sql: str, database: str | None = None) -> str:
         return self.mysql.run_sql(self.config, sql, database=database)
 
-    def create_dump(self, out: Path) -> None:
+    def create_dump(self, out: Path) -> dict | None:
+        """The dump; with a binary log, also its snapshot's coordinates ({file, position}).
+
+        ``--master-data=2`` writes them as a comment. MariaDB's dump reads them from the
+        consistent snapshot itself (``binlog_snapshot_file``/``_position``): no lock and no
+        privilege beyond the dump's (Oracle MySQL's would take a global read lock and RELOAD).
+        """
         self.mysql.check_option_file(self.config)
         self.mysql.require_tool("mysqldump")
-        dump = commands.start(self.mysql.mysqldump_argv(self.config), what=f"dumping {self.live}",
+        binlog = self.mysql.binlog_enabled(self.config)
+        extra = ("--master-data=2",) if binlog else ()
+        dump = commands.start(self.mysql.mysqldump_argv(self.config, *extra), what=f"dumping {self.live}",
                               stdout=commands.PIPE, stderr=commands.PIPE)
         try:
             comp = compress_stream(dump.stdout, out)
@@ -237,6 +264,7 @@ class MysqlEngine(Engine):
                               else stage_failure(label, proc.returncode, err))
         if errors:
             raise CrdsOpsError(f"dumping {self.live} failed: {errors[0]}")
+        return binlog_position(out) if binlog else None
 
     def migrations(self) -> list[list[str]]:
         out = self._sql("SELECT app, name FROM django_migrations ORDER BY id;\n", database=self.live)

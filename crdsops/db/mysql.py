@@ -159,6 +159,11 @@ def mysqldump_argv(db: Database | ServerConfig, *args: str, database: str | None
     return client_argv(db, MYSQLDUMP, "--single-transaction", "--quick", "--routines", *args, name)
 
 
+def binlog_enabled(db: Database | ServerConfig) -> bool:
+    """Whether the database server writes a binary log (``log_bin``): point-in-time restore needs it."""
+    return run_sql(db, "SELECT @@GLOBAL.log_bin;\n").strip() == "1"
+
+
 def mysql_restore_argv(db: Database | ServerConfig, database: str | None = None) -> list[str]:
     """``mysql`` reading a dump on stdin into ``database`` (default: the config's)."""
     db = _db(db)

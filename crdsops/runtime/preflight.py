@@ -15,15 +15,20 @@ release goes on serving; a failure is one line that says what failed:
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import json
 import logging
 import re
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 
 from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
+from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, selftest
 from crdsops.runtime.environ import child_environ, manage, manage_argv, server_dir, stack_python
 
@@ -35,6 +40,45 @@ IMPORT_SCRIPT = ("import crds_server.wsgi as w; from django.urls import get_reso
 DESTRUCTIVE = ("Remove field", "Delete model", "Alter field", "Rename field", "Rename model", "Rename table",
                "Raw SQL operation", "Remove index", "Remove constraint")
 SMOKE_START_TIMEOUT = 60
+
+# The smoke test, in one client process (one import of crds, not one per question): what a
+# pipeline asks of a server. get_server_info; `crds sync` of the operational context's
+# mappings with their sha1s checked; and best references for one dataset made from the
+# context's own rules (selftest.DATASET_SCRIPT's way), computed by the server.
+SMOKE_SCRIPT = r"""
+import json, sys
+import crds
+from crds import matches
+from crds.client import api
+from crds.sync import SyncScript
+obs = sys.argv[1]
+info = api.get_server_info()
+context = info["operational_context"]
+if info["observatory"] != obs:
+    sys.exit(f"get_server_info: observatory {info['observatory']}, not {obs}")
+errors = SyncScript(f"crds.sync --{obs} --contexts {context} --check-files --check-sha1sum")()
+if errors:
+    sys.exit(f"crds sync --contexts {context}: {errors} errors")
+bad = set(info.get("bad_files_list", []))
+instrument_key = crds.get_cached_mapping(context).parkey[0]
+for reference in api.get_reference_names(context)[:200]:
+    if reference in bad:
+        continue
+    try:
+        found = matches.find_match_paths_as_dict(context, reference)
+    except Exception:
+        continue
+    for match in found:
+        values = {k: str(v) for k, v in match.items() if k not in ("observatory", "instrument", "filekind")}
+        if all(v and not v.startswith(("*", "#", "(")) and "|" not in v for v in values.values()):
+            header = dict(values, **{instrument_key: match["instrument"].upper()})
+            best = crds.getrecommendations(header, reftypes=[match["filekind"]], context=context, observatory=obs)
+            if best.get(match["filekind"]) != reference:
+                sys.exit(f"best references for a dataset of {reference}: {best}")
+            print(json.dumps({"context": context, "reftype": match["filekind"], "reference": reference}))
+            sys.exit(0)
+sys.exit(f"no reference of {context} has plain match parameters to make a dataset header from")
+"""
 
 
 class PreflightFailed(CrdsOpsError):
@@ -49,6 +93,24 @@ class Migration:
     @property
     def destructive(self) -> tuple[str, ...]:
         return tuple(op for op in self.operations if op.startswith(DESTRUCTIVE))
+
+
+def static_checks(config: ServerConfig) -> list[Migration]:
+    """``importable``, ``checked`` and ``planned_migrations`` side by side (three Django starts at
+    once, each in the release being tried); the planned migrations."""
+    jobs = {}
+    for name, check in (("importing", importable), ("check --deploy", checked), ("migrate --plan", planned_migrations)):
+        context = contextvars.copy_context()  # the release being tried (releases.trying), in each thread
+        jobs[name] = functools.partial(context.run, check, config)
+    try:
+        results = side_by_side(jobs).results
+    except JobsFailed as err:
+        first = err.failures[0][1]
+        raise (first if isinstance(first, PreflightFailed) else PreflightFailed(str(first))) from None
+    planned = results["migrate --plan"]
+    log.info(f"preflight: {len(planned)} migrations to apply" +
+             (": " + ", ".join(m.name for m in planned) if planned else ""))
+    return planned
 
 
 def importable(config: ServerConfig) -> None:
@@ -102,27 +164,25 @@ def refuse_destructive(migrations: list[Migration], allow: bool) -> None:
                           "apply it in a planned window with --allow-destructive")
 
 
-def smoke(config: ServerConfig) -> selftest.Checks:
+def smoke(config: ServerConfig) -> None:
     """Serve the release on a free loopback port, the live database read-only; the real client's checks."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(child_environ(config), CRDS_DB_READ_ONLY="1")
     argv = manage_argv(config, "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}")
-    with _serving(argv, env, config, url):
-        checks = selftest.Checks()
-        selftest.live_checks(url, config.observatory, str(stack_python(config)), checks)
-    if checks.failed:
-        failed = [line for line in checks.lines if line.startswith("FAIL")]
-        raise PreflightFailed(f"its smoke test failed ({checks.summary}): {failed[0][6:] if failed else '?'}")
-    log.info(f"preflight: smoke test on {url} with the real crds client: {checks.summary}")
-    return checks
+    with _serving(argv, env, config, url), tempfile.TemporaryDirectory(prefix="crdsops-smoke-") as cache:
+        client = selftest.Client(str(stack_python(config)), url, cache)
+        result = client.run("-c", SMOKE_SCRIPT, config.observatory)
+    if result.returncode != 0:
+        raise PreflightFailed(f"its smoke test with the real crds client failed: {result.last_error_line()}")
+    said = json.loads(result.stdout.strip().splitlines()[-1])
+    log.info(f"preflight: smoke test on {url} with the real crds client: get_server_info, crds sync of "
+             f"{said['context']} (sha1s checked), best {said['reftype']} {said['reference']}: ok")
 
 
 @contextlib.contextmanager
 def _serving(argv: list[str], env: dict, config: ServerConfig, url: str):
     """The release's server for the block; yields the last lines it printed (for the error line)."""
-    import tempfile
-
     with tempfile.TemporaryFile(mode="w+") as out:
         process = commands.start(argv, what="the release's smoke server", cwd=server_dir(config), env=env,
                                  stdin=commands.DEVNULL, stdout=out, stderr=commands.STDOUT, start_new_session=True)

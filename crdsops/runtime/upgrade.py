@@ -156,6 +156,7 @@ class Upgrade(_Switching):
         self.to = to or "HEAD"
         self.allow_destructive = allow_destructive
         self.made: Release | None = None
+        self.planned: list[preflight.Migration] = []
 
     def probe(self) -> tuple[SwitchFacts, Target]:
         config = self.config
@@ -190,8 +191,7 @@ class Upgrade(_Switching):
               f"exists refuses{' : allowed by --allow-destructive' if self.allow_destructive else ''})",
               self._preflight, name="preflighting the release")
         p.add("migrate the live database with its migrations (additive: the serving release keeps working)",
-              lambda: self._in_release(lambda: manage(config, "migrate", "--noinput", capture=True)),
-              name="migrating the database")
+              self._migrate, name="migrating the database")
         p.add("smoke-test it on a loopback port against the live database read-only with the real crds client "
               "(get_server_info, crds sync of the operational context, best references of one dataset)",
               lambda: self._in_release(lambda: preflight.smoke(config)), name="smoke-testing the release")
@@ -229,14 +229,14 @@ class Upgrade(_Switching):
             return work()
 
     def _preflight(self) -> None:
-        def checks():
-            preflight.importable(self.config)
-            preflight.checked(self.config)
-            planned = preflight.planned_migrations(self.config)
-            log.info(f"preflight: {len(planned)} migrations to apply" +
-                     (": " + ", ".join(m.name for m in planned) if planned else ""))
-            preflight.refuse_destructive(planned, self.allow_destructive)
-        self._in_release(checks)
+        self.planned = self._in_release(lambda: preflight.static_checks(self.config))
+        preflight.refuse_destructive(self.planned, self.allow_destructive)
+
+    def _migrate(self) -> None:
+        if not self.planned:
+            log.info("no migration to apply")
+            return
+        self._in_release(lambda: manage(self.config, "migrate", "--noinput", capture=True))
 
     def _prune(self) -> None:
         protect = tuple(r.name for r in (self.serving, self.before) if r is not None)
@@ -312,8 +312,7 @@ def _migrations(config: ServerConfig, applied_only: bool) -> set[str]:
 
 def _preflight_existing(config: ServerConfig, target: Release) -> None:
     with releases.trying(target.code(config)):
-        preflight.importable(config)
-        preflight.checked(config)
+        preflight.static_checks(config)
         preflight.smoke(config)
 
 
