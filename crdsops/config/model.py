@@ -86,6 +86,7 @@ class Monitoring:
     shared_max_age: datetime.timedelta | None = datetime.timedelta(hours=26)  # the shared latest a mirror reads
     runtests_max_age: datetime.timedelta | None = None  # the last `inv runtests`
     check_cache_max_age: datetime.timedelta | None = None  # the last `inv check-cache`
+    binlog_max_lag: datetime.timedelta | None = datetime.timedelta(minutes=5)  # the binlog archive behind the server
     ping_url: str | None = None  # Healthchecks-style: <url>/start, <url>, <url>/fail
     mail_to: tuple[str, ...] = ()
     mail_on: Literal["failure", "always"] = "failure"

@@ -254,8 +254,21 @@ class BackupRun:
 
     def _retain(self) -> None:
         made = Entry(self.final, "private", self.manifest, state="ok")
-        for path in apply_retention(self.config, [made, *self.listed]):
+        removed = apply_retention(self.config, [made, *self.listed])
+        for path in removed:
             self.say(f"retention: removed {path}")
+        self._retain_binlogs([e for e in [made, *self.listed] if e.path not in removed])
+
+    def _retain_binlogs(self, kept: list[Entry]) -> None:
+        """Archived binlogs older than the oldest kept backup's coordinates are of no restore's use."""
+        from crdsops.data import binlogs
+
+        starts = [e.manifest.database.binlog.file for e in kept
+                  if e.manifest is not None and e.manifest.database.binlog is not None]
+        if starts and binlogs.archive_dir(self.config).is_dir():
+            oldest = min(starts, key=lambda name: int(name.rsplit(".", 1)[-1]))
+            for name in binlogs.prune_before(self.config, oldest):
+                self.say(f"retention: removed the archived binlog {name} (before the oldest backup kept)")
 
     def _discard(self) -> None:
         """Remove the partial backup (a sealed one stays: it is complete and verified or marked BAD)."""

@@ -100,6 +100,9 @@ def entry_of(path: Path, where: str, cache: dict | None = None) -> Entry:
     return entry
 
 
+BINLOG_ARCHIVE = "binlogs"  # crdsops.data.binlogs.ARCHIVE_DIR: the binlog archive beside the backups
+
+
 def private_backups(config: ServerConfig) -> list[Entry]:
     """Every dated private backup, newest first (by manifest date; unreadable ones last)."""
     directory = config.backups.private_dir
@@ -107,7 +110,7 @@ def private_backups(config: ServerConfig) -> list[Entry]:
         return []
     cache = _read_cache(config)
     entries = [entry_of(p, "private", cache) for p in list_dir(directory)
-               if p.is_dir() and not p.name.startswith(".")]
+               if p.is_dir() and not p.name.startswith(".") and p.name != BINLOG_ARCHIVE]
     epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     return sorted(entries, key=lambda e: (e.created or epoch, e.path.name), reverse=True)
 

@@ -7,10 +7,17 @@
    confirmation unless ``--yes``;
 3. the closing check: the quick cache check of the staged state, run while it was staged,
    reported and recorded once the swap is healthy (``cachecheck.closing_check``).
+
+``--to-time`` (MySQL with a binlog archive, ``crdsops.data.binlogs``): the newest verified
+backup made before that time, staged as above, then the archived events of this server's
+schema from the backup's coordinates up to that time replayed into the staging schema before
+the swap; the health check expects the counts of the replayed state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +80,7 @@ class RestoreFacts:
     manifest: Manifest | None
     problems: tuple[str, ...]
     running: bool
+    replay: object = None  # binlogs.Replay: a restore to a time replays these events on top
 
     @property
     def ref(self) -> BackupRef:
@@ -87,18 +95,30 @@ class Restore(Operation):
     task = "restore"
     notifying = True
 
-    def __init__(self, config: ServerConfig, source: str | None = None):
+    def __init__(self, config: ServerConfig, source: str | None = None, to_time: str | None = None):
         super().__init__(config)
         self.source = source
+        self.to_time = to_time
         self.facts: RestoreFacts | None = None
+        self.expected: Manifest | None = None  # what the health check compares with (replayed: the staged counts)
         self.staged: staging.Staged | None = None
         self.held: float | None = None
 
     def probe(self) -> RestoreFacts:
-        backup = inventory.find(self.config, self.source)
+        when = parse_to_time(self.to_time) if self.to_time else None
+        if self.to_time:
+            from crdsops.data import binlogs
+
+            why = binlogs.unavailable(self.config)
+            if why:
+                raise CrdsOpsError(f"{self.config.name} has no point-in-time restore: {why}")
+        backup = before(self.config, when) if self.to_time and not self.source else inventory.find(self.config, self.source)
         self.facts = RestoreFacts(backup, None, (), False)  # named already, should the checks fail
         manifest, problems = backup_problems(self.config, backup)
-        self.facts = RestoreFacts(backup, manifest, tuple(problems), service.running_pid(self.config) is not None)
+        replay = _replay_for(self.config, manifest, when) if self.to_time and manifest else None
+        self.facts = RestoreFacts(backup, manifest, tuple(problems), service.running_pid(self.config) is not None,
+                                  replay)
+        self.expected = manifest
         return self.facts
 
     def plan(self, facts: RestoreFacts) -> Plan:
@@ -112,20 +132,35 @@ class Restore(Operation):
         p.add(f"while serving: safety backup of the current state into {config.backups.private_dir}; "
               f"load the dump into staging ({engine_for(config).describe()}), unpack "
               + ", ".join(support_dirs(config)) + " next to their targets", self._stage, name="staging")
-        p.add(staging.swap_text(config, facts.running, "get_server_info answers and the catalog counts equal "
-                                "the backup's"), self._swap, name="swapping in")
+        if facts.replay is not None:
+            p.add(f"then replay into the staging schema: {facts.replay.describe()} (binlog archive "
+                  f"{facts.replay.files[0].parent})")
+        equal = "the replayed state's" if facts.replay is not None else "the backup's"
+        p.add(staging.swap_text(config, facts.running, f"get_server_info answers and the catalog counts equal {equal}"),
+              self._swap, name="swapping in")
         return p
 
     def _stage(self) -> None:
         backup, m = self.facts.backup, self.facts.manifest
         log.info(f"backup {backup} verified ({len(m.files)} files): {m.server.name}, made {m.made}")
         log.info("while serving: taking a safety backup, staging the database and the support directories ...")
-        self.staged = staging.stage_while_serving(self.config, backup, m, check_cache=True)
+        replay = self._replay if self.facts.replay is not None else None
+        self.staged = staging.stage_while_serving(self.config, backup, m, check_cache=True, replay=replay)
+
+    def _replay(self, schema: str) -> None:
+        from crdsops.data import binlogs
+        from crdsops.runtime.environ import catalog_counts
+
+        binlogs.replay(self.config, self.facts.replay, schema)
+        counts = catalog_counts(self.config, database=schema)
+        m = self.facts.manifest
+        self.expected = dataclasses.replace(m, database=dataclasses.replace(m.database, counts=counts))
 
     def _swap(self) -> None:
-        config, backup, m = self.config, self.facts.backup, self.facts.manifest
+        config, backup, m = self.config, self.facts.backup, self.expected
         self.held = staging.swap_and_check(config, self.staged, m, what=f"restore of {config.name} from {backup}")
-        log.info(f"restored {config.name} from {backup}: {m.counts.describe()}; healthy")
+        log.info(f"restored {config.name} from {backup}" + (f" and {self.facts.replay.describe()}"
+                 if self.facts.replay is not None else "") + f": {m.counts.describe()}; healthy")
 
     def outcome(self) -> RestoreOutcome | None:
         if self.facts is None:
@@ -136,3 +171,63 @@ class Restore(Operation):
         from crdsops.data.cachecheck import closing_check
 
         closing_check(self.config, "restore", staged=self.staged.cache_check)
+
+
+def parse_to_time(text: str) -> datetime.datetime | None:
+    """``latest`` (None: every archived event) or ``YYYY-MM-DD HH:MM:SS``, in UTC."""
+    if text.strip().lower() == "latest":
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.datetime.strptime(text.strip(), fmt).replace(tzinfo=datetime.UTC)
+        except ValueError:
+            continue
+    raise CrdsOpsError(f"--to-time {text!r}: say 'YYYY-MM-DD HH:MM:SS' (UTC) or latest")
+
+
+def before(config: ServerConfig, when: datetime.datetime | None) -> Path:
+    """The newest verified private backup with binlog coordinates made before ``when`` (None: the newest)."""
+    entries = [e for e in inventory.private_backups(config) if e.state == "ok" and e.manifest is not None
+               and e.manifest.purpose == "backup" and e.manifest.database.binlog is not None]
+    fit = [e for e in entries if when is None or e.created < when]
+    if not fit:
+        oldest = min((e.created for e in entries), default=None)
+        have = f"the oldest verified backup with binlog coordinates was made {oldest:%Y-%m-%d %H:%M:%S} UTC" \
+            if oldest else "no verified backup has binlog coordinates (made with the binary log on)"
+        raise CrdsOpsError(f"no backup of {config.name} was made before {when:%Y-%m-%d %H:%M:%S} UTC: {have}"
+                           if when else f"no backup of {config.name} to replay from: {have}")
+    return fit[0].path
+
+
+def _replay_for(config: ServerConfig, manifest: Manifest, when: datetime.datetime | None):
+    from crdsops.data import binlogs
+
+    start = manifest.database.binlog
+    if start is None:
+        raise CrdsOpsError("that backup has no binlog coordinates (made with the binary log off); "
+                           "give --to-time without --from, or another backup")
+    if when is not None and manifest.created >= when:
+        raise CrdsOpsError(f"that backup was made {manifest.made}, after --to-time")
+    swapped = _swapped_between(config, manifest.created, when)
+    if swapped:
+        raise CrdsOpsError(f"{swapped} replaced the database between the backup ({manifest.made}) and "
+                           f"{'--to-time' if when else 'now'}: its binlog events cannot be replayed across that; "
+                           "restore to a time before it, or from a backup made after it (`inv backup` after a restore)")
+    binlogs.seal(config)
+    return binlogs.plan_replay(config, start, when)
+
+
+def _swapped_between(config: ServerConfig, start: datetime.datetime, end: datetime.datetime | None) -> str:
+    """The restore or mirror that swapped this server's database in (start, end], as a few words ("": none).
+
+    Its staging schema was loaded under another name and renamed in, so the binlog events of the
+    live schema alone do not describe the state after it."""
+    from crdsops.runtime import audit
+
+    for entry in audit.history(config.layout, limit=None):
+        if entry.task not in ("restore", "mirror") or not entry.ok or entry.when is None:
+            continue
+        done = entry.when + datetime.timedelta(seconds=entry.seconds)
+        if start < done and (end is None or entry.when <= end):
+            return f"the {entry.task} of {entry.when:%Y-%m-%d %H:%M:%S} UTC"
+    return ""

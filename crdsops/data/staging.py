@@ -165,8 +165,10 @@ class Staged:
 class Staging:
     """The jobs of ``stage_while_serving`` and what they made."""
 
-    def __init__(self, config: ServerConfig, backup: Path, manifest: Manifest, check_cache: bool):
+    def __init__(self, config: ServerConfig, backup: Path, manifest: Manifest, check_cache: bool,
+                 replay: Callable[[str], None] | None = None):
         self.config, self.backup, self.manifest = config, backup, manifest
+        self.replay = replay  # applied to the staging schema once the dump is loaded (point-in-time restore)
         self.engine, self.support = engine_for(config), SupportRestore(config)
         self.check_cache = check_cache
         self.staged = {"support": threading.Event(), "database": threading.Event()}
@@ -192,6 +194,8 @@ class Staging:
                 engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path))
             else:
                 engine.stage(dump)
+                if self.replay is not None:
+                    self.replay(str(engine.staging))
             self.staged["database"].set()
             warmer.finish()
         finally:
@@ -236,13 +240,14 @@ class Staging:
 
 
 def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, what: str = "",
-                        check_cache: bool = False, alongside: dict[str, Callable[[], object]] | None = None) -> Staged:
+                        check_cache: bool = False, alongside: dict[str, Callable[[], object]] | None = None,
+                        replay: Callable[[str], None] | None = None) -> Staged:
     """Phase 1 (module docstring); ``alongside``: more jobs run side by side (a mirror's cache sync).
 
     The jobs ``alongside`` keep their own results; if any job fails or the task is interrupted,
     all stop, the staging is removed, and the error says nothing changed.
     """
-    staging = Staging(config, backup, manifest, check_cache)
+    staging = Staging(config, backup, manifest, check_cache, replay)
     try:
         outcome = side_by_side({**staging.jobs(), **(alongside or {})})
     except BaseException as err:

@@ -147,6 +147,7 @@ class Thresholds(Record):
     shared_max_age: int | None = None
     runtests_max_age: int | None = None
     check_cache_max_age: int | None = None
+    binlog_max_lag: int | None = None
 
     @classmethod
     def of(cls, monitoring: Monitoring) -> Thresholds:
@@ -181,6 +182,7 @@ class StatusDocument(Record):
     warnings: tuple[str, ...] = ()  # "line: why", the line being maintenance, backup, shared, runtests or check-cache
     cron_paused_until: datetime.datetime | None = None  # crdsops' cron lines do nothing until then
     release: Serving | None = None  # the release that serves (None: the checkout's code; inv upgrade)
+    pitr: str | None = None  # point-in-time restore: available and how far the binlog archive lags, or why not
 
     def warning(self, line: str) -> str | None:
         """Why ``line`` warns, or None."""
@@ -208,6 +210,7 @@ class Report:
     runtests: CheckResult | None = None
     check_cache: CheckResult | None = None
     release: Serving | None = None  # the release that serves (None: the checkout's code)
+    pitr: str = ""  # point-in-time restore (MySQL): the binlog archive's state, or why there is none
     boot: str = ""  # whether it starts at boot, and how (``crdsops.data.boot.describe``); text only
     since: datetime.datetime | None = None  # when the server was first installed
     warnings: dict[str, str] = field(default_factory=dict)  # line key -> why it is a warning
@@ -242,6 +245,7 @@ class Report:
             ("database", f"{cfg.database.engine} {cfg.database.name}"),
             ("release", self.release.describe() if self.release else "none: the checkout's code serves"),
             ("backup", self._backup_text()),
+            *([("pitr", self.pitr)] if self.pitr else []),
             ("shared", self._entry_text(self.shared, "none published")),
             ("last backup", self._run_text(self.last_backup)),
             ("restore", self._run_text(self.last_restore)),
@@ -318,7 +322,7 @@ class Report:
             thresholds=Thresholds.of(self.config.monitoring),
             warnings=tuple(f"{key}: {why}" for key, why in self.warnings.items()),
             cron_paused_until=self.cron_pause.until if self.cron_pause else None,
-            release=self.release,
+            release=self.release, pitr=self.pitr or None,
         )
 
     def as_dict(self) -> dict:
@@ -378,12 +382,39 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     rep.runtests = results.read(layout, "runtests")
     rep.check_cache = results.read(layout, "check-cache")
     rep.boot = _boot_text(config)
+    rep.pitr = _pitr_text(rep)
     try:
         rep.since = datetime.datetime.fromtimestamp(layout.secret_key.stat().st_mtime, datetime.UTC)
     except OSError:
         rep.since = None
     _judge(rep)
     return rep
+
+
+def _pitr_text(rep: Report) -> str:
+    """The binlog archive's state (MySQL kinds); a WARN when it is down or behind ``monitoring.binlog_max_lag``."""
+    from crdsops.data import binlogs
+
+    config = rep.config
+    if not config.database.is_mysql:
+        return ""
+    why = binlogs.unavailable(config)
+    if why:
+        return f"unavailable: {why}"
+    if not binlogs.archive_dir(config).is_dir():
+        return "no binlog archive (`inv binlog-archive` starts one): a restore goes back to the newest backup"
+    pid = binlogs.running_pid(config)
+    try:
+        lag = binlogs.lag(config)
+    except CrdsOpsError as err:
+        rep.warnings["pitr"] = f"cannot ask the database server ({str(err).splitlines()[0]})"
+        return "binlog archive: lag unknown"
+    limit = config.monitoring.binlog_max_lag
+    if pid is None:
+        rep.warnings["pitr"] = "the binlog archive is not running; `inv binlog-archive` starts it"
+    elif limit is not None and lag.behind and lag.seconds > limit.total_seconds():
+        rep.warnings["pitr"] = f"the binlog archive is behind more than {format_duration(limit)} (monitoring.binlog_max_lag)"
+    return f"binlog archive {'running' if pid else 'NOT running'}, {lag.describe()}"
 
 
 def _boot_text(config: ServerConfig) -> str:

@@ -167,9 +167,11 @@ def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool 
     return result
 
 
-def catalog_counts(config: ServerConfig) -> CatalogCounts:
-    """The catalog counts of the server's database, as ``manage.py catalog_counts`` prints them."""
-    result = manage(config, "catalog_counts", capture=True)
+def catalog_counts(config: ServerConfig, database: str | None = None) -> CatalogCounts:
+    """The catalog counts of the server's database (or of ``database``, a staging one), as
+    ``manage.py catalog_counts`` prints them."""
+    result = manage(config, "catalog_counts", capture=True,
+                    extra_env={"CRDS_DB_NAME": database} if database else None)
     try:
         return CatalogCounts.from_dict(json.loads(result.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError, RecordError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from crdsops.tasks._common import ops_task, server
+from crdsops.tasks._common import ops_task, say, server
 
 JSON_HELP = "print JSON (a document with a `schema` version; see README, JSON output)"
 
@@ -107,15 +107,17 @@ def backups(c, verify=False, json_=False):
 @ops_task(aliases=["restore-server"], help={
     "from": "a date (2026-11-28, the newest of that day), a private backup's name, or a backup directory; "
             "default: the shared latest",
+    "to_time": "'YYYY-MM-DD HH:MM:SS' (UTC) or latest: the newest backup before it, then the archived binlog "
+               "events up to it (MySQL with `inv binlog-archive`)",
     "yes": "do not ask for confirmation",
     "dry_run": "print the plan (the backup is verified for real), change nothing",
 })
-def restore(c, from_=None, yes=False, dry_run=False):
-    """Restore the installed server from its shared latest backup (or --from), with rollback."""
+def restore(c, from_=None, to_time=None, yes=False, dry_run=False):
+    """Restore the installed server from its shared latest backup (or --from, or to a time), with rollback."""
     from crdsops.data.restore import Restore
     from crdsops.runtime.lifecycle import drive
 
-    drive(Restore(server(), from_), dry_run=dry_run, yes=yes)
+    drive(Restore(server(), from_, to_time=to_time), dry_run=dry_run, yes=yes)
 
 
 @ops_task(help={
@@ -149,3 +151,31 @@ def schedule(c, remove=False, at=None, nightly=False, check_cache=False, slices=
         raise Exit("error: give one of --nightly, --check-cache, --rotate-logs: one line at a time")
     job = "nightly" if nightly else "check-cache" if check_cache else "rotate-logs" if rotate_logs else "backup"
     drive(Schedule(server(), ScheduleOptions(job, at, int(slices), bool(remove))))
+
+
+@ops_task(name="binlog-archive", help={
+    "status": "say whether it runs and how far behind the server it is; change nothing",
+    "stop": "stop the streamer",
+})
+def binlog_archive(c, status=False, stop=False):
+    """Stream the database server's binlogs into <private_dir>/binlogs (start it unless it runs; cron-safe)."""
+    from crdsops.data import binlogs
+
+    cfg = server()
+    if stop:
+        say("stopped the binlog archive" if binlogs.stop(cfg) else "the binlog archive was not running")
+        return
+    if status:
+        pid = binlogs.running_pid(cfg)
+        why = binlogs.unavailable(cfg)
+        if why:
+            raise Exit(f"point-in-time restore unavailable: {why}", code=2)
+        say(f"binlog archive {binlogs.archive_dir(cfg)}: " + (f"running (pid {pid}), " if pid else "NOT running, ")
+            + binlogs.lag(cfg).describe())
+        if pid is None:
+            raise Exit(code=2)
+        return
+    pid, started = binlogs.ensure_running(cfg)
+    sealed = binlogs.seal(cfg)
+    say(f"binlog archive: {'started' if started else 'running'} (pid {pid}); {len(sealed)} closed files listed in "
+        f"{binlogs.archive_dir(cfg) / binlogs.SUMS}")
