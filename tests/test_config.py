@@ -57,6 +57,15 @@ def test_wrong_type_names_file_key_and_expectation(tmp_path):
     assert "hst/dev.yaml" in message and "web.port" in message and "integer" in message
 
 
+def test_retention_tiers_default_to_off_and_take_counts(tmp_path):
+    assert load_config("hst", "ops").backups.keep_monthly == 0  # off: the old rule, unchanged
+    configs = make_configs(tmp_path, {("hst", "dev"): {"backups": {"keep_weekly": 8, "keep_monthly": 12}}})
+    b = load_config("hst", "dev", configs).backups
+    assert (b.keep_daily, b.keep_weekly, b.keep_monthly) == (0, 8, 12)
+    message = _error(tmp_path / "bad", "hst", "dev", {"backups": {"keep_daily": -1}})
+    assert "hst/dev.yaml" in message and "backups.keep_daily" in message and "non-negative integer" in message
+
+
 @pytest.mark.parametrize("overrides,key", [
     ({"web": {"port": 99999}}, "web.port"),
     ({"web": {"port": 0}}, "web.port"),

@@ -54,6 +54,11 @@ class Backups:
     keep: int = 7
     keep_days: int = 14
     min_keep: int = 2
+    # tiers (restic/borg ``forget --keep-daily``...): the newest backup of each of the last N
+    # days, ISO weeks, months (UTC) that have one; 0 (the default) adds nothing to the rules above
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
 
 
 @dataclass(frozen=True)

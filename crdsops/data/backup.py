@@ -49,6 +49,7 @@ from crdsops.data.inventory import (
     newest_listing,
     private_backups,
     record_verification,
+    retention_rule,
     shared_latest,
     utcnow,
 )
@@ -148,8 +149,7 @@ class BackupRun:
             p.add(f"publish it as the shared latest {shared_latest(config)} (copied and checked against the "
                   "manifest's sha256s as it is copied; atomic replace)", self._publish, name=f"{what}: publishing")
         if self.retention:
-            p.add(f"retention: keep the newest {b.keep} and all younger than {b.keep_days} days, "
-                  f"at least {b.min_keep}, never the newest verified", self._retain, name=f"{what}: retention")
+            p.add(f"retention: {retention_rule(b)}", self._retain, name=f"{what}: retention")
         return p
 
     def execute(self, plan: Plan | None = None) -> Path:
@@ -330,7 +330,8 @@ def _full_disk(config: ServerConfig, err: BaseException, listed: list[Entry]) ->
     free, label, where = min(disks)  # the fuller of the two disks a backup writes to
     return (f"the backup disk is full: {where} ({label}) has {human(free)} free, a backup of "
             f"{config.name} needs about {human(_needed(config, listed))}; the partial backup was removed. "
-            f"Free space there (`inv backups` lists the backups; backups.keep sets how many stay) or move {label}")
+            f"Free space there (`inv backups` lists the backups; the backups.keep* keys set which stay) "
+            f"or move {label}")
 
 
 def _needed(config: ServerConfig, listed: list[Entry]) -> int:

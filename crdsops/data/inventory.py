@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crdsops.config.model import ServerConfig
+from crdsops.config.model import Backups, ServerConfig
 from crdsops.data import manifest as manifest_mod
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
@@ -63,8 +63,8 @@ class Entry:
         return self.manifest.purpose if self.manifest else "?"
 
 
-def entry_dict(entry: Entry, now: datetime.datetime | None = None) -> dict:
-    """One backup in the ``--json`` documents (``SCHEMA``)."""
+def entry_dict(entry: Entry, now: datetime.datetime | None = None, verdict: Verdict | None = None) -> dict:
+    """One backup in the ``--json`` documents (``SCHEMA``); ``verdict``: what retention says of it."""
     now = now or utcnow()
     m = entry.manifest
     return {
@@ -80,6 +80,8 @@ def entry_dict(entry: Entry, now: datetime.datetime | None = None) -> dict:
         "counts": m.counts.as_dict() if m else None,
         "verified": entry.state,
         "problems": list(entry.problems),
+        # null for the shared latest (retention never touches it); reasons [] = removed next time
+        "retention": {"keep": verdict.kept, "reasons": list(verdict.reasons)} if verdict else None,
     }
 
 
@@ -166,33 +168,97 @@ def verify_entry(config: ServerConfig, entry: Entry, deep: bool = True) -> Entry
 
 # --- retention ------------------------------------------------------------------------------
 
-def retention_plan(config: ServerConfig, listed: list[Entry], now: datetime.datetime | None = None,
-                   verify=None) -> tuple[list[Entry], list[Entry]]:
-    """(keep, remove) among ``listed`` (``private_backups``, newest first) with a readable manifest.
+# The tiers: the label of a backup's period, by its manifest's creation time in UTC (the name
+# may lie, and a local date would move a backup between days with the machine's time zone).
+PERIODS = {
+    "daily": lambda t: t.strftime("%Y-%m-%d"),
+    "weekly": lambda t: "{:04d}-W{:02d}".format(*t.isocalendar()[:2]),  # ISO weeks, as restic/borg
+    "monthly": lambda t: t.strftime("%Y-%m"),
+}
 
-    Keep the newest ``keep`` and all younger than ``keep_days`` days; never fewer than
-    ``min_keep``; never the newest one that verifies. Dated by the manifest, not the name.
+
+@dataclass(frozen=True)
+class Verdict:
+    """What retention says of one private backup: why it stays, or (no reasons) that it goes."""
+    entry: Entry
+    reasons: tuple[str, ...]
+
+    @property
+    def kept(self) -> bool:
+        return bool(self.reasons)
+
+
+def retention_rule(backups: Backups) -> str:
+    """The rule in words, as the backup plan shows it."""
+    b = backups
+    tiers = [f"{n} {unit}" for n, unit in ((b.keep_daily, "days"), (b.keep_weekly, "weeks"),
+                                            (b.keep_monthly, "months")) if n]
+    tiered = f", the newest of each of the last {', '.join(tiers)} that have one" if tiers else ""
+    return (f"keep the newest {b.keep} and all younger than {b.keep_days} days{tiered}, "
+            f"at least {b.min_keep}, and always the newest verified")
+
+
+def _tier(entries: list[Entry], period: str, count: int):
+    """(index, label) of the newest backup of each of the ``count`` newest periods that have one.
+
+    ``entries`` are newest first, so the first one met of a period is its newest. A backup
+    recorded as BAD holds no period: a monthly that cannot be restored is no monthly.
+    """
+    labels: list[str] = []
+    for i, entry in enumerate(entries):
+        if len(labels) >= count:
+            return
+        if entry.state == "BAD":
+            continue
+        label = PERIODS[period](entry.created.astimezone(datetime.UTC))
+        if label not in labels:
+            labels.append(label)
+            yield i, label
+
+
+def retention_verdicts(config: ServerConfig, listed: list[Entry], now: datetime.datetime | None = None,
+                       verify=None) -> list[Verdict]:
+    """A ``Verdict`` for each of ``listed`` (``private_backups``, newest first) with a readable manifest.
+
+    Every rule is applied to all backups and a backup stays if any keeps it (restic's
+    ``forget``): the newest ``keep``; all younger than ``keep_days`` days; the newest of each
+    of the last ``keep_daily`` days, ``keep_weekly`` weeks, ``keep_monthly`` months that have
+    one; the newest one that verifies (``verify(entry)``; by default the recorded result, or a
+    verification now); then the newest others until ``min_keep`` stay. Dated by the manifest.
     """
     b = config.backups
     now = now or utcnow()
     entries = [e for e in listed if e.created is not None]
-    keep: list[Entry] = []
+    reasons: list[list[str]] = [[] for _ in entries]
     for i, entry in enumerate(entries):
-        if i < b.keep or entry.created >= now - datetime.timedelta(days=b.keep_days):
-            keep.append(entry)
-    verify = verify or (lambda e: e.state == "ok" or (e.state == "unverified" and verify_entry(config, e).state == "ok"))
-    for entry in entries:
+        if i < b.keep:
+            reasons[i].append(f"newest {b.keep}")
+        if entry.created >= now - datetime.timedelta(days=b.keep_days):
+            reasons[i].append(f"within {b.keep_days} days")
+    for period, count in (("daily", b.keep_daily), ("weekly", b.keep_weekly), ("monthly", b.keep_monthly)):
+        for i, label in _tier(entries, period, count):
+            reasons[i].append(f"{period} {label}")
+    verify = verify or (lambda e: e.state == "ok"
+                        or (e.state == "unverified" and verify_entry(config, e).state == "ok"))
+    for i, entry in enumerate(entries):
         if verify(entry):
-            if entry not in keep:
-                keep.append(entry)
+            reasons[i].append("newest verified")
             break
-    for entry in entries:
-        if len(keep) >= b.min_keep:
+    short = b.min_keep - sum(1 for r in reasons if r)
+    for i in range(len(entries)):
+        if short <= 0:
             break
-        if entry not in keep:
-            keep.append(entry)
-    remove = [e for e in entries if e not in keep]
-    return keep, remove
+        if not reasons[i]:
+            reasons[i].append("min_keep")
+            short -= 1
+    return [Verdict(entry, tuple(why)) for entry, why in zip(entries, reasons, strict=True)]
+
+
+def retention_plan(config: ServerConfig, listed: list[Entry], now: datetime.datetime | None = None,
+                   verify=None) -> tuple[list[Entry], list[Entry]]:
+    """(keep, remove) among ``listed``, as ``retention_verdicts`` decides."""
+    verdicts = retention_verdicts(config, listed, now, verify)
+    return [v.entry for v in verdicts if v.kept], [v.entry for v in verdicts if not v.kept]
 
 
 def apply_retention(config: ServerConfig, listed: list[Entry]) -> list[Path]:

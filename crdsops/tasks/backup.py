@@ -1,9 +1,10 @@
 """Tasks for backups: backup, verify, backups, restore, schedule.
 
 Defaults (all from the installed server's config, ``backups:`` section): private backups
-in ``private_dir`` (``keep`` newest, all younger than ``keep_days``, at least
-``min_keep``), the shared latest as ``<shared_dir>/<obs>.<kind>``. ``inv restore`` reads
-the shared latest unless ``--from DATE|PATH``; ``inv schedule`` installs the nightly
+in ``private_dir`` (``keep`` newest, all younger than ``keep_days``, the newest of each of
+the last ``keep_daily`` days, ``keep_weekly`` weeks, ``keep_monthly`` months, at least
+``min_keep``, always the newest verified; ``inv backups`` says which rule keeps each), the
+shared latest as ``<shared_dir>/<obs>.<kind>``. ``inv restore`` reads the shared latest unless ``--from DATE|PATH``; ``inv schedule`` installs the nightly
 line at 03:17 unless ``--at HH:MM`` (``--nightly``: the whole nightly job; ``--pause-until TIME``
 pauses every cron line of crdsops until then). Changing tasks hold the per-server lock.
 """
@@ -60,9 +61,11 @@ def verify(c, backup=None, quick=False, json_=False):
         else:
             print(f"ok      {label}")
     if json_:
+        verdicts = _verdicts(cfg, entries) if not backup else {}  # one backup alone has no retention context
         print(json.dumps({"schema": inventory.SCHEMA, "server": cfg.name, "deep": not quick,
                           "ok": len(entries) - bad, "bad": bad,
-                          "backups": [inventory.entry_dict(e) for e in entries]}, indent=2))
+                          "backups": [inventory.entry_dict(e, verdict=verdicts.get(e.path)) for e in entries]},
+                         indent=2))
     else:
         print(f"{len(entries) - bad} ok, {bad} bad")
     if bad:
@@ -85,23 +88,48 @@ def backups(c, verify=False, json_=False):
         for entry in entries:
             inventory.verify_entry(cfg, entry)
     bad = [e for e in entries if e.state == "BAD"]
+    verdicts = _verdicts(cfg, entries)
     if json_:
         print(json.dumps({"schema": inventory.SCHEMA, "server": cfg.name,
                           "private_dir": str(cfg.backups.private_dir),
                           "shared": str(inventory.shared_latest(cfg)),
-                          "backups": [inventory.entry_dict(e) for e in entries]}, indent=2))
+                          "backups": [inventory.entry_dict(e, verdict=verdicts.get(e.path)) for e in entries]},
+                         indent=2))
     elif not entries:
         print(f"{cfg.name} has no backups yet (private dir {cfg.backups.private_dir})")
     else:
-        print(f"{'where':8} {'created (UTC)':26} {'size':>9} {'engine':7} {'purpose':8} {'verified':10} path")
+        print(f"{'where':8} {'created (UTC)':26} {'size':>9} {'engine':7} {'purpose':8} {'verified':10} path"
+              "  (retention)")
         for entry in entries:
             created = entry.created.isoformat() if entry.created else "?"
             print(f"{entry.where:8} {created:26} {inventory.human(entry.size):>9} {entry.engine:7} "
-                  f"{entry.purpose:8} {entry.state:10} {entry.path}")
+                  f"{entry.purpose:8} {entry.state:10} {entry.path}{_why(entry, verdicts.get(entry.path))}")
             if entry.problems and entry.state != "ok":
                 print(f"{'':8} {entry.problems[0]}")
     if verify and bad:
         raise Exit(f"error: {len(bad)} of {len(entries)} backups failed verification; see above", code=1)
+
+
+def _verdicts(cfg, entries) -> dict:
+    """{path: Verdict} for the private backups among ``entries``: what the next retention does.
+
+    A listing verifies nothing: "newest verified" is the newest recorded as verified (every
+    `inv backup` records its own), so a backup never verified yet cannot be it here, where the
+    next retention would verify it first; `inv backups --verify` makes the listing exact.
+    """
+    from crdsops.data import inventory
+
+    private = [e for e in entries if e.where == "private"]
+    verdicts = inventory.retention_verdicts(cfg, private, verify=lambda e: e.state == "ok")
+    return {v.entry.path: v for v in verdicts}
+
+
+def _why(entry, verdict) -> str:
+    if entry.where != "private":  # the shared latest: replaced by each backup, never by retention
+        return ""
+    if verdict is None:  # retention cannot date it, so it never removes it: the operator decides
+        return "  (retention leaves it: no readable manifest)"
+    return f"  (keep: {', '.join(verdict.reasons)})" if verdict.kept else "  (DELETE: no rule keeps it)"
 
 
 @ops_task(aliases=["restore-server"], help={

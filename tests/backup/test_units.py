@@ -132,6 +132,76 @@ def test_retention_dates_by_manifest_not_name(cfg):
     assert keep == ["backup-01"]
 
 
+# --- tiered retention ------------------------------------------------------------------------
+
+def _fake_at(cfg, times, bad=()):
+    """Backups created at ``times`` (UTC ISO strings), named so that the names sort against the dates."""
+    for i, when in enumerate(times):
+        path = cfg.backups.private_dir / f"b{len(times) - i:02d}"  # the first (newest) gets the highest name
+        path.mkdir(parents=True)
+        (path / "database.sqlite3").write_text(f"dump {i}")
+        Manifest(server=ServerIdentity("hst", "django", "h", "u"),
+                 created=datetime.datetime.fromisoformat(when).replace(tzinfo=datetime.UTC),
+                 crdsops_version="t", database=DatabaseDump("sqlite", "database.sqlite3")).write(path)
+        if i in bad:
+            (path / "database.sqlite3").write_text("corrupted")
+            inventory.record_verification(cfg, path, ["database.sqlite3: sha256 differs"])  # recorded as BAD
+    return cfg
+
+
+def _reasons(cfg, **backups):
+    cfg = dataclasses.replace(cfg, backups=dataclasses.replace(cfg.backups, **backups))
+    verdicts = inventory.retention_verdicts(cfg, inventory.private_backups(cfg), now=NOW)
+    return {v.entry.path.name: list(v.reasons) for v in verdicts}
+
+
+# NOW is Saturday 2026-11-28 12:00 UTC, ISO week 2026-W48. Only the tiers under test are
+# switched on (keep=0, keep_days=0, min_keep=0); "newest verified" is always there.
+TIERS = [
+    # two on one day: the day's newest holds it; days without a backup do not count
+    (["2026-11-28T03:00", "2026-11-28T01:00", "2026-11-26T03:00", "2026-11-20T03:00"], dict(keep_daily=2), (),
+     {"b04": ["daily 2026-11-28", "newest verified"], "b03": [], "b02": ["daily 2026-11-26"], "b01": []}),
+    # ISO weeks (Monday first): Sunday 11-22 is W47 with Monday 11-16; 2024-12-30 is in 2025-W01
+    (["2026-11-23T03:00", "2026-11-22T03:00", "2026-11-16T03:00", "2024-12-31T23:30", "2024-12-28T03:00"],
+     dict(keep_weekly=4), (),
+     {"b05": ["weekly 2026-W48", "newest verified"], "b04": ["weekly 2026-W47"], "b03": [],
+      "b02": ["weekly 2025-W01"], "b01": ["weekly 2024-W52"]}),
+    # months, by UTC: 23:30 on 10-31 is October whatever the machine's zone; a 2-month gap is skipped
+    (["2026-11-02T03:00", "2026-11-01T00:10", "2026-10-31T23:30", "2026-10-01T03:00", "2026-07-15T03:00",
+      "2026-06-30T03:00"], dict(keep_monthly=3), (),
+     {"b06": ["monthly 2026-11", "newest verified"], "b05": [], "b04": ["monthly 2026-10"], "b03": [],
+      "b02": ["monthly 2026-07"], "b01": []}),
+    # rules overlap and every reason is named; keep/keep_days/min_keep still apply alongside
+    (["2026-11-28T03:00", "2026-11-27T03:00", "2026-11-20T03:00", "2026-10-20T03:00", "2026-09-20T03:00"],
+     dict(keep=1, keep_days=3, min_keep=5, keep_daily=1, keep_weekly=2, keep_monthly=2), (),
+     {"b05": ["newest 1", "within 3 days", "daily 2026-11-28", "weekly 2026-W48", "monthly 2026-11",
+              "newest verified"],
+      "b04": ["within 3 days"], "b03": ["weekly 2026-W47"], "b02": ["monthly 2026-10"], "b01": ["min_keep"]}),
+    # a backup recorded as BAD holds no period: the day's older good one is its daily, and the
+    # newest verified is the next good one
+    (["2026-11-28T03:00", "2026-11-28T01:00", "2026-11-27T03:00"], dict(keep_daily=2), (0,),
+     {"b03": [], "b02": ["daily 2026-11-28", "newest verified"], "b01": ["daily 2026-11-27"]}),
+    # all tiers 0 (the defaults): exactly the old rule
+    (["2026-11-28T03:00", "2026-11-27T03:00", "2026-10-01T03:00"], dict(keep=1, keep_days=0, min_keep=2), (),
+     {"b03": ["newest 1", "newest verified"], "b02": ["min_keep"], "b01": []}),
+]
+
+
+@pytest.mark.parametrize("times, settings, bad, reasons", TIERS)
+def test_tiered_retention(cfg, times, settings, bad, reasons):
+    _fake_at(cfg, times, bad)
+    assert _reasons(cfg, **dict(dict(keep=0, keep_days=0, min_keep=0), **settings)) == reasons
+    keep, remove = _kept(cfg, **dict(dict(keep=0, keep_days=0, min_keep=0), **settings))
+    assert keep == sorted(name for name, why in reasons.items() if why)
+    assert remove == sorted(name for name, why in reasons.items() if not why)
+
+
+def test_the_rule_in_the_plan_names_the_tiers_only_when_set(cfg):
+    assert "last" not in inventory.retention_rule(cfg.backups)  # defaults: 0, the old sentence
+    tiered = dataclasses.replace(cfg.backups, keep_daily=7, keep_weekly=0, keep_monthly=12)
+    assert "the newest of each of the last 7 days, 12 months that have one" in inventory.retention_rule(tiered)
+
+
 # --- cron ----------------------------------------------------------------------------------
 
 @pytest.fixture
