@@ -260,6 +260,17 @@ def last_event_time(path: Path) -> datetime.datetime | None:
     return datetime.datetime.strptime(f"{day} {clock}", "%y%m%d %H:%M:%S").replace(tzinfo=datetime.UTC)
 
 
+def archive_end(config: ServerConfig, newest: Path) -> datetime.datetime | None:
+    """Up to when the archive holds every event: now while the streamer runs and has caught up
+    (a quiet server writes nothing, and nothing is missing), else the newest event archived."""
+    try:
+        if running_pid(config) is not None and not lag(config).behind:
+            return datetime.datetime.now(datetime.UTC)
+    except CrdsOpsError:
+        pass
+    return last_event_time(newest)
+
+
 def plan_replay(config: ServerConfig, start: BinlogPosition, to_time: datetime.datetime | None) -> Replay:
     """The files from the backup's coordinates on; refused in one line when the archive cannot give ``to_time``."""
     files = archived(config)
@@ -274,7 +285,7 @@ def plan_replay(config: ServerConfig, start: BinlogPosition, to_time: datetime.d
     if gaps:
         raise CrdsOpsError(f"the binlog archive has a gap: no file number {', '.join(gaps)} between {chosen[0].name} "
                            f"and {chosen[-1].name}; a restore can only go up to before it")
-    end = last_event_time(chosen[-1])
+    end = archive_end(config, chosen[-1])
     if to_time is not None and end is not None and to_time > end:
         raise CrdsOpsError(f"{to_time:%Y-%m-%d %H:%M:%S} UTC is after the archive's end ({end:%Y-%m-%d %H:%M:%S} "
                            f"UTC, {chosen[-1].name}); restore --to-time latest, or a time up to then")
@@ -303,16 +314,24 @@ def count_events(config: ServerConfig, start: BinlogPosition, files: tuple[Path,
     return sum(1 for line in result.stdout.splitlines() if line.strip() in (b"BEGIN", b"BEGIN;", b"START TRANSACTION"))
 
 
+BATCH = 500  # transactions applied per commit by a replay
+
+
 def replay(config: ServerConfig, plan: Replay, schema: str) -> None:
-    """Apply the planned events to ``schema`` (the staging one): mariadb-binlog | mysql."""
+    """Apply the planned events to ``schema`` (the staging one): mariadb-binlog | batched | mysql."""
     from crdsops.db import mysql
 
     reader = commands.start(replay_argv(config, plan.start, plan.files, plan.to_time, into=schema),
                             what="mariadb-binlog", stdout=commands.PIPE, stderr=commands.PIPE,
                             env=dict(os.environ, TZ="UTC"))
+    client = commands.start(mysql.mysql_restore_argv(config, schema), what="replaying binlogs",
+                            stdin=commands.PIPE, stdout=commands.DEVNULL, stderr=commands.PIPE)
     try:
-        client = commands.start(mysql.mysql_restore_argv(config, schema), what="replaying binlogs",
-                                stdin=reader.stdout, stdout=commands.DEVNULL, stderr=commands.PIPE)
+        for chunk in batched(reader.stdout):
+            client.stdin.write(chunk)
+        client.stdin.close()
+    except BrokenPipeError:
+        pass  # the client failed: its own error says why
     finally:
         reader.stdout.close()
     err = client.stderr.read().decode(errors="replace")
@@ -322,3 +341,45 @@ def replay(config: ServerConfig, plan: Replay, schema: str) -> None:
     if reader.wait() != 0:
         raise CrdsOpsError(f"mariadb-binlog failed: {reader.stderr.read().decode(errors='replace').strip()}")
     log.info(f"replayed {plan.describe()} into {schema}")
+
+
+_GTID_SET = re.compile(rb"^/\*M?!100001 SET @@session\.(gtid_domain_id|server_id|gtid_seq_no)=\d+\*//\*!\*/;$")
+_START = (b"START TRANSACTION", b"BEGIN")
+_COMMIT = b"COMMIT/*!*/;"
+
+
+def batched(lines, size: int = BATCH):
+    """mariadb-binlog's output with BATCH transactions to a commit instead of one each (a commit is
+    a log flush: thousands of one-row transactions spent seconds on them), and without the events'
+    own GTIDs: the server gives the replayed ones new GTIDs, in order, and sets nothing it would
+    need SUPER for. A DDL statement still commits by itself, as it would anyway."""
+    open_batch, done = False, 0
+    pending_delimiter, delimiter = False, b";"
+    for line in lines:
+        bare = line.rstrip(b"\n")
+        if pending_delimiter:
+            pending_delimiter = False
+            if bare == b"/*!*/;":
+                continue
+        if _GTID_SET.match(bare):
+            continue
+        if bare.startswith(b"DELIMITER "):
+            delimiter = bare.removeprefix(b"DELIMITER ")
+        elif bare.startswith(b"ROLLBACK") and open_batch:
+            # each file's start and the output's end say ROLLBACK (nothing of theirs is open): the
+            # batch is complete transactions, committed first
+            yield b"COMMIT" + delimiter + b"\n"
+            open_batch = False
+        if bare in _START:
+            if open_batch:
+                pending_delimiter = True  # drop this START TRANSACTION and its "/*!*/;"
+                continue
+            open_batch, done = True, 0
+        elif bare == _COMMIT and open_batch:
+            done += 1
+            if done < size:
+                continue
+            open_batch = False
+        yield line
+    if open_batch:
+        yield b"COMMIT" + delimiter + b"\n"

@@ -204,13 +204,13 @@ def test_a_backup_named_with_a_same_second_suffix_is_found_by_its_name(sqlite_se
 DOCUMENTED = {  # README "JSON output", in the order printed
     "": ["schema", "server", "state", "exit", "up", "pid", "answers", "problem", "maintenance", "context", "counts",
          "backup", "verified_backup", "shared", "last_backup", "last_restore", "last_mirror", "runtests", "check_cache",
-         "thresholds", "warnings", "cron_paused_until"],
+         "thresholds", "warnings", "cron_paused_until", "release", "pitr"],
     "server": ["name", "observatory", "kind", "tier", "host", "url", "local_url", "database"],
     "database": ["engine", "name"],
     "backup": ["name", "path", "where", "created", "age_seconds", "verified", "problems", "size", "purpose"],
     "run": ["at", "age_seconds", "result", "error", "seconds", "by", "flags", "touched"],
     "check": ["at", "age_seconds", "ok", "summary", "result"],
-    "thresholds": ["backup_max_age", "shared_max_age", "runtests_max_age", "check_cache_max_age"],
+    "thresholds": ["backup_max_age", "shared_max_age", "runtests_max_age", "check_cache_max_age", "binlog_max_lag"],
 }
 
 
