@@ -18,7 +18,8 @@ it (a failure, a full disk, an interrupt) removes that directory before the task
 Once it verifies, it is copied to the shared directory and published as
 ``<shared_dir>/<obs>.<kind>`` (a symbolic link to ``.<obs>.<kind>.<name>/``, replaced with
 one atomic rename; the previous target is kept until the next publication). Then retention
-runs (``crdsops.data.inventory``).
+runs (``crdsops.data.inventory``), and with ``backups.offsite`` on, the encrypted off-site copy
+is made (``crdsops.data.offsite``: its failure is a warning, never the backup's).
 
 The file cache's references are listed, never copied (terabytes on the VMs): their
 sha1 is computed once and reused from the previous listing while size and mtime agree.
@@ -41,6 +42,7 @@ from pathlib import Path
 from crdsops import __version__, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.data import manifest as manifest_mod
+from crdsops.data import offsite
 from crdsops.data.inventory import (
     STAMP,
     Entry,
@@ -148,6 +150,8 @@ class BackupRun:
         if self.retention:
             p.add(f"retention: keep the newest {b.keep} and all younger than {b.keep_days} days, "
                   f"at least {b.min_keep}, never the newest verified", self._retain, name=f"{what}: retention")
+        if self.purpose == "backup" and b.offsite.enabled:  # a safety backup stays on this machine
+            p.add(offsite.plan_text(config), self._offsite, name=f"{what}: off-site copy")
         return p
 
     def execute(self, plan: Plan | None = None) -> Path:
@@ -253,6 +257,9 @@ class BackupRun:
         made = Entry(self.final, "private", self.manifest, state="ok")
         for path in apply_retention(self.config, [made, *self.listed]):
             self.say(f"retention: removed {path}")
+
+    def _offsite(self) -> None:
+        offsite.after_backup(self.config, self.final, self.manifest)  # warns, never fails the backup
 
     def _discard(self) -> None:
         """Remove the partial backup (a sealed one stays: it is complete and verified or marked BAD)."""

@@ -87,15 +87,19 @@ class Restore(Operation):
     task = "restore"
     notifying = True
 
-    def __init__(self, config: ServerConfig, source: str | None = None):
+    def __init__(self, config: ServerConfig, source: str | None = None, identity: Path | None = None):
         super().__init__(config)
         self.source = source
+        self.identity = identity  # the age key for ``--from offsite:NAME`` (crdsops.data.offsite)
         self.facts: RestoreFacts | None = None
         self.staged: staging.Staged | None = None
         self.held: float | None = None
 
     def probe(self) -> RestoreFacts:
-        backup = inventory.find(self.config, self.source)
+        from crdsops.data import offsite  # an off-site copy is fetched and decrypted, then restored like any
+
+        backup = (offsite.fetch(self.config, self.source, self.identity) if offsite.names_copy(self.source)
+                  else inventory.find(self.config, self.source))
         self.facts = RestoreFacts(backup, None, (), False)  # named already, should the checks fail
         manifest, problems = backup_problems(self.config, backup)
         self.facts = RestoreFacts(backup, manifest, tuple(problems), service.running_pid(self.config) is not None)
