@@ -207,6 +207,8 @@ def upload(config: ServerConfig, backup: Path, manifest: Manifest) -> OffsiteRes
     _preflight(offsite)
     name = object_name(config, backup.name)
     remote = target(offsite, name)
+    for old in config.backups.private_dir.glob(f".tmp-offsite-*{SUFFIX}"):  # a killed run's; we hold the lock
+        old.unlink(missing_ok=True)
     tmp = config.backups.private_dir / f".tmp-offsite-{backup.name}-{os.getpid()}{SUFFIX}"
     try:
         sums = encrypt(backup, offsite.recipients, tmp)

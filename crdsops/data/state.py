@@ -452,4 +452,4 @@ def _judge_offsite(rep: Report) -> None:
     if rep.offsite is not None and not rep.offsite.ok:
         rep.warnings["offsite"] = "the last upload failed; the newest off-site copy is older than the newest backup"
     elif rep.offsite is None and rep.verified is not None:
-        rep.warnings["offsite"] = "no off-site copy yet although a verified backup exists (backups.offsite.remote is set)"
+        rep.warnings["offsite"] = "no off-site copy yet, though a verified backup exists (backups.offsite is on)"
