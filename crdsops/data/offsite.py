@@ -50,7 +50,7 @@ from crdsops.config.model import Offsite, ServerConfig
 from crdsops.data.inventory import human
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
-from crdsops.files import ensure_dir, write_atomic
+from crdsops.files import ensure_dir
 from crdsops.records import Record
 from crdsops.runtime import results, taskrun
 from crdsops.runtime.results import OffsiteResult

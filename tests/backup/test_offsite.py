@@ -94,7 +94,7 @@ def test_backup_uploads_and_a_restore_from_the_copy_gets_the_rows_back(offsite):
     listed = json.loads(ops.inv("offsite", "--verify", "--json").stdout)
     assert [(c["backup"], c["state"]) for c in listed["copies"]] == [(name, "ok")]
     status = ops.inv("status", check=False).stdout
-    assert "offsite:" in status and f"ok" in status.split("offsite:")[1].splitlines()[0]
+    assert "offsite:" in status and "ok" in status.split("offsite:")[1].splitlines()[0]
 
     before = rows(ops)
     con = sqlite3.connect(ops.config("hst", "django").database.name)
