@@ -11,7 +11,7 @@ FLAGS = $(if $(obs),--obs=$(obs)) $(if $(kind),--kind=$(kind)) $(if $(src),--src
         $(if $(from),--from=$(from)) $(if $(to),--to=$(to)) $(if $(call truthy,$(yes)),--yes) \
         $(if $(call truthy,$(dry_run)),--dry-run) $(args)
 
-TASKS := install rerun stop status metrics history runtests backup restore verify backups mirror check-cache schedule rotate-logs nightly upgrade rollback releases lock config
+TASKS := install rerun stop status metrics history runtests backup restore verify backups offsite mirror check-cache schedule rotate-logs nightly upgrade rollback releases lock config
 .PHONY: help build run test $(TASKS)
 
 help:

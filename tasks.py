@@ -14,7 +14,7 @@ for each in (
     server.manage, server.runtests, server.maintenance,
     release.upgrade, release.rollback, release.releases,
     stack.build, stack.lock,
-    backup.backup, backup.verify, backup.backups, backup.restore, backup.schedule, backup.binlog_archive,
+    backup.backup, backup.verify, backup.backups, backup.restore, backup.offsite, backup.schedule, backup.binlog_archive,
     mirror.mirror,
     cache.check_cache,
     remote.fleet_status, remote.fleet_backup, remote.fleet_upgrade,

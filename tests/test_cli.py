@@ -4,7 +4,7 @@ import pytest
 from support import CHECKOUT
 
 TASKS = ["config", "install", "run", "stop", "rerun", "status", "metrics", "history", "manage", "runtests", "maintenance", "build", "lock",
-         "backup", "backups", "verify", "restore", "schedule", "mirror", "fleet-status", "fleet-backup",
+         "backup", "backups", "verify", "restore", "offsite", "schedule", "mirror", "fleet-status", "fleet-backup",
          "boot", "rotate-logs", "nightly"]
 
 

@@ -26,6 +26,8 @@ from crdsops.errors import CrdsOpsError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NOT_CONFIG_KEYS = ("sources", "configs")  # fields of ServerConfig that say where it came from
+# age's own recipients (bech32 age1 + 58 characters) and the SSH public keys age also encrypts to
+_AGE_RECIPIENT = re.compile(r"^(age1[02-9ac-hj-np-z]{58}|ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( .*)?)$")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 but tab, newline, return
 
 
@@ -81,6 +83,10 @@ def load_config(observatory: str, kind: str, directory: Path | None = None) -> S
     root = _expand(merged.get("root"), placeholders, origin, "root")
     placeholders["root"] = str(_absolute(root)) if isinstance(root, str) else ""
     config = _build(ServerConfig, _expand(merged, placeholders, origin, ""), origin, "")
+    offsite = config.backups.offsite
+    if offsite.remote and not offsite.recipients:  # an upload nobody can decrypt, or one in clear: neither
+        raise CrdsOpsError(f"{origin.get('backups.offsite.remote')}: key backups.offsite.remote is set but "
+                           "backups.offsite.recipients is empty; list the age public keys the copies are encrypted to")
     return dataclasses.replace(config, sources=tuple(str(f) for f in files if f.exists()), configs=directory)
 
 
@@ -252,6 +258,15 @@ def _convert(hint: Any, value: Any, origin: dict, dotted: str):
             raise CrdsOpsError(f"{where}: key {dotted}: expected an http:// or https:// URL, got {value!r}")
         if dotted.endswith(("mail_to", "mail_from")) and not re.match(r"^[^@\s]+@[^@\s]+$", value):
             raise CrdsOpsError(f"{where}: key {dotted}: expected a mail address (user@host), got {value!r}")
+        if dotted == "backups.offsite.recipients" and value.startswith("AGE-SECRET-KEY-"):
+            raise CrdsOpsError(f"{where}: key {dotted}: that is an age PRIVATE key; put its public key here "
+                               "(`age-keygen -y FILE`) and keep the private key off the server")
+        if dotted == "backups.offsite.recipients" and not _AGE_RECIPIENT.match(value):
+            raise CrdsOpsError(f"{where}: key {dotted}: expected an age public key (age1..., or an ssh-ed25519 "
+                               f"or ssh-rsa public key), got {value!r}")
+        if dotted == "backups.offsite.remote" and ":" not in value:
+            raise CrdsOpsError(f"{where}: key {dotted}: expected an rclone remote and path (REMOTE:PATH, e.g. "
+                               f"crdsoffsite:backups/hst.ops), got {value!r}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value:

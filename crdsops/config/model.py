@@ -48,6 +48,19 @@ class Web:
 
 
 @dataclass(frozen=True)
+class Offsite:
+    """Encrypted off-site copies of each verified backup (``crdsops.data.offsite``); off unless ``remote`` is set."""
+
+    remote: str | None = None  # an rclone remote and path, e.g. crdsoffsite:backups/hst.ops
+    rclone_config: Path | None = None  # rclone's config file (None: rclone's own default)
+    recipients: tuple[str, ...] = ()  # age public keys; the private key is never on the server
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.remote)
+
+
+@dataclass(frozen=True)
 class Backups:
     private_dir: Path
     shared_dir: Path
@@ -59,6 +72,7 @@ class Backups:
     keep_daily: int = 0
     keep_weekly: int = 0
     keep_monthly: int = 0
+    offsite: Offsite = dataclasses.field(default_factory=Offsite)
 
 
 @dataclass(frozen=True)

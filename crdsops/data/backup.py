@@ -18,7 +18,8 @@ it (a failure, a full disk, an interrupt) removes that directory before the task
 Once it verifies, it is copied to the shared directory and published as
 ``<shared_dir>/<obs>.<kind>`` (a symbolic link to ``.<obs>.<kind>.<name>/``, replaced with
 one atomic rename; the previous target is kept until the next publication). Then retention
-runs (``crdsops.data.inventory``).
+runs (``crdsops.data.inventory``), and with ``backups.offsite`` on, the encrypted off-site copy
+is made (``crdsops.data.offsite``: its failure is a warning, never the backup's).
 
 The file cache's references are listed, never copied (terabytes on the VMs): their
 sha1 is computed once and reused from the previous listing while size and mtime agree.
@@ -41,6 +42,7 @@ from pathlib import Path
 from crdsops import __version__, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.data import manifest as manifest_mod
+from crdsops.data import offsite
 from crdsops.data.inventory import (
     STAMP,
     Entry,
@@ -150,6 +152,8 @@ class BackupRun:
                   "manifest's sha256s as it is copied; atomic replace)", self._publish, name=f"{what}: publishing")
         if self.retention:
             p.add(f"retention: {retention_rule(b)}", self._retain, name=f"{what}: retention")
+        if self.purpose == "backup" and b.offsite.enabled:  # a safety backup stays on this machine
+            p.add(offsite.plan_text(config), self._offsite, name=f"{what}: off-site copy")
         return p
 
     def execute(self, plan: Plan | None = None) -> Path:
@@ -269,6 +273,9 @@ class BackupRun:
             oldest = min(starts, key=lambda name: int(name.rsplit(".", 1)[-1]))
             for name in binlogs.prune_before(self.config, oldest):
                 self.say(f"retention: removed the archived binlog {name} (before the oldest backup kept)")
+
+    def _offsite(self) -> None:
+        offsite.after_backup(self.config, self.final, self.manifest)  # warns, never fails the backup
 
     def _discard(self) -> None:
         """Remove the partial backup (a sealed one stays: it is complete and verified or marked BAD)."""

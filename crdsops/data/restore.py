@@ -95,16 +95,20 @@ class Restore(Operation):
     task = "restore"
     notifying = True
 
-    def __init__(self, config: ServerConfig, source: str | None = None, to_time: str | None = None):
+    def __init__(self, config: ServerConfig, source: str | None = None, to_time: str | None = None,
+                 identity: Path | None = None):
         super().__init__(config)
         self.source = source
         self.to_time = to_time
+        self.identity = identity  # the age key for ``--from offsite:NAME`` (crdsops.data.offsite)
         self.facts: RestoreFacts | None = None
         self.expected: Manifest | None = None  # what the health check compares with (replayed: the staged counts)
         self.staged: staging.Staged | None = None
         self.held: float | None = None
 
     def probe(self) -> RestoreFacts:
+        from crdsops.data import offsite  # an off-site copy is fetched and decrypted, then restored like any
+
         when = parse_to_time(self.to_time) if self.to_time else None
         if self.to_time:
             from crdsops.data import binlogs
@@ -112,7 +116,12 @@ class Restore(Operation):
             why = binlogs.unavailable(self.config)
             if why:
                 raise CrdsOpsError(f"{self.config.name} has no point-in-time restore: {why}")
-        backup = before(self.config, when) if self.to_time and not self.source else inventory.find(self.config, self.source)
+        if self.to_time and not self.source:
+            backup = before(self.config, when)
+        elif offsite.names_copy(self.source):
+            backup = offsite.fetch(self.config, self.source, self.identity)
+        else:
+            backup = inventory.find(self.config, self.source)
         self.facts = RestoreFacts(backup, None, (), False)  # named already, should the checks fail
         manifest, problems = backup_problems(self.config, backup)
         replay = _replay_for(self.config, manifest, when) if self.to_time and manifest else None

@@ -14,6 +14,10 @@ into warnings:
 * ``runtests_max_age``, ``check_cache_max_age``: the last result is older; a last result that
   failed is always a warning.
 
+With ``backups.offsite`` on, the last off-site upload is one line (``offsite``): a failed one is a
+warning (the backup it followed succeeded, so nothing else says so), and so is a verified backup
+with no upload at all.
+
 Maintenance mode (``inv maintenance on``) is shown, and is a warning for as long as it is on. A
 pause of the cron lines in force (``inv schedule --pause-until``) is one line, not a warning: it
 ends by itself, and the backup's age warns if it lasts too long.
@@ -46,7 +50,7 @@ from crdsops.records import Record
 from crdsops.runtime import audit, cronpause, maintenance, outcomes, results, service
 from crdsops.runtime.audit import Entry as AuditEntry
 from crdsops.runtime.maintenance import MaintenanceNotice
-from crdsops.runtime.results import CacheCheckResult, CheckResult, RuntestsResult
+from crdsops.runtime.results import CacheCheckResult, CheckResult, OffsiteResult, RuntestsResult
 from crdsops.timefmt import age_text
 
 SCHEMA = 1
@@ -139,6 +143,11 @@ class CacheCheckSummary(CheckSummary):
     result: CacheCheckResult
 
 
+@dataclass(frozen=True, kw_only=True)
+class OffsiteSummary(CheckSummary):
+    result: OffsiteResult
+
+
 @dataclass(frozen=True)
 class Thresholds(Record):
     """The ``monitoring:`` limits, in seconds (None: off)."""
@@ -183,6 +192,7 @@ class StatusDocument(Record):
     cron_paused_until: datetime.datetime | None = None  # crdsops' cron lines do nothing until then
     release: Serving | None = None  # the release that serves (None: the checkout's code; inv upgrade)
     pitr: str | None = None  # point-in-time restore: available and how far the binlog archive lags, or why not
+    offsite: OffsiteSummary | None = None  # the last off-site upload (backups.offsite)
 
     def warning(self, line: str) -> str | None:
         """Why ``line`` warns, or None."""
@@ -209,6 +219,7 @@ class Report:
     last_runs: dict[str, AuditEntry] = field(default_factory=dict)  # task -> its newest audit line
     runtests: CheckResult | None = None
     check_cache: CheckResult | None = None
+    offsite: CheckResult | None = None  # the last off-site upload
     release: Serving | None = None  # the release that serves (None: the checkout's code)
     pitr: str = ""  # point-in-time restore (MySQL): the binlog archive's state, or why there is none
     boot: str = ""  # whether it starts at boot, and how (``crdsops.data.boot.describe``); text only
@@ -252,6 +263,7 @@ class Report:
             ("mirror", self._run_text(self.last_mirror)),
             ("runtests", self._result_text(self.runtests)),
             ("check-cache", self._result_text(self.check_cache)),
+            *([("offsite", self._offsite_text())] if cfg.backups.offsite.enabled or self.offsite else []),
             *([("boot", self.boot)] if self.boot else []),
             *([("cron", f"{self.cron_pause.describe()}; `inv schedule --resume` ends it")] if self.cron_pause else []),
         ]
@@ -301,6 +313,13 @@ class Report:
             text += f": {entry.error}"
         return text
 
+    def _offsite_text(self) -> str:
+        if not self.config.backups.offsite.enabled:
+            return "off (backups.offsite.remote is null); " + self._result_text(self.offsite)
+        if self.offsite is None:
+            return f"no upload yet to {self.config.backups.offsite.remote}"
+        return self._result_text(self.offsite)
+
     def _result_text(self, result: CheckResult | None) -> str:
         if result is None:
             return "never run"
@@ -319,6 +338,7 @@ class Report:
             last_restore=self._run(self.last_restore), last_mirror=self._run(self.last_mirror),
             runtests=self._check(RuntestsSummary, self.runtests),
             check_cache=self._check(CacheCheckSummary, self.check_cache),
+            offsite=self._check(OffsiteSummary, self.offsite),
             thresholds=Thresholds.of(self.config.monitoring),
             warnings=tuple(f"{key}: {why}" for key, why in self.warnings.items()),
             cron_paused_until=self.cron_pause.until if self.cron_pause else None,
@@ -381,6 +401,7 @@ def report(config: ServerConfig, now: datetime.datetime | None = None) -> Report
     rep.last_backup, rep.last_restore, rep.last_mirror = (rep.last_runs.get(t) for t in ("backup", "restore", "mirror"))
     rep.runtests = results.read(layout, "runtests")
     rep.check_cache = results.read(layout, "check-cache")
+    rep.offsite = results.read(layout, "offsite")
     rep.boot = _boot_text(config)
     rep.pitr = _pitr_text(rep)
     try:
@@ -442,6 +463,7 @@ def _judge(rep: Report) -> None:
         elif rep.since is None or rep.now - rep.since > limit:
             installed = f"installed {age_text(rep.now - rep.since)} ago, " if rep.since else ""
             rep.warnings[key] = f"no {what.removeprefix('the ')} ({installed}monitoring.{name} {format_duration(limit)})"
+    _judge_offsite(rep)
     for key, result, limit, name in (("runtests", rep.runtests, m.runtests_max_age, "runtests_max_age"),
                                      ("check-cache", rep.check_cache, m.check_cache_max_age, "check_cache_max_age")):
         if result is not None and not result.ok:
@@ -452,3 +474,13 @@ def _judge(rep: Report) -> None:
             elif rep.now - result.at > limit:
                 rep.warnings[key] = f"last run {age_text(rep.now - result.at)} ago, more than " \
                                     f"{format_duration(limit)} (monitoring.{name})"
+
+
+def _judge_offsite(rep: Report) -> None:
+    """A failed last upload warns; so does a verified backup with no copy off site at all."""
+    if not rep.config.backups.offsite.enabled:
+        return
+    if rep.offsite is not None and not rep.offsite.ok:
+        rep.warnings["offsite"] = "the last upload failed; the newest off-site copy is older than the newest backup"
+    elif rep.offsite is None and rep.verified is not None:
+        rep.warnings["offsite"] = "no off-site copy yet, though a verified backup exists (backups.offsite is on)"

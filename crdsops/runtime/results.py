@@ -4,7 +4,7 @@
 by the check and read back by ``inv status`` as the same record::
 
     schema    1
-    task      "runtests" | "check-cache"
+    task      "runtests" | "check-cache" | "offsite"
     at        when it ran (ISO 8601, UTC)
     ok        true | false
     seconds   how long it took
@@ -12,7 +12,8 @@ by the check and read back by ``inv status`` as the same record::
     error     the one line when it could not run (else null)
 
 and what each check adds: ``RuntestsResult`` (passed, failed, django_only, live_only),
-``CacheCheckResult`` (mode, checked, hashed, bytes, counts, problems: up to 100 names per kind).
+``CacheCheckResult`` (mode, checked, hashed, bytes, counts, problems: up to 100 names per kind);
+``OffsiteResult`` (backup, remote, size, hash), the last off-site upload ``inv backup`` made.
 """
 
 from __future__ import annotations
@@ -75,7 +76,19 @@ class CacheCheckResult(CheckResult):
         return f"{self.checked} files checked ({self.mode}), {found} problem(s)"  # a record older than summary
 
 
-KINDS: dict[str, type[CheckResult]] = {"runtests": RuntestsResult, "check-cache": CacheCheckResult}
+@dataclass(frozen=True)
+class OffsiteResult(CheckResult):
+    """The last off-site upload (``crdsops.data.offsite``), written after each ``inv backup`` that made one."""
+
+    task: str = "offsite"
+    backup: str = ""  # the backup's dated name
+    remote: str = ""  # where it went: REMOTE:PATH/OBJECT
+    size: int = 0  # of the encrypted file
+    hash: str = ""  # what the remote's hash was checked with (md5, sha1)
+
+
+KINDS: dict[str, type[CheckResult]] = {"runtests": RuntestsResult, "check-cache": CacheCheckResult,
+                                       "offsite": OffsiteResult}
 
 
 def write(layout: Layout, result: CheckResult) -> CheckResult:

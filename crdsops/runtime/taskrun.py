@@ -7,6 +7,8 @@
   ``finally`` cleans up; ``interrupted_line()`` says where it stopped and what state the
   server is in then, compared with what it was when the run said which server it acts on;
 * the lines the library says are kept (``crdsops.output.captured``) for the notifications;
+* a part that fails without failing the run (``alerting``: an off-site upload) is a warning
+  now and a failure's notification at the end, the run's result staying ok;
 * when it ends, ok, failed or interrupted: a notifying run pings ``monitoring.ping_url`` and
   mails ``monitoring.mail_to`` (``crdsops.runtime.notify``), and a changing run appends one
   line to its server's audit log (``crdsops.runtime.audit``) with its ``Outcome``. Neither
@@ -60,6 +62,7 @@ class TaskRun:
     error: str | None = None  # the error as the user sees it
     after: tuple[Callable[[TaskRun], None], ...] = ()  # called last, once the audit line is written
     notifies: bool = True  # False: a step of a composite run, which notifies once for all its steps
+    alert: str | None = None  # a part that failed without failing the run (an off-site upload): notify as a failure
 
     def acting_on(self, config: ServerConfig | None, audit_in: ServerConfig | None = None,
                   notifying: bool = False) -> None:
@@ -78,6 +81,15 @@ class TaskRun:
 
             self.notifier = Notifier(config, self.task)
             self._warn(self.notifier.started())
+
+    def alerting(self, line: str) -> None:
+        """A part of the run failed but the run goes on and succeeds: warn now, and notify as a failure at the end.
+
+        Monitoring must hear of it (an off-site copy missing for a week is a real gap), yet the
+        backup it follows is good, so the task's result and exit code stay ``ok``/0.
+        """
+        self._warn([line])
+        self.alert = line.removeprefix("warning: ")
 
     def ended(self, result: str, code: int, error: str | None) -> None:
         self.result, self.exit, self.error = result, code, error
@@ -109,7 +121,8 @@ class TaskRun:
         if self.notifier is not None:
             try:
                 text = self.tail.text() if self.tail else ""
-                self._warn(self.notifier.finished(self.result == "ok", self.error or "", text))
+                ok = self.result == "ok" and self.alert is None
+                self._warn(self.notifier.finished(ok, self.error or self.alert or "", text))
             except Exception as err:  # noqa: BLE001 - a notification never fails the task
                 self._warn([f"warning: notifications failed ({type(err).__name__}: {err})"])
         if self.audit_in is not None:
@@ -153,6 +166,20 @@ _runs: list[TaskRun] = []
 def current() -> TaskRun | None:
     """The task run under way in this process, if any (library code called from a test has none)."""
     return _runs[-1] if _runs else None
+
+
+def alert(line: str) -> None:
+    """``TaskRun.alerting`` for the current run; the runs it is a step of notify as a failure too.
+
+    (``inv nightly`` notifies once for its steps: its backup's failed off-site upload must reach it.)
+    Outside any run (library code in a test) the line is only logged.
+    """
+    if not _runs:
+        log.warning(line.removeprefix("warning: "))
+        return
+    _runs[-1].alerting(line)
+    for outer in _runs[:-1]:
+        outer.alert = outer.alert or _runs[-1].alert
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
-"""Tasks for backups: backup, verify, backups, restore, schedule.
+"""Tasks for backups: backup, verify, backups, restore, offsite, schedule.
 
 Defaults (all from the installed server's config, ``backups:`` section): private backups
 in ``private_dir`` (``keep`` newest, all younger than ``keep_days``, the newest of each of
 the last ``keep_daily`` days, ``keep_weekly`` weeks, ``keep_monthly`` months, at least
 ``min_keep``, always the newest verified; ``inv backups`` says which rule keeps each), the
-shared latest as ``<shared_dir>/<obs>.<kind>``. ``inv restore`` reads the shared latest unless ``--from DATE|PATH``; ``inv schedule`` installs the nightly
+shared latest as ``<shared_dir>/<obs>.<kind>``. ``inv restore`` reads the shared latest unless ``--from DATE|PATH|offsite:NAME`` (or
+``--to-time``); ``inv offsite`` lists the encrypted off-site copies (``backups.offsite``, off by default); ``inv schedule`` installs the nightly
 line at 03:17 unless ``--at HH:MM`` (``--nightly``: the whole nightly job; ``--pause-until TIME``
 pauses every cron line of crdsops until then). Changing tasks hold the per-server lock.
 """
@@ -134,18 +135,63 @@ def _why(entry, verdict) -> str:
 
 @ops_task(aliases=["restore-server"], help={
     "from": "a date (2026-11-28, the newest of that day), a private backup's name, or a backup directory; "
+            "`offsite:NAME` (a backup's name or date, or `latest`) for an encrypted off-site copy; "
             "default: the shared latest",
     "to_time": "'YYYY-MM-DD HH:MM:SS' (UTC) or latest: the newest backup before it, then the archived binlog "
                "events up to it (MySQL with `inv binlog-archive`)",
+    "identity": "with --from offsite:NAME: the age private key file that decrypts it (keep it off the server "
+                "afterwards)",
     "yes": "do not ask for confirmation",
-    "dry_run": "print the plan (the backup is verified for real), change nothing",
+    "dry_run": "print the plan (the backup is verified for real; an off-site copy is fetched), change nothing",
 })
-def restore(c, from_=None, to_time=None, yes=False, dry_run=False):
+def restore(c, from_=None, to_time=None, identity=None, yes=False, dry_run=False):
     """Restore the installed server from its shared latest backup (or --from, or to a time), with rollback."""
+    from pathlib import Path
+
+    from crdsops.data import offsite
     from crdsops.data.restore import Restore
     from crdsops.runtime.lifecycle import drive
 
-    drive(Restore(server(), from_, to_time=to_time), dry_run=dry_run, yes=yes)
+    if identity is not None and not offsite.names_copy(from_):
+        raise Exit("error: --identity goes with --from offsite:NAME (an encrypted off-site copy)")
+    cfg = server()
+    with offsite.fetched(cfg):  # the fetched copy is removed however the restore ends
+        drive(Restore(cfg, from_, to_time=to_time, identity=Path(identity) if identity else None),
+              dry_run=dry_run, yes=yes)
+    if identity is not None and not dry_run:
+        say(f"remove the identity {identity} from this machine once you are done with it: "
+            "the private key does not belong on a server")
+
+
+@ops_task(help={
+    "verify": "ask the remote for each copy's hash again and compare it with what was uploaded "
+              "(exit 1 if one differs)",
+    "json": JSON_HELP,
+})
+def offsite(c, verify=False, json_=False):
+    """List the encrypted off-site copies of this server's backups (backups.offsite.remote)."""
+    import json
+
+    from crdsops.data import offsite as offsite_mod
+    from crdsops.data.inventory import human
+
+    cfg = server()
+    listed = offsite_mod.copies(cfg, verify=verify)
+    bad = [c for c in listed if c.state in ("BAD", "incomplete")]
+    if json_:
+        print(json.dumps(offsite_mod.document(cfg, listed, verify), indent=2))
+    elif not listed:
+        print(f"{cfg.name} has no off-site copies in {cfg.backups.offsite.remote} yet")
+    else:
+        print(f"{'backup':20} {'size':>9} {'uploaded (UTC)':20} {'state':10} object")
+        for copy in listed:
+            when = copy.sums.uploaded if copy.sums and copy.sums.uploaded else copy.modified
+            shown = when.strftime("%Y-%m-%d %H:%M:%S") if when else "?"
+            print(f"{copy.backup:20} {human(copy.size):>9} {shown:20} {copy.state:10} {copy.object}")
+            for problem in copy.problems:
+                print(f"{'':20} {problem}")
+    if verify and bad:
+        raise Exit(f"error: {len(bad)} of {len(listed)} off-site copies are bad or incomplete; see above", code=1)
 
 
 @ops_task(help={

@@ -204,7 +204,7 @@ def test_a_backup_named_with_a_same_second_suffix_is_found_by_its_name(sqlite_se
 DOCUMENTED = {  # README "JSON output", in the order printed
     "": ["schema", "server", "state", "exit", "up", "pid", "answers", "problem", "maintenance", "context", "counts",
          "backup", "verified_backup", "shared", "last_backup", "last_restore", "last_mirror", "runtests", "check_cache",
-         "thresholds", "warnings", "cron_paused_until", "release", "pitr"],
+         "thresholds", "warnings", "cron_paused_until", "release", "pitr", "offsite"],
     "server": ["name", "observatory", "kind", "tier", "host", "url", "local_url", "database"],
     "database": ["engine", "name"],
     "backup": ["name", "path", "where", "created", "age_seconds", "verified", "problems", "size", "purpose"],
