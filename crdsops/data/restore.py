@@ -236,7 +236,8 @@ def _swapped_between(config: ServerConfig, start: datetime.datetime, end: dateti
     for entry in audit.history(config.layout, limit=None):
         if entry.task not in ("restore", "mirror") or not entry.ok or entry.when is None:
             continue
-        done = entry.when + datetime.timedelta(seconds=entry.seconds)
-        if start < done and (end is None or entry.when <= end):
+        # the server's lock serializes backups and swaps: one that started at or after the backup
+        # (whole seconds both) ran after it
+        if entry.when >= start and (end is None or entry.when <= end):
             return f"the {entry.task} of {entry.when:%Y-%m-%d %H:%M:%S} UTC"
     return ""
