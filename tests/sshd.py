@@ -76,7 +76,7 @@ class SshHost:
             "StrictModes no",
             "PrintMotd no",
             "AllowTcpForwarding yes",
-            "LogLevel ERROR",
+            "LogLevel INFO",  # "Accepted publickey ..." per connection: tests count them (accepted())
             "MaxStartups 50",
             "MaxSessions 50",
             "Subsystem sftp internal-sftp",
@@ -100,6 +100,11 @@ class SshHost:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd on {self.address}:{self.port} did not start")
+
+    def accepted(self) -> int:
+        """How many connections this sshd has authenticated so far (its log's "Accepted publickey" lines)."""
+        log = self.where / "sshd.log"
+        return log.read_text(errors="replace").count("Accepted publickey") if log.exists() else 0
 
     def sessions(self) -> list[int]:
         """Pids of this sshd's session processes (its children), which we started."""

@@ -27,10 +27,15 @@ which a backup only lists, come from the source host by rsync over SSH.
    (context and counts, answering as this server); on failure the reverse swap;
 5. once the new state is live: delete files the source no longer has (capped, and
    refused when the source looks empty); then the quick cache check.
+
+One SSH connection to the source carries all of it: the probes, ``inv backup`` there, the
+backup fetch and every rsync ride an OpenSSH ControlMaster that the probes open and the
+mirror closes at its end, whatever happens (``crdsops.remote.sshmux``, ``Mirror.resources``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -48,7 +53,7 @@ from crdsops.db.catalog import CatalogCounts
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import ensure_dir
-from crdsops.remote import catalog_sync, rsync, source, ssh
+from crdsops.remote import catalog_sync, rsync, source, ssh, sshmux
 from crdsops.remote.source import SourceFacts
 from crdsops.runtime import health, service
 from crdsops.runtime.lifecycle import NotConfirmed, Operation, confirm
@@ -119,6 +124,7 @@ class Mirror(Operation):
         self.staged: staging.Staged | None = None
         self.held: float | None = None
         self.deleted: int | None = None
+        self.master: sshmux.Master | None = None  # the one SSH connection to the source (resources())
 
     @property
     def name(self) -> str:
@@ -131,8 +137,17 @@ class Mirror(Operation):
         self.src = source.source_config(self.config, o.obs, o.src)
         self.upward = source.check_direction(self.config, self.src, o.allow_upward)  # before any connection
 
+    @contextlib.contextmanager
+    def resources(self):
+        """The mirror's one SSH connection to the source: opened by the probes, closed here whatever happens."""
+        self.master = sshmux.Master(ssh.target_for(self.src, host=self.options.src_host))
+        try:
+            yield
+        finally:
+            self.master.close()
+
     def probe(self) -> MirrorFacts:
-        self.facts = probe(self.config, self.src, self.options, self.upward)
+        self.facts = probe(self.config, self.src, self.options, self.upward, self.master)
         self.backup = self.facts.backup
         return self.facts
 
@@ -165,16 +180,12 @@ class Mirror(Operation):
         """Run ``inv backup`` on the source over SSH (its own lock held there, its output streamed); use that backup."""
         target = self.facts.target
         log.info(f"backing up {self.src.name} on {target.where} first (`inv backup` there) ...")
-        conn = ssh.connection(target)
-        try:
-            res = ssh.run_inv(conn, target.checkout, ["backup"], hide=False)
-            if res.exited != 0:
-                last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-                raise CrdsOpsError(f"`inv backup` on {target.where} failed (exit {res.exited}: {last}); "
-                                   "nothing here was changed")
-            self.backup = locate_backup(self.config, self.src, conn, self.facts.reported, self.upward)
-        finally:
-            conn.close()
+        res = ssh.run_inv(self.master, target.checkout, ["backup"], hide=False)
+        if res.exited != 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CrdsOpsError(f"`inv backup` on {target.where} failed (exit {res.exited}: {last}); "
+                               "nothing here was changed")
+        self.backup = locate_backup(self.config, self.src, self.master, self.facts.reported, self.upward)
         log.info(f"mirroring {self.src.name}'s new backup {self.backup.remote}, made {self.backup.manifest.made}")
 
     def fetch_backup(self) -> None:
@@ -263,29 +274,29 @@ def listings(manifest: Manifest, dest: ServerConfig, full_sync: bool) -> tuple[d
 
 # --- the probes -----------------------------------------------------------------------------
 
-def probe(dest: ServerConfig, src: ServerConfig, options: MirrorOptions, upward: bool) -> MirrorFacts:
-    """Every read-only check, run for real (also under --dry-run); the direction is checked already."""
-    target = ssh.target_for(src, host=options.src_host)
+def probe(dest: ServerConfig, src: ServerConfig, options: MirrorOptions, upward: bool,
+          master: sshmux.Master) -> MirrorFacts:
+    """Every read-only check, run for real (also under --dry-run); the direction is checked already.
+
+    The SSH probes open ``master``, the mirror's one connection; the facts' target rides it."""
+    target = master.plain
     src_url = options.src_url or src.url
     log.info(f"checking {src.name} over SSH at {target.where} ...")
-    conn = ssh.connection(target)
-    try:
-        reported = source.source_facts(conn, target, src)
-        cache_files = rsync.probe_tree(conn, f"{reported.cache}/mappings/{src.observatory}")
-        if not cache_files:
-            raise CrdsOpsError(
-                f"the source's cache {reported.cache} has no mappings for {src.observatory} "
-                "(empty or unmounted); refusing"
-            )
-        backup = locate_backup(dest, src, conn, reported, upward)
-    finally:
-        conn.close()
+    master.open()
+    reported = source.source_facts(master, target, src)
+    cache_files = rsync.probe_tree(master, f"{reported.cache}/mappings/{src.observatory}")
+    if not cache_files:
+        raise CrdsOpsError(
+            f"the source's cache {reported.cache} has no mappings for {src.observatory} "
+            "(empty or unmounted); refusing"
+        )
+    backup = locate_backup(dest, src, master, reported, upward)
     log.info(f"checking {src.name} at {src_url} ...")
     live = health.catalog_counts(src_url, timeout=15)
     if (live.observatory, live.kind) != (src.observatory, src.kind):
         raise CrdsOpsError(f"{src_url} answers as {live.server}, not {src.name}; "
                            "refusing (fix --src-url or the source's url in the config)")
-    return MirrorFacts(target, src_url, reported, live, backup, service.running_pid(dest) is not None)
+    return MirrorFacts(master.target, src_url, reported, live, backup, service.running_pid(dest) is not None)
 
 
 def locate_backup(dest: ServerConfig, src: ServerConfig, conn, reported: SourceFacts, upward: bool) -> SourceBackup:

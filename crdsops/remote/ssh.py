@@ -41,6 +41,7 @@ class Target(Ssh):
 
     host: str
     label: str = ""
+    control_path: str | None = None  # an open ControlMaster's socket (crdsops.remote.sshmux) that ssh rides
 
     @property
     def where(self) -> str:
@@ -209,6 +210,8 @@ def open_checked(conn):
     """Open ``conn`` now; any failure becomes a CrdsOpsError with one clear line."""
     try:
         conn.open()
+    except CrdsOpsError:  # a Master's failure is one line already
+        raise
     except Exception as err:  # paramiko/socket errors of many kinds
         raise CrdsOpsError(explain(err, conn)) from None
     return conn
@@ -246,10 +249,14 @@ def control_env() -> dict[str, str]:
 
 
 def run_inv(conn, checkout, argv: list[str], hide: bool = False, env: dict[str, str] | None = None):
-    """Run ``inv ARGV`` on the host behind ``conn``; return the fabric Result (``.exited``)."""
+    """Run ``inv ARGV`` on the host behind ``conn`` (a fabric Connection or an ``sshmux.Master``).
+
+    Returns its result (``.exited``, ``.stdout``, ``.stderr``)."""
     open_checked(conn)
     try:
         return conn.run(inv_command(checkout, argv, env), warn=True, hide=hide, pty=False, in_stream=False)
+    except CrdsOpsError:
+        raise
     except Exception as err:
         raise CrdsOpsError(explain(err, conn)) from None
 
@@ -261,13 +268,17 @@ def run(conn, argv: list[str], hide: bool = True, warn: bool = True):
         return conn.run(" ".join(shlex.quote(str(a)) for a in argv), warn=warn, hide=hide, pty=False,
                         in_stream=False)
     except Exception as err:
-        if type(err).__module__.startswith("invoke"):
+        if type(err).__module__.startswith("invoke") or isinstance(err, CrdsOpsError):
             raise
         raise CrdsOpsError(explain(err, conn)) from None
 
 
 def ssh_argv(target: Target, batch: bool = True) -> list[str]:
-    """The OpenSSH client command (for rsync -e) with the same host-key rules as our connections."""
+    """The OpenSSH client command (for rsync -e) with the same host-key rules as our connections.
+
+    With ``target.control_path`` it rides that master's connection (``crdsops.remote.sshmux``);
+    the host-key options stay, for the connection ssh opens itself if the master is gone.
+    """
     argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=3"]
@@ -283,4 +294,6 @@ def ssh_argv(target: Target, batch: bool = True) -> list[str]:
         argv += ["-l", target.user]
     if target.gateway:
         argv += ["-J", target.gateway]
+    if target.control_path:
+        argv += ["-o", f"ControlPath={target.control_path}", "-o", "ControlMaster=no"]
     return argv

@@ -5,6 +5,8 @@ An ``Operation`` is one changing task on one server, given all its options when 
 
     check()          refusals that need no probe (before the lock: wrong flags, direction)
     lock             the server's lock (``crdsops.runtime.lock``), from the probe to the end
+    resources()      what the operation holds from its probe to its end, let go whatever happens
+                     (a mirror: its one SSH connection to the source)
     probe()  -> Facts     read-only, run for real also under --dry-run (a frozen record)
     plan(facts) -> Plan   the steps (``crdsops.steps.Plan``); shown; its problems refuse it
     --dry-run stops here; the plan's question is asked unless --yes
@@ -70,6 +72,12 @@ class Operation:
     def check(self) -> None:
         """Refusals that need no probe and no lock."""
 
+    def resources(self) -> contextlib.AbstractContextManager:
+        """A context around the probe, the steps and the closing check, left also on an error or an
+        interrupt (before the lock is released): what the probes open and the steps share (a mirror's
+        SSH connection)."""
+        return contextlib.nullcontext()
+
     def probe(self) -> object:
         raise NotImplementedError
 
@@ -101,7 +109,7 @@ def drive(op: Operation, dry_run: bool = False, yes: bool = False) -> Outcome | 
         run.acting_on(op.config, audit_in=op.audit_in if real else None, notifying=op.notifying and not dry_run)
     try:
         op.check()
-        with _locked(op, hold=op.lock_before_probe and not dry_run):
+        with _locked(op, hold=op.lock_before_probe and not dry_run), op.resources():
             facts = op.probe()
             plan = op.plan(facts)
             if dry_run or not op.quiet_plan:
