@@ -241,12 +241,13 @@ class Replay:
     start: BinlogPosition
     files: tuple[Path, ...]
     to_time: datetime.datetime | None  # None: every archived event ("latest")
-    events: int
+    events: int | None  # transactions to apply (None: not counted ahead)
 
     def describe(self) -> str:
         until = f"up to {self.to_time:%Y-%m-%d %H:%M:%S} UTC" if self.to_time else "to the archive's end"
         names = f"{self.files[0].name} .. {self.files[-1].name}" if len(self.files) > 1 else self.files[0].name
-        return f"{self.events} events of {names} from {self.start.describe()} {until}"
+        events = f"{self.events} events" if self.events is not None else "the events"
+        return f"{events} of {names} from {self.start.describe()} {until}"
 
 
 def last_event_time(path: Path) -> datetime.datetime | None:
@@ -271,8 +272,12 @@ def archive_end(config: ServerConfig, newest: Path) -> datetime.datetime | None:
     return last_event_time(newest)
 
 
-def plan_replay(config: ServerConfig, start: BinlogPosition, to_time: datetime.datetime | None) -> Replay:
-    """The files from the backup's coordinates on; refused in one line when the archive cannot give ``to_time``."""
+def plan_replay(config: ServerConfig, start: BinlogPosition, to_time: datetime.datetime | None,
+                count: bool = True) -> Replay:
+    """The files from the backup's coordinates on; refused in one line when the archive cannot give ``to_time``.
+
+    ``count``: decode them once to count the transactions (a dry run's plan says how many; a real
+    run counts them as it replays, not in a pass of its own)."""
     files = archived(config)
     names = [p.name for p in files]
     if start.file not in names:
@@ -289,7 +294,7 @@ def plan_replay(config: ServerConfig, start: BinlogPosition, to_time: datetime.d
     if to_time is not None and end is not None and to_time > end:
         raise CrdsOpsError(f"{to_time:%Y-%m-%d %H:%M:%S} UTC is after the archive's end ({end:%Y-%m-%d %H:%M:%S} "
                            f"UTC, {chosen[-1].name}); restore --to-time latest, or a time up to then")
-    return Replay(start, tuple(chosen), to_time, count_events(config, start, tuple(chosen), to_time))
+    return Replay(start, tuple(chosen), to_time, count_events(config, start, tuple(chosen), to_time) if count else None)
 
 
 def replay_argv(config: ServerConfig, start: BinlogPosition, files: tuple[Path, ...],
@@ -326,8 +331,9 @@ def replay(config: ServerConfig, plan: Replay, schema: str) -> None:
                             env=dict(os.environ, TZ="UTC"))
     client = commands.start(mysql.mysql_restore_argv(config, schema), what="replaying binlogs",
                             stdin=commands.PIPE, stdout=commands.DEVNULL, stderr=commands.PIPE)
+    seen = {"transactions": 0}
     try:
-        for chunk in batched(reader.stdout):
+        for chunk in batched(reader.stdout, seen=seen):
             client.stdin.write(chunk)
         client.stdin.close()
     except BrokenPipeError:
@@ -340,7 +346,7 @@ def replay(config: ServerConfig, plan: Replay, schema: str) -> None:
         raise CrdsOpsError(f"replaying the binlogs into {schema} failed: {mysql.explain(err, config, schema)}")
     if reader.wait() != 0:
         raise CrdsOpsError(f"mariadb-binlog failed: {reader.stderr.read().decode(errors='replace').strip()}")
-    log.info(f"replayed {plan.describe()} into {schema}")
+    log.info(f"replayed {seen['transactions']} transactions ({plan.describe()}) into {schema}")
 
 
 _GTID_SET = re.compile(rb"^/\*M?!100001 SET @@session\.(gtid_domain_id|server_id|gtid_seq_no)=\d+\*//\*!\*/;$")
@@ -348,7 +354,7 @@ _START = (b"START TRANSACTION", b"BEGIN")
 _COMMIT = b"COMMIT/*!*/;"
 
 
-def batched(lines, size: int = BATCH):
+def batched(lines, size: int = BATCH, seen: dict | None = None):
     """mariadb-binlog's output with BATCH transactions to a commit instead of one each (a commit is
     a log flush: thousands of one-row transactions spent seconds on them), and without the events'
     own GTIDs: the server gives the replayed ones new GTIDs, in order, and sets nothing it would
@@ -371,6 +377,8 @@ def batched(lines, size: int = BATCH):
             yield b"COMMIT" + delimiter + b"\n"
             open_batch = False
         if bare in _START:
+            if seen is not None:
+                seen["transactions"] = seen.get("transactions", 0) + 1
             if open_batch:
                 pending_delimiter = True  # drop this START TRANSACTION and its "/*!*/;"
                 continue

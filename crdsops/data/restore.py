@@ -124,7 +124,7 @@ class Restore(Operation):
             backup = inventory.find(self.config, self.source)
         self.facts = RestoreFacts(backup, None, (), False)  # named already, should the checks fail
         manifest, problems = backup_problems(self.config, backup)
-        replay = _replay_for(self.config, manifest, when) if self.to_time and manifest else None
+        replay = _replay_for(self.config, manifest, when, count=self.dry_run) if self.to_time and manifest else None
         self.facts = RestoreFacts(backup, manifest, tuple(problems), service.running_pid(self.config) is not None,
                                   replay)
         self.expected = manifest
@@ -208,7 +208,7 @@ def before(config: ServerConfig, when: datetime.datetime | None) -> Path:
     return fit[0].path
 
 
-def _replay_for(config: ServerConfig, manifest: Manifest, when: datetime.datetime | None):
+def _replay_for(config: ServerConfig, manifest: Manifest, when: datetime.datetime | None, count: bool):
     from crdsops.data import binlogs
 
     start = manifest.database.binlog
@@ -223,7 +223,7 @@ def _replay_for(config: ServerConfig, manifest: Manifest, when: datetime.datetim
                            f"{'--to-time' if when else 'now'}: its binlog events cannot be replayed across that; "
                            "restore to a time before it, or from a backup made after it (`inv backup` after a restore)")
     binlogs.seal(config)
-    return binlogs.plan_replay(config, start, when)
+    return binlogs.plan_replay(config, start, when, count=count)
 
 
 def _swapped_between(config: ServerConfig, start: datetime.datetime, end: datetime.datetime | None) -> str:

@@ -50,6 +50,7 @@ class Operation:
     notifying = False  # pings and mails (monitoring:) when it starts and ends
     lock_before_probe = True  # False: the probes may refuse before the lock exists (a first install)
     quiet_plan = False  # True: the plan is said only under --dry-run (run, stop: its lines say it all)
+    dry_run = False  # set by ``drive`` before the probe
 
     def __init__(self, config: ServerConfig | None):
         self.config = config
@@ -107,6 +108,7 @@ def drive(op: Operation, dry_run: bool = False, yes: bool = False) -> Outcome | 
     if run is not None:
         real = not dry_run and op.changing
         run.acting_on(op.config, audit_in=op.audit_in if real else None, notifying=op.notifying and not dry_run)
+    op.dry_run = dry_run  # a probe may skip work only a dry run's plan shows (a restore's event count)
     try:
         op.check()
         with _locked(op, hold=op.lock_before_probe and not dry_run), op.resources():

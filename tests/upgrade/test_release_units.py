@@ -44,3 +44,22 @@ def test_the_plan_is_parsed_and_only_what_changes_what_exists_refuses(monkeypatc
     with pytest.raises(CrdsOpsError, match="Remove field note from catalogfile.*--allow-destructive"):
         preflight.refuse_destructive(planned, allow=False)
     preflight.refuse_destructive(planned, allow=True)
+
+
+def test_a_replay_commits_in_batches_drops_gtids_and_commits_before_each_rollback():
+    """crdsops.data.binlogs.batched: mariadb-binlog's ROLLBACK at each file's start and at the end
+    would roll an open batch back: a batch is committed before it."""
+    from crdsops.data.binlogs import batched
+
+    def transaction(n):
+        return [b"/*M!100001 SET @@session.gtid_seq_no=%d*//*!*/;\n" % n, b"START TRANSACTION\n", b"/*!*/;\n",
+                b"BINLOG 'row %d'/*!*/;\n" % n, b"COMMIT/*!*/;\n"]
+
+    stream = [b"DELIMITER /*!*/;\n", b"ROLLBACK/*!*/;\n", *transaction(1), *transaction(2), *transaction(3),
+              b"ROLLBACK/*!*/;\n", *transaction(4), b"DELIMITER ;\n", b"ROLLBACK /* added by mysqlbinlog */;\n"]
+    seen = {}
+    out = b"".join(batched(stream, size=2, seen=seen)).decode()
+    assert "gtid_seq_no" not in out and seen["transactions"] == 4
+    assert out.count("START TRANSACTION") == 3  # rows 1-2, row 3 (cut by the next file's ROLLBACK), row 4
+    assert out.count("BINLOG 'row") == 4 and out.index("BINLOG 'row 3'") < out.index("COMMIT/*!*/;\nROLLBACK/*!*/;")
+    assert out.endswith("COMMIT;\nROLLBACK /* added by mysqlbinlog */;\n"), out
