@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-JOBS = ("backup", "check-cache", "rotate-logs", "nightly")
-DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47", "rotate-logs": "00:07", "nightly": "03:17"}
+JOBS = ("backup", "check-cache", "rotate-logs", "nightly", "binlog-archive")
+DEFAULT_AT = {"backup": "03:17", "check-cache": "04:47", "rotate-logs": "00:07", "nightly": "03:17",
+              "binlog-archive": "every 5 minutes"}
 NIGHTLY_RUNS = ("backup", "check-cache", "rotate-logs")  # the separate jobs `inv nightly` includes
 DEFAULT_SLICES = 7
 
@@ -52,6 +53,13 @@ def crontab_cmd() -> list[str]:
 
 
 def cron_line(config: ServerConfig, at: str = "03:17", job: str = "backup", slices: int = 7) -> str:
+    if job == "binlog-archive":
+        # the archive's keep-alive: every 5 minutes it starts the streamer unless it runs; never
+        # paused (a pause would open a gap in the archive, the one thing a restore to a time cannot cross)
+        from crdsops.data import binlogs
+
+        command = task_command(["binlog-archive"], binlogs.log_file(config))
+        return checked_line(f"*/5 * * * * {command} {marker(config, job)}")
     match = _TIME.match(at)
     if not match:
         raise CrdsOpsError(f"--at {at!r} is not a time of day; give HH:MM, e.g. 03:17")

@@ -204,11 +204,13 @@ def offsite(c, verify=False, json_=False):
     "check_cache": "the nightly cache check's line (`inv check-cache` of a sha1 sample) instead of the backup's",
     "slices": "with --check-cache or --nightly: N, the nights a full sha1 pass is spread over (default 7)",
     "rotate_logs": "the nightly `inv rotate-logs` line (logrotate) instead of the backup's",
+    "binlog_archive": "the binlog archive's keep-alive line (every 5 minutes `inv binlog-archive`: MySQL with log_bin) "
+                      "instead of the backup's; never paused",
     "pause_until": "make crdsops' cron lines do nothing until TIME (2026-12-24T06:00 local time, or 36h, 3d "
                    "from now); they resume by themselves",
     "resume": "end a pause now",
 })
-def schedule(c, remove=False, at=None, nightly=False, check_cache=False, slices=7, rotate_logs=False,
+def schedule(c, remove=False, at=None, nightly=False, check_cache=False, slices=7, rotate_logs=False, binlog_archive=False,
              pause_until=None, resume=False):
     """Install (or --remove) the cron line that runs `inv backup` (or --nightly, ...); --pause-until TIME."""
     from crdsops.data.schedule import Schedule, ScheduleOptions
@@ -216,14 +218,17 @@ def schedule(c, remove=False, at=None, nightly=False, check_cache=False, slices=
     from crdsops.runtime.lifecycle import drive
 
     if pause_until is not None or resume:
-        if pause_until is not None and resume or remove or at or nightly or check_cache or rotate_logs:
+        if pause_until is not None and resume or remove or at or nightly or check_cache or rotate_logs or binlog_archive:
             raise Exit("error: --pause-until and --resume go alone")
         until = cronpause.parse_until(pause_until) if pause_until is not None else None
         drive(cronpause.PauseCron(server(), until))
         return
-    if nightly + check_cache + rotate_logs > 1:
-        raise Exit("error: give one of --nightly, --check-cache, --rotate-logs: one line at a time")
-    job = "nightly" if nightly else "check-cache" if check_cache else "rotate-logs" if rotate_logs else "backup"
+    if nightly + check_cache + rotate_logs + binlog_archive > 1:
+        raise Exit("error: give one of --nightly, --check-cache, --rotate-logs, --binlog-archive: one line at a time")
+    if binlog_archive and at:
+        raise Exit("error: the binlog archive's line runs every 5 minutes; --at does not apply")
+    job = ("nightly" if nightly else "check-cache" if check_cache else "rotate-logs" if rotate_logs
+           else "binlog-archive" if binlog_archive else "backup")
     drive(Schedule(server(), ScheduleOptions(job, at, int(slices), bool(remove))))
 
 

@@ -203,3 +203,20 @@ def test_without_a_binary_log_backups_work_and_status_says_why_there_is_no_pitr(
         assert refused.returncode == 1 and "no point-in-time restore" in refused.stderr, refused.stderr
     finally:
         account.drop()
+
+
+def test_the_keep_alive_cron_line_restarts_a_dead_archive_from_a_bare_shell(history, real_crontab):
+    import os
+    import signal
+    import subprocess
+
+    from crontabs import crontab_lines
+
+    history.ops.inv("schedule", "--binlog-archive")
+    line = next(row for row in crontab_lines() if "crdsops binlog-archive hst.dev" in row)
+    assert line.startswith("*/5 * * * * ") and "CRDSOPS_CRON" not in line, line  # never paused
+    pid = int((history.cfg.root / "run" / "binlog-archive.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    subprocess.run(["/bin/sh", "-c", line.split(" ", 5)[5]], check=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert "running (pid" in history.ops.inv("binlog-archive", "--status").stdout
+    history.ops.inv("schedule", "--binlog-archive", "--remove")
