@@ -164,6 +164,25 @@ def binlog_enabled(db: Database | ServerConfig) -> bool:
     return run_sql(db, "SELECT @@GLOBAL.log_bin;\n").strip() == "1"
 
 
+ARCHIVE_GRANTS = ("REPLICATION SLAVE", "BINLOG MONITOR", "BINLOG REPLAY")
+
+
+def missing_grants(config: Database | ServerConfig) -> list[str]:
+    """The privileges the archive and a replay need that the account lacks (``SHOW GRANTS``)."""
+    granted = " ".join(line.upper() for line in run_sql(config, "SHOW GRANTS;\n").splitlines()
+                       if " ON *.* " in line.upper())
+    if "ALL PRIVILEGES" in granted:
+        return []
+    return [g for g in ARCHIVE_GRANTS if g not in granted
+            and not (g == "BINLOG MONITOR" and "REPLICATION CLIENT" in granted)]
+
+
+def grant_advice(config: Database | ServerConfig, missing: list[str]) -> str:
+    user, _, host = run_sql(config, "SELECT CURRENT_USER();\n").strip().partition("@")
+    return (f"the account lacks {', '.join(missing)} for point-in-time restore (`inv binlog-archive`, "
+            f"`inv restore --to-time`); ask the DBA for: GRANT {', '.join(missing)} ON *.* TO '{user}'@'{host}';")
+
+
 def mysql_restore_argv(db: Database | ServerConfig, database: str | None = None) -> list[str]:
     """``mysql`` reading a dump on stdin into ``database`` (default: the config's)."""
     db = _db(db)

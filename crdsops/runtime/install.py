@@ -87,6 +87,10 @@ def plan(config: ServerConfig, facts: InstallFacts, while_serving: bool = False)
     if _wants_demo(config):
         p.add("seed the demo catalog (first install of a django kind)", lambda: _seed_demo(config),
               name="seeding the demo catalog")
+    if db.is_mysql:
+        p.add("check the account's privileges for point-in-time restore (the binlog archive and its replay; "
+              "a warning naming the GRANT when one is missing and the database server has a binary log)",
+              lambda: _check_pitr_grants(config), name="checking the binlog privileges")
     p.add(f"record the installed identity {config.name} in {identity.state_file()}",
           lambda: _record(config), name="recording the install")
     return p
@@ -134,6 +138,17 @@ def _migrate(config: ServerConfig, owner) -> None:
         _make_private(Path(config.database.name))  # Django creates it with the umask (0644)
         if owner:
             _chown_tree(Path(config.database.name).parent, owner)
+
+
+def _check_pitr_grants(config: ServerConfig) -> None:
+    """A warning, never a refusal: point-in-time restore is optional."""
+    from crdsops.db import mysql
+
+    if not mysql.binlog_enabled(config):
+        return
+    missing = mysql.missing_grants(config)
+    if missing:
+        log.warning(mysql.grant_advice(config, missing))
 
 
 def _seed_demo(config: ServerConfig) -> None:

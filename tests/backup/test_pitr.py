@@ -220,3 +220,15 @@ def test_the_keep_alive_cron_line_restarts_a_dead_archive_from_a_bare_shell(hist
     subprocess.run(["/bin/sh", "-c", line.split(" ", 5)[5]], check=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert "running (pid" in history.ops.inv("binlog-archive", "--status").stdout
     history.ops.inv("schedule", "--binlog-archive", "--remove")
+
+
+def test_install_names_the_grant_a_dba_must_give_when_one_is_missing(history):
+    db = history.db
+    db.root_sql(f"REVOKE BINLOG REPLAY ON *.* FROM '{db.user}'@'127.0.0.1';")
+    try:
+        result = history.ops.inv("install", "--obs", "hst", "--kind", "dev")
+        assert f"GRANT BINLOG REPLAY ON *.* TO '{db.user}'@'127.0.0.1'" in result.stderr, result.stderr
+        assert "REPLICATION SLAVE" not in result.stderr.split("GRANT")[-1], "it asks for a grant it has"
+    finally:
+        db.root_sql(f"GRANT BINLOG REPLAY ON *.* TO '{db.user}'@'127.0.0.1';")
+    assert "GRANT" not in history.ops.inv("install", "--obs", "hst", "--kind", "dev").stderr
