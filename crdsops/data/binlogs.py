@@ -19,7 +19,6 @@ time into the staging schema (``--rewrite-db``), before the swap.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from crdsops import commands
 from crdsops.config.model import ServerConfig
 from crdsops.data.manifest import BinlogPosition
 from crdsops.errors import CrdsOpsError
-from crdsops.files import ensure_dir, write_atomic
+from crdsops.files import digest, ensure_dir, write_atomic
 from crdsops.runtime.backends.base import alive, read_pid_file, write_pid_file
 
 log = logging.getLogger(__name__)
@@ -159,7 +158,7 @@ def seal(config: ServerConfig) -> dict[str, str]:
     sums = read_sums(config)
     for path in files[:-1]:
         if path.name not in sums:
-            sums[path.name] = _sha256(path)
+            sums[path.name] = digest(path)
     if files:
         write_atomic(sums_path, "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)), mode=0o600)
     return sums
@@ -175,27 +174,6 @@ def read_sums(config: ServerConfig) -> dict[str, str]:
         if name:
             found[name] = digest
     return found
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def prune_before(config: ServerConfig, oldest: str) -> list[str]:
-    """Drop archived files older than ``oldest`` (the oldest kept backup's binlog file): no restore
-    can start before it. Return the names removed."""
-    keep_from = _number(oldest)
-    removed = [p for p in archived(config)[:-1] if _number(p.name) < keep_from]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    if removed:
-        sums = {n: d for n, d in read_sums(config).items() if n not in {p.name for p in removed}}
-        write_atomic(archive_dir(config) / SUMS, "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)), mode=0o600)
-    return [p.name for p in removed]
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,10 @@ SMOKE_START_TIMEOUT = 60
 # The smoke test, in one client process (one import of crds, not one per question): what a
 # pipeline asks of a server. get_server_info; `crds sync` of the operational context's
 # mappings with their sha1s checked; and best references for one dataset made from the
-# context's own rules (selftest.DATASET_SCRIPT's way), computed by the server.
-SMOKE_SCRIPT = r"""
+# context's own rules (selftest.FIND_DATASET), computed by the server.
+SMOKE_SCRIPT = selftest.FIND_DATASET + r"""
 import json, sys
 import crds
-from crds import matches
 from crds.client import api
 from crds.sync import SyncScript
 obs = sys.argv[1]
@@ -59,25 +58,14 @@ if info["observatory"] != obs:
 errors = SyncScript(f"crds.sync --{obs} --contexts {context} --check-files --check-sha1sum")()
 if errors:
     sys.exit(f"crds sync --contexts {context}: {errors} errors")
-bad = set(info.get("bad_files_list", []))
-instrument_key = crds.get_cached_mapping(context).parkey[0]
-for reference in api.get_reference_names(context)[:200]:
-    if reference in bad:
-        continue
-    try:
-        found = matches.find_match_paths_as_dict(context, reference)
-    except Exception:
-        continue
-    for match in found:
-        values = {k: str(v) for k, v in match.items() if k not in ("observatory", "instrument", "filekind")}
-        if all(v and not v.startswith(("*", "#", "(")) and "|" not in v for v in values.values()):
-            header = dict(values, **{instrument_key: match["instrument"].upper()})
-            best = crds.getrecommendations(header, reftypes=[match["filekind"]], context=context, observatory=obs)
-            if best.get(match["filekind"]) != reference:
-                sys.exit(f"best references for a dataset of {reference}: {best}")
-            print(json.dumps({"context": context, "reftype": match["filekind"], "reference": reference}))
-            sys.exit(0)
-sys.exit(f"no reference of {context} has plain match parameters to make a dataset header from")
+found = find_dataset(context, api.get_reference_names(context)[:200], set(info.get("bad_files_list", [])))
+if found is None:
+    sys.exit(f"no reference of {context} has plain match parameters to make a dataset header from")
+header, reftype, reference = found
+best = crds.getrecommendations(header, reftypes=[reftype], context=context, observatory=obs)
+if best.get(reftype) != reference:
+    sys.exit(f"best references for a dataset of {reference}: {best}")
+print(json.dumps({"context": context, "reftype": reftype, "reference": reference}))
 """
 
 

@@ -236,14 +236,9 @@ def new_name(config: ServerConfig, sha: str) -> str:
 # --- making, switching, pruning -------------------------------------------------------------
 
 def make(config: ServerConfig, sha: str, ref: str, subject: str, lock_sha256: str, stack: Path) -> Release:
-    """Export ``sha`` into a new release (through a hidden temporary directory: complete or absent)."""
-    name = new_name(config, sha)
-    releases = config.layout.releases
-    ensure_dir(releases, 0o755)
-    tmp = releases / f".{name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(mode=0o755)
-    try:
+    """Export ``sha`` into a new release (complete or absent)."""
+    release = Release(new_name(config, sha), sha, ref, subject, lock_sha256, str(stack), _now(), _who())
+    with _building(config, release) as tmp:
         archive = commands.run(["git", "-C", str(repository(config)), "archive", "--format=tar", sha, "--",
                                 *_present(config, sha)], what="git archive", check=False, timeout=300, text=False)
         if not archive.ok:
@@ -253,13 +248,25 @@ def make(config: ServerConfig, sha: str, ref: str, subject: str, lock_sha256: st
         if not untar.ok:
             raise CrdsOpsError(f"unpacking {sha[:7]} failed: {untar.stderr.decode(errors='replace').strip()}")
         _readable(tmp)
-        release = Release(name, sha, ref, subject, lock_sha256, str(stack), _now(), _who())
+    return release
+
+
+@contextlib.contextmanager
+def _building(config: ServerConfig, release: Release):
+    """A hidden directory to fill (the block), then its release.json, renamed to the release's name:
+    the listing never shows half a release; on any failure it is removed."""
+    releases = config.layout.releases
+    ensure_dir(releases, 0o755)
+    tmp = releases / f".{release.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(mode=0o755)
+        yield tmp
         _write_record(tmp, release)
-        os.rename(tmp, releases / name)
+        os.rename(tmp, releases / release.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return release
 
 
 def _present(config: ServerConfig, sha: str) -> list[str]:
@@ -285,13 +292,9 @@ def adopt(config: ServerConfig) -> Release:
     dirty = bool(_git(CHECKOUT, "status", "--porcelain", "--untracked-files=no", "--", "server",
                       what="git status").stdout.strip())
     lock = hashlib.sha256((CHECKOUT / LOCK_FILE).read_bytes()).hexdigest()
-    name = new_name(config, sha)
-    releases = config.layout.releases
-    ensure_dir(releases, 0o755)
-    tmp = releases / f".{name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(mode=0o755)
+    release = Release(new_name(config, sha), sha, "HEAD", subject, lock, str(config.stack.prefix), _now(), _who(),
+                      adopted=True, dirty=dirty)
+    with _building(config, release) as tmp:
         for part in RELEASE_PATHS:
             source = CHECKOUT / part
             if source.is_dir():
@@ -299,13 +302,6 @@ def adopt(config: ServerConfig) -> Release:
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             elif source.exists():
                 shutil.copy2(source, tmp / part)
-        release = Release(name, sha, "HEAD", subject, lock, str(config.stack.prefix), _now(), _who(),
-                          adopted=True, dirty=dirty)
-        _write_record(tmp, release)
-        os.rename(tmp, releases / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return release
 
 

@@ -41,28 +41,36 @@ CLIENT_INFO_SCRIPT = (
     "print(json.dumps({'observatory': info['observatory'], 'context': info['operational_context']}))"
 )
 
-# Prints {"header", "reftype", "reference"}: a dataset header that `context` answers with
-# `reference`, from crds.matches on the synced rules; the first reference whose match values
-# are plain ones (no wildcard, expression or alternatives) that is not a bad file.
-DATASET_SCRIPT = r"""
-import json, sys, crds
-from crds import matches
+# find_dataset(context, references, bad): (header, reftype, reference) of a dataset that `context`
+# answers with `reference`, from crds.matches on the synced rules: the first reference whose match
+# values are plain ones (no wildcard, expression or alternatives) that is not a bad file; else None.
+FIND_DATASET = r"""
+def find_dataset(context, references, bad):
+    import crds
+    from crds import matches
+    instrument_key = crds.get_cached_mapping(context).parkey[0]
+    for reference in references:
+        if reference in bad:
+            continue
+        try:
+            found = matches.find_match_paths_as_dict(context, reference)
+        except Exception:
+            continue
+        for match in found:
+            values = {k: str(v) for k, v in match.items() if k not in ("observatory", "instrument", "filekind")}
+            if all(v and not v.startswith(("*", "#", "(")) and "|" not in v for v in values.values()):
+                return dict(values, **{instrument_key: match["instrument"].upper()}), match["filekind"], reference
+    return None
+"""
+
+# Prints {"header", "reftype", "reference"} (find_dataset's), or exits saying there is none.
+DATASET_SCRIPT = FIND_DATASET + r"""
+import json, sys
 context, references, bad = sys.argv[1], json.loads(sys.argv[2]), set(json.loads(sys.argv[3]))
-instrument_key = crds.get_cached_mapping(context).parkey[0]
-for reference in references:
-    if reference in bad:
-        continue
-    try:
-        found = matches.find_match_paths_as_dict(context, reference)
-    except Exception:
-        continue
-    for match in found:
-        values = {k: str(v) for k, v in match.items() if k not in ("observatory", "instrument", "filekind")}
-        if all(v and not v.startswith(("*", "#", "(")) and "|" not in v for v in values.values()):
-            header = dict(values, **{instrument_key: match["instrument"].upper()})
-            print(json.dumps({"header": header, "reftype": match["filekind"], "reference": reference}))
-            sys.exit(0)
-sys.exit("no reference of " + context + " has plain match parameters to make a dataset header from")
+found = find_dataset(context, references, bad)
+if found is None:
+    sys.exit("no reference of " + context + " has plain match parameters to make a dataset header from")
+print(json.dumps({"header": found[0], "reftype": found[1], "reference": found[2]}))
 """
 
 RECOMMEND_SCRIPT = r"""
