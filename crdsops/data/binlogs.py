@@ -176,6 +176,19 @@ def read_sums(config: ServerConfig) -> dict[str, str]:
     return found
 
 
+def prune_before(config: ServerConfig, oldest: str) -> list[str]:
+    """Drop archived files older than ``oldest`` (the oldest kept backup's binlog file): no restore
+    can start before it. Return the names removed."""
+    keep_from = _number(oldest)
+    removed = [p for p in archived(config)[:-1] if _number(p.name) < keep_from]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        sums = {n: d for n, d in read_sums(config).items() if n not in {p.name for p in removed}}
+        write_atomic(archive_dir(config) / SUMS, "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)), mode=0o600)
+    return [p.name for p in removed]
+
+
 @dataclass(frozen=True)
 class Lag:
     """How far the archive is behind the server."""

@@ -284,3 +284,19 @@ def test_a_nested_side_by_side_of_threads_only_leaves_the_outer_jobs_processes_a
 
     outcome = side_by_side({"child": lambda: subprocess.run(["sleep", "1"]).returncode, "nests": nests})
     assert outcome.results["child"] == 0
+
+
+def test_archived_binlogs_before_the_oldest_kept_backup_go_and_their_sums_with_them(ops):
+    from crdsops.data import binlogs
+
+    cfg = ops.config("hst", "django")
+    archive = cfg.backups.private_dir / "binlogs"
+    archive.mkdir(parents=True)
+    for n in range(1, 6):
+        (archive / f"binlog.{n:06d}").write_bytes(b"events %d" % n)
+    sums = binlogs.seal(cfg)
+    assert sorted(sums) == [f"binlog.{n:06d}" for n in range(1, 5)], "the newest file is still open: no sum"
+    assert binlogs.prune_before(cfg, "binlog.000003") == ["binlog.000001", "binlog.000002"]
+    assert [p.name for p in binlogs.archived(cfg)] == [f"binlog.{n:06d}" for n in range(3, 6)]
+    assert sorted(binlogs.read_sums(cfg)) == ["binlog.000003", "binlog.000004"]
+    assert binlogs.prune_before(cfg, "binlog.000009") == ["binlog.000003", "binlog.000004"], "the open one stays"
