@@ -1,5 +1,6 @@
 """The Makefile is a thin front end: make variables become the flags of one forwarded inv call."""
 
+import os
 import subprocess
 
 import pytest
@@ -7,7 +8,10 @@ from support import CHECKOUT
 
 
 def make_n(*args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", *args], cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
+    # not the variables of a `make test args=...` this suite may run under: a sub-make inherits them
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    out = subprocess.run(["make", "-n", *args], cwd=CHECKOUT, capture_output=True, text=True, check=True,
+                         env=env).stdout
     return [line.split() for line in out.splitlines() if "/inv " in line]
 
 
