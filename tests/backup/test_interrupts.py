@@ -18,7 +18,7 @@ BACKUP_POINTS = ["backup.started", "backup.dumped", "backup.manifest", "backup.r
 # a restore's own points, and those of the safety backup it takes while serving
 RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
                   "backup.manifest", "backup.renamed"]
-RANDOM_RUNS = 20
+RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step
 # The random moments fall within a run, timed from the moment the lock appears: on a 2-core machine
 # a backup holds it 0.5-0.65 s, a restore 1.1-1.6 s (SQLite) or 1.2-2.2 s (MariaDB), and longer
 # under load. Most runs must really be cut short (assert_mostly_interrupted); the failpoints cover
