@@ -7,9 +7,14 @@ import pytest
 from support import CHECKOUT
 
 
+MAKE_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+            "obs", "kind", "src", "src_url", "src_host", "from", "to", "yes", "dry_run", "args")
+
+
 def make_n(*args: str) -> list[str]:
-    # not the variables of a `make test args=...` this suite may run under: a sub-make inherits them
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    # not the variables of a `make test args=...` this suite may run under: make exports its
+    # command line's variables to the recipe's environment, and a make started there reads them
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
     out = subprocess.run(["make", "-n", *args], cwd=CHECKOUT, capture_output=True, text=True, check=True,
                          env=env).stdout
     return [line.split() for line in out.splitlines() if "/inv " in line]
