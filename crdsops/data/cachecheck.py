@@ -1,7 +1,8 @@
 """The file cache checked against the catalog: what ``inv check-cache`` finds, and the orphans' quarantine.
 
 Quick mode (the default, and the check ``inv mirror`` and ``inv restore`` end with) costs one
-``stat`` per file (``os.scandir`` of ``references/<obs>`` and ``mappings/<obs>``):
+``stat`` per file of ``references/<obs>`` and ``mappings/<obs>``, made by ``find`` in its own
+process while this one reads the catalog (``PendingListing``; ``os.scandir`` without GNU find):
 
 * every catalog file of the observatory is there with the catalog's size (``missing``,
   ``size``); mappings, which are small, are also read and checked by sha1 (``damaged``);
@@ -31,13 +32,14 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crdsops import failpoints, interrupts, progress
+from crdsops import commands, failpoints, interrupts, progress
 from crdsops.config.model import ServerConfig
 from crdsops.data.inventory import human
 from crdsops.db import catalog as catalog_mod
@@ -185,28 +187,103 @@ class Listing:
         return bool(self.sizes or self.odd)
 
 
-def list_tree(base: Path) -> Listing | None:
-    """The entries directly in ``base`` (one stat each); None if it is missing."""
+# find prints "name\0size\0" for each regular file and "name\0-\0" for anything else; ``-H``
+# follows the directory itself when it is a symlink (a cache on other storage), as scandir does.
+FIND_EXPRESSION = ("-mindepth", "1", "-maxdepth", "1", "-type", "f", "-printf", "%f\\0%s\\0",
+                   "-o", "-printf", "%f\\0-\\0")
+
+
+class PendingListing:
+    """One directory being listed by ``find`` in its own process, while this one reads the catalog.
+
+    A process, not a thread: each stat in a thread waits for the catalog thread's GIL switch
+    interval (measured slower than in sequence), and find's stat loop costs less per file than
+    Python's (0.77 s against 1.03-1.15 s for 200,000 files, alternating, on a loaded machine). Its output goes to an
+    unnamed temporary file, not a pipe that would stall it until this process reads.
+    ``result()`` falls back to ``scan_tree`` (os.scandir) without GNU find, when find fails (a
+    missing or unreadable directory, an entry that vanished) or lists nothing, so that it decides.
+    """
+
+    def __init__(self, base: Path):
+        self.base = Path(base)
+        self.out = tempfile.TemporaryFile()
+        argv = ["find", "-H", os.path.abspath(self.base), *FIND_EXPRESSION]
+        try:
+            self.proc = commands.start(argv, what="the cache listing", stdout=self.out, stderr=commands.DEVNULL)
+        except (commands.NotInstalled, OSError):
+            self.proc = None
+
+    def result(self) -> Listing | None:
+        try:
+            listing = None
+            if self.proc is not None and self.proc.wait() == 0:
+                self.out.seek(0)
+                listing = parse_find(self.base, self.out.read())
+            # nothing listed may be an empty directory or a file where it should be: scandir says which
+            return listing or scan_tree(self.base)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End find if it still runs (the check failed or was interrupted before it waited)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+def parse_find(base: Path, output: bytes) -> Listing | None:
+    """The Listing in find's output (``FIND_EXPRESSION``); None if it is cut short."""
+    fields = os.fsdecode(output).split("\0")  # the names as os.scandir gives them (surrogateescape)
+    if fields.pop() != "" or len(fields) % 2:
+        return None
+    names, sizes = fields[0::2], fields[1::2]
+    listing = Listing()
+    if "-" not in sizes:
+        listing.sizes = dict(zip(names, map(int, sizes), strict=True))  # the usual case, built in C
+        return listing
+    for name, size in zip(names, sizes, strict=True):
+        if size == "-":  # a symlink, directory or the like: stat-ed here as scan_tree does
+            _add(listing, name, lambda n=name: os.stat(os.path.join(base, n)))
+        else:
+            listing.sizes[name] = int(size)
+    return listing
+
+
+def _add(listing: Listing, name: str, stat) -> None:
+    """One entry into the listing, by ``stat()`` (following symlinks): its size, or why it is odd."""
     try:
-        scan = os.scandir(base)
+        st = stat()
+    except OSError as err:
+        listing.odd[name] = err.strerror or str(err)
+        return
+    if st.st_mode & 0o170000 == 0o100000:
+        listing.sizes[name] = st.st_size
+    else:
+        listing.odd[name] = "not a regular file"
+
+
+def list_tree(base: Path) -> Listing | None:
+    """The entries directly in ``base`` (one stat each, by find); None if it is missing."""
+    return PendingListing(base).result()
+
+
+def scan_tree(base: Path) -> Listing | None:
+    """``list_tree`` by os.scandir; None if ``base`` is missing, CacheUnavailable if it cannot be listed."""
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
     except OSError as err:
         raise CacheUnavailable(f"cannot list {base} ({err.strerror}); check its mount and permissions; "
                                "nothing was checked") from None
     listing = Listing()
-    sizes, odd = listing.sizes, listing.odd
-    with scan:
-        for entry in scan:
-            try:
-                st = entry.stat()
-            except OSError as err:
-                odd[entry.name] = err.strerror or str(err)
-                continue
-            if st.st_mode & 0o170000 == 0o100000:
-                sizes[entry.name] = st.st_size
-            else:
-                odd[entry.name] = "not a regular file"
+    try:
+        with os.scandir(fd) as scan:  # by its descriptor: each DirEntry.stat is an fstatat, no path walk
+            for entry in scan:
+                _add(listing, entry.name, entry.stat)
+    finally:
+        os.close(fd)
     return listing
 
 
@@ -219,7 +296,13 @@ def tree_roots(config: ServerConfig, mappings: Path | None = None) -> dict[str, 
 
 
 def list_trees(config: ServerConfig, mappings: Path | None = None) -> dict[str, Listing | None]:
-    return {tree: list_tree(root) for tree, root in tree_roots(config, mappings).items()}
+    """Every checked tree's listing, the trees listed side by side."""
+    pending = {tree: PendingListing(root) for tree, root in tree_roots(config, mappings).items()}
+    try:
+        return {tree: waiting.result() for tree, waiting in pending.items()}
+    finally:
+        for waiting in pending.values():
+            waiting.close()
 
 
 def _broken_links(base: Path) -> list[Problem]:
@@ -418,11 +501,16 @@ def check(config: ServerConfig, options: CheckOptions = CheckOptions(), source: 
     if not config.cache.is_dir():
         raise CacheUnavailable(f"the file cache {config.cache} (cache) is missing: is its storage mounted? "
                                "nothing was checked")
-    # One after the other: run side by side, each stat call gives up the GIL and then waits for
-    # the catalog thread's switch interval (measured: 2.19 s against 1.60 s in sequence).
-    expected = catalog_mod.sizes(config, source.database)  # {tree: {name: size}}: compared in C, as dicts
     roots = tree_roots(config, source.mappings)
-    listings = source.listed if source.listed is not None else {tree: list_tree(root) for tree, root in roots.items()}
+    # find lists the trees in its own processes while this one reads the catalog (PendingListing)
+    pending = {} if source.listed is not None else {tree: PendingListing(root) for tree, root in roots.items()}
+    try:
+        expected = catalog_mod.sizes(config, source.database)  # {tree: {name: size}}: compared in C, as dicts
+        flagged = catalog_mod.files(config, "flagged", source.database)
+        listings = source.listed if source.listed is not None else {t: p.result() for t, p in pending.items()}
+    finally:
+        for waiting in pending.values():
+            waiting.close()
     total = sum(len(v) for v in expected.values())
     report.catalog_files = report.checked = total
     if total and not any(listings.values()):
@@ -431,7 +519,7 @@ def check(config: ServerConfig, options: CheckOptions = CheckOptions(), source: 
             f"catalog lists {total} files: it looks unmounted or wiped; nothing was checked (mount it, or "
             "bring the files back with `inv mirror`)")
     bad = _compare_sizes(report, expected, listings)
-    _note_flagged(report, config, source.database, expected, bad)
+    _note_flagged(report, flagged, expected, bad)
     report.problems.extend(_broken_links(config.layout.deliveries))
     run = _hash_pass(config, options, source.database, roots, bad)
     if run.after is not None:
@@ -472,9 +560,9 @@ def _compare_sizes(report: Report, expected: dict, listings: dict) -> set[str]:
     return bad
 
 
-def _note_flagged(report: Report, config: ServerConfig, database: str | None, expected: dict, bad: set[str]) -> None:
-    """Rejected and blacklisted files still present: notes (problems with ``strict``)."""
-    for row in catalog_mod.files(config, "flagged", database):
+def _note_flagged(report: Report, flagged: list[CatalogFile], expected: dict, bad: set[str]) -> None:
+    """Rejected and blacklisted files still present (``flagged`` rows): notes (problems with ``strict``)."""
+    for row in flagged:
         if row.name in bad or row.name not in expected[row.tree]:
             continue
         if row.rejected:

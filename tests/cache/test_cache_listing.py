@@ -1,0 +1,126 @@
+"""The quick check's listing: find's answer equals os.scandir's, and every way find fails falls back to it."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from crdsops.data import cachecheck
+from crdsops.data.cachecheck import Listing, PendingListing, list_tree, list_trees, parse_find, scan_tree
+
+
+def odd_tree(base):
+    """Regular files (odd names too), a directory, a symlink to a file, a broken symlink and a FIFO."""
+    base.mkdir()
+    (base / "plain_flt.fits").write_bytes(b"x" * 1234)
+    (base / "empty.fits").write_bytes(b"")
+    (base / "with space\nand newline.fits").write_bytes(b"abc")
+    (base / "-starts-with-dash.fits").write_bytes(b"ab")
+    os.close(os.open(os.fsencode(base) + b"/latin1_\xe9.fits", os.O_CREAT | os.O_WRONLY, 0o644))  # not UTF-8
+    (base / "a_directory").mkdir()
+    (base / "link_to_file.fits").symlink_to(base / "plain_flt.fits")
+    (base / "broken_link.fits").symlink_to(base / "nowhere.fits")
+    os.mkfifo(base / "a_fifo")
+    return base
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    """The directories listed by os.scandir (the fallback), in order."""
+    seen = []
+
+    def spy(base):
+        seen.append(base)
+        return scan_tree(base)
+
+    monkeypatch.setattr(cachecheck, "scan_tree", spy)
+    return seen
+
+
+def test_find_lists_what_scandir_lists_odd_entries_included(tmp_path, scans):
+    base = odd_tree(tmp_path / "refs")
+    found = list_tree(base)
+    assert scans == []  # find's answer, not the fallback's
+    assert found == scan_tree(base)
+    assert found.sizes["plain_flt.fits"] == 1234 and found.sizes["link_to_file.fits"] == 1234
+    assert found.sizes["with space\nand newline.fits"] == 3 and found.sizes["empty.fits"] == 0
+    assert "latin1_\udce9.fits" in found.sizes  # the name os.scandir gives (surrogateescape)
+    assert found.odd == {"a_directory": "not a regular file", "a_fifo": "not a regular file",
+                         "broken_link.fits": "No such file or directory"}
+
+
+def test_a_tree_that_is_a_symlink_is_followed(tmp_path):
+    real = odd_tree(tmp_path / "storage")
+    (tmp_path / "refs").symlink_to(real)
+    assert list_tree(tmp_path / "refs") == scan_tree(real)
+
+
+def test_a_missing_tree_is_none_and_an_empty_one_an_empty_listing(tmp_path):
+    assert list_tree(tmp_path / "nowhere") is None
+    (tmp_path / "empty").mkdir()
+    listing = list_tree(tmp_path / "empty")
+    assert listing == Listing() and not listing
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any directory whatever its mode")
+def test_an_unlistable_tree_is_refused(tmp_path):
+    base = odd_tree(tmp_path / "refs")
+    base.chmod(0)
+    try:
+        with pytest.raises(cachecheck.CacheUnavailable, match="cannot list"):
+            list_tree(base)
+    finally:
+        base.chmod(0o755)
+
+
+def test_a_file_where_the_tree_should_be_is_refused(tmp_path):
+    (tmp_path / "refs").write_bytes(b"not a directory")
+    with pytest.raises(cachecheck.CacheUnavailable, match="cannot list"):
+        list_tree(tmp_path / "refs")
+
+
+def fake_find(directory, script: str) -> str:
+    directory.mkdir()
+    path = directory / "find"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(directory)
+
+
+@pytest.mark.parametrize("find", [
+    None,  # not installed
+    "echo 'find: unknown primary or operator' >&2; exit 1\n",  # a find without -printf (BSD's)
+    "printf 'cut\\0'\n",  # output that ends in the middle of an entry
+])
+def test_without_a_working_find_the_listing_is_os_scandir(tmp_path, monkeypatch, scans, find):
+    base = odd_tree(tmp_path / "refs")
+    bin_dir = fake_find(tmp_path / "bin", find) if find else str(tmp_path / "no-bin")
+    monkeypatch.setenv("PATH", bin_dir)
+    assert list_tree(base) == scan_tree(base)
+    assert scans == [base]
+    assert list_tree(tmp_path / "nowhere") is None
+
+
+def test_parse_find_rejects_output_cut_short():
+    assert parse_find("/x", b"a\x003\x00b\x00") is None
+    assert parse_find("/x", b"a\x003\x00b") is None
+    assert parse_find("/x", b"") == Listing()
+    assert parse_find("/x", b"a\x003\x00b\x0010\x00") == Listing({"a": 3, "b": 10})
+
+
+def test_close_ends_a_find_still_running_and_is_idempotent(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_find(tmp_path / "bin", "exec /bin/sleep 60\n"))
+    pending = PendingListing(tmp_path)
+    assert pending.proc.poll() is None
+    pending.close()
+    assert pending.proc.returncode is not None and pending.out.closed
+    pending.close()
+
+
+def test_list_trees_lists_each_tree_of_the_server(cache):
+    listed = list_trees(cache.cfg)
+    assert set(listed) == set(cachecheck.TREES)
+    assert listed["references"] == scan_tree(cache.refs) and listed["mappings"] == scan_tree(cache.maps)
+    assert set(listed["mappings"].sizes) == set(cache.mappings())
