@@ -8,11 +8,22 @@ medians of the rounds:
   apache_vs_runserver_bestrefs_rps      JSON-RPC get_best_references requests/s (the demo dataset under
                                         the demo's operational context, computed by the crds library in
                                         the server), hst dev ÷ hst django
+  apache_bestrefs_rps                   hst dev's get_best_references/s, absolute (no target)
+  apache_bestrefs_vs_library_call       that ÷ the plain crds library call's calls/s, the same context and
+                                        header looped in one Python process of the stack (no target:
+                                        what HTTP, the WSGI server and Django add to the library's work)
   apache_vs_runserver_download_rps      1 MB reference downloads/s, hst dev ÷ hst django
   apache_download_vs_cat                bytes/s of 1 MB downloads from Apache ÷ bytes/s of
                                         `cat FILE > /dev/null` run once per file (how close
                                         delivery is to the disk; target >= 0.5, i.e. Apache
                                         delivers at least half as fast as cat reads)
+
+Beside them, the make-up of a get_best_references on each server: the CPU seconds its processes
+spend per request (read from /proc over each measurement), split into the floor any JSON-RPC
+call pays (an unknown method: HTTP, the WSGI server, Django, the dispatcher) and the method's
+own part, and how many cores the server kept busy. requests/s = cores busy ÷ CPU per request,
+so the Apache/runserver ratio is (cores Apache got ÷ cores runserver got) × (runserver's CPU per
+request ÷ Apache's): on a machine busy with other work the first factor is what is left idle.
 
 Both servers are installed with `inv install` into a temporary directory with private
 configs (CRDSOPS_CONFIGS/CRDSOPS_STATE), the VM kind on a throwaway MariaDB account and
@@ -57,6 +68,8 @@ sys.path.pop(0)
 DATASET = demo_dataset("hst")
 BESTREFS_BODY = json.dumps({"jsonrpc": "1.0", "id": 1, "method": "get_best_references",
                             "params": [demo_set("hst").context, DATASET.header, None]}).encode()
+# any JSON-RPC call's floor: the whole path (HTTP, the WSGI server, Django, the dispatcher), no method's work
+NONE_BODY = json.dumps({"jsonrpc": "1.0", "id": 1, "method": "no_such_method", "params": []}).encode()
 
 
 class CannotMeasure(Exception):
@@ -245,94 +258,188 @@ def check_bestrefs(kind: str, rpc_url: str) -> None:
         raise CannotMeasure(f"hst {kind}: get_best_references answered {answer}, not {DATASET.bestrefs}")
 
 
+# --- the make-up ----------------------------------------------------------------------
+
+def server_cpu_seconds(marker: str) -> float:
+    """CPU seconds (user + system) used so far by the live processes whose command line contains `marker`."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                if marker.encode() not in handle.read():
+                    continue
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def measured(load, url: str, body: bytes | None, where: Path, marker: str, what: str) -> tuple[float, float]:
+    """(requests/s, CPU seconds the server's processes spent per request) of one measurement."""
+    cpu, start = server_cpu_seconds(marker), time.monotonic()
+    rps, failed = load(url, body, where)
+    cores = (server_cpu_seconds(marker) - cpu) / (time.monotonic() - start)
+    if failed:
+        raise CannotMeasure(f"{failed} {what} requests failed ({url})")
+    return rps, cores / rps
+
+
+LIBRARY_LOOP = """
+import json, sys, time
+from crds.core import rmap, utils
+cache, context, header, seconds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+loaded = rmap.load_mapping(context, path=cache)
+def best():  # what the server computes (catalog/rules.py) and the client's local mode too
+    conditioned = utils.condition_header(header)
+    include = list(set(loaded.get_filekinds(conditioned)) & set(loaded.locate.header_to_reftypes(conditioned, context)))
+    return loaded.get_best_references(loaded.minimize_header(conditioned), include=include)
+best()
+calls, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    best()
+    calls += 1
+print(calls / (time.perf_counter() - start))
+"""
+
+
+def library_calls_per_second(mappings: Path) -> float:
+    """The plain crds library call, looped for SECONDS in one Python process of the stack (no HTTP, no Django)."""
+    demo = demo_set("hst")
+    env = dict(os.environ, CRDS_SERVER_URL="https://crds-serverless-mode.stsci.edu",
+               CRDS_PATH=str(mappings.parent.parent), CRDS_MODE="local")
+    argv = [str(STACK_BIN / "python"), "-c", LIBRARY_LOOP, str(mappings), demo.context, json.dumps(DATASET.header),
+            str(SECONDS)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    if result.returncode != 0:
+        raise CannotMeasure(f"the plain crds library call failed: {result.stderr.strip().splitlines()[-1:]}")
+    return float(result.stdout.split()[-1])
+
+
+def write_mappings(where: Path) -> Path:
+    mappings = where / "library" / "mappings" / "hst"
+    mappings.mkdir(parents=True)
+    for name, content in demo_set("hst").files.items():
+        if name.endswith((".pmap", ".imap", ".rmap")):
+            (mappings / name).write_bytes(content)
+    return mappings
+
+
 # --- main ----------------------------------------------------------------------------
+
+def install(where: Path, account: Account) -> tuple[list[Server], Path]:
+    """hst dev and hst django installed, seeded, started, holding the 1 MB reference; (servers, reference)."""
+    from crdsops.db import mysql
+
+    option_file = mysql.write_option_file(where / "hst-dev.my.cnf", account.user, account.password)
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam("www-data")
+        os.chown(option_file, entry.pw_uid, entry.pw_gid)
+    port_vm, port_dj = free_port(), free_port()
+    configs = write_configs(where, port_vm, port_dj, account.database, option_file)
+    reference = where / REF_NAME
+    make_fits(reference)
+    vm, dj = Server(where, configs, "dev", port_vm), Server(where, configs, "django", port_dj)
+    say(f"installing hst dev (Apache/mod_wsgi + MariaDB {account.database}) and hst django (runserver + SQLite) "
+        f"in {where}")
+    vm.inv("install", "--obs", "hst", "--kind", "dev")
+    vm.inv("manage", "--", "seed_demo")
+    dj.inv("install", "--obs", "hst", "--kind", "django")
+    return [vm, dj], reference
+
+
+# what each round measures per server: (name, request body, or None for the 1 MB download)
+REQUESTS = (("info", RPC_BODY), ("best", BESTREFS_BODY), ("none", NONE_BODY), ("down", None))
+
+
+def measure(servers: list[Server], reference: Path, where: Path, load) -> dict:
+    """{(kind, request): [(requests/s, server CPU s per request) per round]}, and "cat" and "library" series."""
+    urls = {s.kind: (f"http://127.0.0.1:{s.port}/json/",
+                     f"http://127.0.0.1:{s.port}/unchecked_get/references/hst/{REF_NAME}") for s in servers}
+    markers = {s.kind: str(where / f"hst-{s.kind}") for s in servers}
+    mappings = write_mappings(where)
+    say(f"load: {'ab (a connection per request)' if load is ab_rps else 'python threads (no ab found)'}, "
+        f"{CONCURRENCY} connections, {SECONDS}s per measurement, {REPEATS} rounds alternating the servers")
+    for kind, (rpc_url, file_url) in urls.items():  # warm up every process of both servers
+        check_bestrefs(kind, rpc_url)
+        warm_up(rpc_url, BESTREFS_BODY)  # every process loads the crds library and the context
+        for _, body in REQUESTS:
+            load(file_url if body is None else rpc_url, body, where)
+    series = {"cat": [], "library": []}
+    for round_ in range(REPEATS):
+        for kind in (list(urls) if round_ % 2 == 0 else list(reversed(urls))):
+            rpc_url, file_url = urls[kind]
+            for what, body in REQUESTS:
+                url = file_url if body is None else rpc_url
+                series.setdefault((kind, what), []).append(
+                    measured(load, url, body, where, markers[kind], f"hst {kind} {what}"))
+            if kind == "dev":
+                series["cat"].append(cat_bytes_per_second(reference))
+        series["library"].append(library_calls_per_second(mappings))
+        last = {key: values[-1][0] for key, values in series.items() if isinstance(key, tuple)}
+        say(f"round {round_ + 1}: get_server_info/s dev {last['dev', 'info']:.0f} django {last['django', 'info']:.0f}; "
+            f"get_best_references/s dev {last['dev', 'best']:.0f} django {last['django', 'best']:.0f}; "
+            f"downloads/s dev {last['dev', 'down']:.0f} django {last['django', 'down']:.0f}; "
+            f"cat {series['cat'][-1] / 1e6:.0f} MB/s; plain crds library calls/s {series['library'][-1]:.0f}")
+    return series
+
+
+def report(series: dict, size: int) -> None:
+    med = statistics.median
+    rps = {key: med(r for r, _ in values) for key, values in series.items() if isinstance(key, tuple)}
+    cpu_ms = {key: 1e3 * med(c for _, c in values) for key, values in series.items() if isinstance(key, tuple)}
+    library = med(series["library"])
+    apache_bytes = rps["dev", "down"] * size
+    say(f"load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores "
+        "(the servers share them with ab, MariaDB and anything else running)")
+    say(f"medians: get_server_info/s dev {rps['dev', 'info']:.0f}, django {rps['django', 'info']:.0f}; "
+        f"get_best_references/s dev {rps['dev', 'best']:.0f}, django {rps['django', 'best']:.0f}; "
+        f"1 MB downloads/s dev {rps['dev', 'down']:.0f} ({apache_bytes / 1e6:.0f} MB/s), "
+        f"django {rps['django', 'down']:.0f}; cat {med(series['cat']) / 1e6:.0f} MB/s")
+    for kind in ("dev", "django"):
+        best, none = cpu_ms[kind, "best"], cpu_ms[kind, "none"]
+        say(f"make-up, hst {kind}: a get_best_references costs the server's processes {best:.2f} ms of CPU = "
+            f"{none:.2f} ms for any JSON-RPC call (an unknown method: HTTP, the WSGI server, Django; "
+            f"{rps[kind, 'none']:.0f}/s) + {best - none:.2f} ms of its own; {rps[kind, 'best'] * best / 1e3:.2f} "
+            f"cores busy at {rps[kind, 'best']:.0f}/s")
+    say(f"the plain crds library call (the same context and header, looped in one process): {library:.0f}/s, "
+        f"{1e3 / library:.3f} ms")
+    figure("apache_vs_runserver_server_info_rps", rps["dev", "info"] / rps["django", "info"], ">= 2")
+    figure("apache_vs_runserver_bestrefs_rps", rps["dev", "best"] / rps["django", "best"], ">= 2")
+    print(f"apache_bestrefs_rps = {rps['dev', 'best']:.0f} (no target: get_best_references/s from hst dev, "
+          f"{library:.0f} plain crds library calls/s in one process)", flush=True)
+    print(f"apache_bestrefs_vs_library_call = {rps['dev', 'best'] / library:.3f} (no target: Apache's "
+          "get_best_references/s / the plain library call's calls/s in one process)", flush=True)
+    figure("apache_vs_runserver_download_rps", rps["dev", "down"] / rps["django", "down"], ">= 2")
+    figure("apache_download_vs_cat", apache_bytes / med(series["cat"]), ">= 0.5")
+
 
 def main() -> int:
     if not INV.exists():
         print(f"cannot measure: {INV} missing; run `make build`", file=sys.stderr)
         return 1
-    load = ab_rps if shutil.which("ab") else python_rps
-    where = Path(tempfile.mkdtemp(prefix="crdsops-bench-serve-", dir="/tmp"))
-    where.chmod(0o755)
     if MYSQL_MISSING:
         print(f"cannot measure: {MYSQL_MISSING}", file=sys.stderr)
         return 1
+    load = ab_rps if shutil.which("ab") else python_rps
+    where = Path(tempfile.mkdtemp(prefix="crdsops-bench-serve-", dir="/tmp"))
+    where.chmod(0o755)
     account = Account("bench")
-    db = account.database
     servers: list[Server] = []
     account_made = False
     try:
         account.create()
         account_made = True
-        from crdsops.db import mysql
-
-        option_file = mysql.write_option_file(where / "hst-dev.my.cnf", account.user, account.password)
-        if os.geteuid() == 0:
-            import pwd
-
-            entry = pwd.getpwnam("www-data")
-            os.chown(option_file, entry.pw_uid, entry.pw_gid)
-        port_vm, port_dj = free_port(), free_port()
-        configs = write_configs(where, port_vm, port_dj, db, option_file)
-        reference = where / REF_NAME
-        make_fits(reference)
-        vm, dj = Server(where, configs, "dev", port_vm), Server(where, configs, "django", port_dj)
-        servers = [vm, dj]
-        say(f"installing hst dev (Apache/mod_wsgi + MariaDB {db}) and hst django (runserver + SQLite) in {where}")
-        vm.inv("install", "--obs", "hst", "--kind", "dev")
-        vm.inv("manage", "--", "seed_demo")
-        dj.inv("install", "--obs", "hst", "--kind", "django")
+        servers, reference = install(where, account)
         for server in servers:
             server.inv("manage", "--", "ingest", str(reference))
             server.start()
-        size = reference.stat().st_size
-        urls = {s.kind: (f"http://127.0.0.1:{s.port}/json/",
-                         f"http://127.0.0.1:{s.port}/unchecked_get/references/hst/{REF_NAME}") for s in servers}
-        say(f"load: {'ab (a connection per request)' if load is ab_rps else 'python threads (no ab found)'}, {CONCURRENCY} connections, "
-            f"{SECONDS}s per measurement, {REPEATS} rounds alternating the servers")
-        for kind, (rpc_url, file_url) in urls.items():  # warm up every process of both servers
-            check_bestrefs(kind, rpc_url)
-            warm_up(rpc_url, BESTREFS_BODY)  # every process loads the crds library and the context
-            load(rpc_url, RPC_BODY, where)
-            load(rpc_url, BESTREFS_BODY, where)
-            load(file_url, None, where)
-        info = {k: [] for k in urls}
-        best = {k: [] for k in urls}
-        down = {k: [] for k in urls}
-        cat = []
-        for round_ in range(REPEATS):
-            order = list(urls) if round_ % 2 == 0 else list(reversed(urls))
-            for kind in order:
-                rpc_url, file_url = urls[kind]
-                rps, failed = load(rpc_url, RPC_BODY, where)
-                if failed:
-                    raise CannotMeasure(f"hst {kind}: {failed} get_server_info requests failed")
-                info[kind].append(rps)
-                rps, failed = load(rpc_url, BESTREFS_BODY, where)
-                if failed:
-                    raise CannotMeasure(f"hst {kind}: {failed} get_best_references requests failed")
-                best[kind].append(rps)
-                rps, failed = load(file_url, None, where)
-                if failed:
-                    raise CannotMeasure(f"hst {kind}: {failed} downloads failed")
-                down[kind].append(rps)
-                if kind == "dev":
-                    cat.append(cat_bytes_per_second(reference))
-            say(f"round {round_ + 1}: get_server_info/s dev {info['dev'][-1]:.0f} django {info['django'][-1]:.0f}; "
-                f"get_best_references/s dev {best['dev'][-1]:.0f} django {best['django'][-1]:.0f}; "
-                f"downloads/s dev {down['dev'][-1]:.0f} django {down['django'][-1]:.0f}; cat {cat[-1] / 1e6:.0f} MB/s")
-        med = statistics.median
-        apache_bytes = med(down["dev"]) * size
-        say(f"load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores "
-            "(the servers share them with ab, MariaDB and anything else running)")
-        say(f"medians: get_server_info/s dev {med(info['dev']):.0f}, django {med(info['django']):.0f}; "
-            f"get_best_references/s dev {med(best['dev']):.0f}, django {med(best['django']):.0f}; "
-            f"1 MB downloads/s dev {med(down['dev']):.0f} ({apache_bytes / 1e6:.0f} MB/s), "
-            f"django {med(down['django']):.0f}; cat {med(cat) / 1e6:.0f} MB/s")
-        figure("apache_vs_runserver_server_info_rps", med(info['dev']) / med(info['django']), ">= 2")
-        figure("apache_vs_runserver_bestrefs_rps", med(best['dev']) / med(best['django']), ">= 2")
-        figure("apache_vs_runserver_download_rps", med(down['dev']) / med(down['django']), ">= 2")
-        figure("apache_download_vs_cat", apache_bytes / med(cat), ">= 0.5")
+        report(measure(servers, reference, where, load), reference.stat().st_size)
         return 0
     except CannotMeasure as err:
         print(f"cannot measure: {err}", file=sys.stderr)

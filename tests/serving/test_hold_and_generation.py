@@ -6,17 +6,25 @@ from __future__ import annotations
 import base64
 import datetime
 import gzip
+import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
+import stat
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from serverproc import SERVER_DIR
 from servingkit import HOLD_TIMEOUT, call
 
 from crdsops.runtime import health, service
+
+sys.path.insert(0, str(SERVER_DIR))
+from crds_server.catalog.demo import demo_dataset, demo_set  # noqa: E402
 
 PROBE = {"X-Crdsops-Probe": "1"}
 
@@ -120,4 +128,51 @@ def test_a_new_generation_is_served_without_a_restart(served):
     os.replace(tmp, layout.catalog_generation)
     names, _ = _server_info(served)
     assert names == before | {name}
+    assert service.running_pid(served.cfg) == pid  # no restart
+
+
+def _best_dark(served, context: str) -> str:
+    _, status, reply, _ = call(served.url, "get_best_references", context, demo_dataset("hst").header, ["darkfile"])
+    assert status == 200 and reply["error"] is None, reply
+    return reply["result"]["darkfile"]
+
+
+def _rewrite_mapping_in_place(path, old: str, new: str) -> None:
+    """`path` with `old` replaced by `new` and a correct sha1sum (the crds library checks it), written into
+    the same file: the mappings directory keeps its mtime, so only the generation can tell the server."""
+    directory = os.stat(path.parent)
+    text = path.read_text().replace(old, new)
+    unsummed = "".join(line for line in text.splitlines(True) if "sha1sum" not in line)
+    text = re.sub(r"'sha1sum' : '[0-9a-f]+'", f"'sha1sum' : '{hashlib.sha1(unsummed.encode()).hexdigest()}'", text)
+    mode = path.stat().st_mode
+    path.chmod(mode | stat.S_IWUSR)
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.truncate()
+    path.chmod(mode)
+    os.utime(path.parent, ns=(directory.st_atime_ns, directory.st_mtime_ns))
+
+
+def test_a_new_generation_drops_the_loaded_rules_of_a_context(served):
+    """get_best_references under a context the process has loaded, after a swap that changed what the
+    context's rmap selects: the old answer until the generation file moves on, the new one after."""
+    context, pid = demo_set("hst").context, service.running_pid(served.cfg)
+    rmap = served.cfg.layout.mappings / "hst_acs_darkfile_0001.rmap"
+    assert _best_dark(served, context) == "d0m00002j_drk.fits"  # loaded and kept by the process
+    original = rmap.read_bytes()
+    try:
+        _rewrite_mapping_in_place(rmap, "'2010-01-01 00:00:00' : 'd0m00002j_drk.fits'",
+                                  "'2010-01-01 00:00:00' : 'd0m00004j_drk.fits'")
+        assert _best_dark(served, context) == "d0m00002j_drk.fits", \
+            "the rules were reloaded without a new generation: this test would not see the cache"
+        tmp = served.cfg.layout.catalog_generation.with_suffix(".tmp")
+        tmp.write_text(f"{time.time_ns()}\n")
+        os.replace(tmp, served.cfg.layout.catalog_generation)
+        assert _best_dark(served, context) == "d0m00004j_drk.fits", "the context's rules outlived its catalog"
+    finally:
+        rmap.chmod(rmap.stat().st_mode | stat.S_IWUSR)
+        rmap.write_bytes(original)
+        tmp = served.cfg.layout.catalog_generation.with_suffix(".tmp")
+        tmp.write_text(f"{time.time_ns()}\n")
+        os.replace(tmp, served.cfg.layout.catalog_generation)
     assert service.running_pid(served.cfg) == pid  # no restart

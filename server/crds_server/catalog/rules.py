@@ -12,8 +12,11 @@ Loaded contexts are kept per process (CACHE_SIZE of them, fully loaded so concur
 requests only read them), keyed by the mappings directory and the context name; an entry
 is reused while the directory's mtime is unchanged, and reloaded otherwise. The catalog
 gains a mapping only by an ingest, which puts the file into that directory (a new mtime);
-restores and mirrors replace catalog and cache together and restart the server. One stat
-per request, no query: the catalog is asked only when a context is (re)loaded.
+restores and mirrors swap catalog and cache together under the running server and write a new
+catalog generation, on which serving.drop_catalog_caches() calls clear(): a context loaded
+before that is never used after it, even one whose load was under way when it came (it is
+not stored). One stat per request, no query: the catalog is asked only when a context is
+(re)loaded.
 """
 import atexit
 import os
@@ -33,6 +36,7 @@ SERVERLESS_URL = "https://crds-serverless-mode.stsci.edu"  # crds.client.proxy r
 
 _lock = threading.Lock()
 _loaded = OrderedDict()  # (mappings dir, name) -> (signature, mapping)
+_generation = [0]  # bumped by clear(): a load started before it must not store its mapping after
 _offline = False
 
 
@@ -89,6 +93,7 @@ def load(name):
         if entry and entry[0] == signature:
             _loaded.move_to_end(key)
             return entry[1]
+        generation = _generation[0]
     if not queries.observatory_files().filter(filekind=MAPPING, name=name).exists():
         raise UnknownContext(f"{name!r} is not a mapping known to this CRDS server")
     rmap, _utils = _crds()
@@ -99,15 +104,17 @@ def load(name):
     except Exception as exc:
         raise RpcError(f"cannot load {name!r} from the server's cache: {exc}") from exc
     with _lock:
-        _loaded[key] = (signature, mapping)
-        _loaded.move_to_end(key)
-        while len(_loaded) > CACHE_SIZE:
-            _loaded.popitem(last=False)
+        if _generation[0] == generation:  # else a new catalog came meanwhile: serve this once, keep nothing
+            _loaded[key] = (signature, mapping)
+            _loaded.move_to_end(key)
+            while len(_loaded) > CACHE_SIZE:
+                _loaded.popitem(last=False)
     return mapping
 
 
 def clear():
     with _lock:
+        _generation[0] += 1
         _loaded.clear()
 
 

@@ -215,6 +215,27 @@ class BestRefsTests(RulesCase):
             self.assertEqual(loads_of_the_context(), 2)
 
 
+    def test_a_context_loading_while_the_caches_are_dropped_is_not_kept(self):
+        """A new catalog generation (serving.drop_catalog_caches) arriving during a load: that load
+        answers its own request, and the next one loads the context again from the new catalog."""
+        from crds.core import rmap
+
+        real, loads = rmap.load_mapping, []
+
+        def load_across_a_new_generation(name, **keys):
+            mapping = real(name, **keys)
+            if name == self.demo.context:
+                loads.append(name)
+                if len(loads) == 1:
+                    rules.clear()  # what the generation check does in another thread meanwhile
+            return mapping
+
+        with mock.patch.object(rmap, "load_mapping", side_effect=load_across_a_new_generation):
+            for _ in range(3):
+                self.assertEqual(self.rpc_result("get_best_references", self.demo.context, self.dataset.header, None),
+                                 self.dataset.bestrefs)
+        self.assertEqual(len(loads), 2)  # the second request loaded it again; the third used the cache
+
 class CatalogDownloadTests(RulesCase):
     def test_sqlite_db_as_the_client_decodes_it(self):
         encoded = self.rpc_result("get_sqlite_db", self.obs)
