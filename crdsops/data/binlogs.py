@@ -382,3 +382,32 @@ def batched(lines, size: int = BATCH, seen: dict | None = None):
         yield line
     if open_batch:
         yield b"COMMIT" + delimiter + b"\n"
+
+
+# --- off-site copies of the closed binlogs (backups.offsite) --------------------------------------
+
+SENT = ".offsite-sent"  # the closed files already copied off-site, one name a line
+
+
+def send_offsite(config: ServerConfig) -> list[str]:
+    """Encrypt and upload each closed, listed binlog not yet sent (``<remote>/<obs>.<kind>.binlogs/``),
+    checking each there as backups are; return the names sent. A failure warns and notifies (the
+    archive itself is good) and leaves the file to the next run."""
+    from crdsops.data import offsite
+    from crdsops.runtime import taskrun
+
+    if not config.backups.offsite.enabled:
+        return []
+    sent_file = archive_dir(config) / SENT
+    sent = set(sent_file.read_text().split()) if sent_file.exists() else set()
+    done = []
+    for name in sorted(set(read_sums(config)) - sent, key=_number):
+        try:
+            offsite.upload_file(config, archive_dir(config) / name, f"{config.name}.binlogs/{name}")
+        except CrdsOpsError as err:
+            taskrun.alert(f"warning: the off-site copy of the binlog {name} failed: {err}; the archive keeps it "
+                          "and the next `inv binlog-archive` tries again")
+            break
+        done.append(name)
+        write_atomic(sent_file, "".join(f"{n}\n" for n in sorted(sent | set(done), key=_number)), mode=0o600)
+    return done

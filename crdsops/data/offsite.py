@@ -232,6 +232,26 @@ def upload(config: ServerConfig, backup: Path, manifest: Manifest) -> OffsiteRes
                          size=sums.size, hash=checked)
 
 
+def upload_file(config: ServerConfig, path: Path, name: str) -> str:
+    """One file (a closed binlog) through ``age`` to ``<remote>/NAME.tar.age``, checked there; the hashes matched."""
+    offsite = config.backups.offsite
+    _preflight(offsite)
+    remote = target(offsite, name + SUFFIX)
+    tmp = path.parent / f".tmp-offsite-{path.name}-{os.getpid()}{SUFFIX}"
+    try:
+        sums = encrypt(path, offsite.recipients, tmp)
+        rclone(offsite, "copyto", str(tmp), remote, what=f"uploading {name} to {offsite.remote}")
+    finally:
+        with interrupts.shielded():
+            tmp.unlink(missing_ok=True)
+    checked = check_remote(offsite, remote, sums)
+    if isinstance(checked, list):
+        _forget(offsite, remote)
+        raise OffsiteError(f"the upload {remote} does not match what was sent ({'; '.join(checked)}); removed it")
+    log.info(f"off-site copy of {path.name}: {human(sums.size)} to {remote}, {checked} checked there")
+    return checked
+
+
 def encrypt(backup: Path, recipients: tuple[str, ...], out: Path) -> Sums:
     """``tar`` of ``backup`` (its name the archive's one top directory) through ``age -r ...`` into ``out``.
 

@@ -256,5 +256,6 @@ def binlog_archive(c, status=False, stop=False):
         return
     pid, started = binlogs.ensure_running(cfg)
     sealed = binlogs.seal(cfg)
+    sent = binlogs.send_offsite(cfg)
     say(f"binlog archive: {'started' if started else 'running'} (pid {pid}); {len(sealed)} closed files listed in "
-        f"{binlogs.archive_dir(cfg) / binlogs.SUMS}")
+        f"{binlogs.archive_dir(cfg) / binlogs.SUMS}" + (f"; {len(sent)} copied off-site" if sent else ""))

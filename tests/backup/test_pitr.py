@@ -232,3 +232,39 @@ def test_install_names_the_grant_a_dba_must_give_when_one_is_missing(history):
     finally:
         db.root_sql(f"GRANT BINLOG REPLAY ON *.* TO '{db.user}'@'127.0.0.1';")
     assert "GRANT" not in history.ops.inv("install", "--obs", "hst", "--kind", "dev").stderr
+
+
+def test_closed_binlogs_are_copied_off_site_encrypted_and_come_back_whole(history, tmp_path):
+    import shutil
+    import subprocess
+
+    if not (shutil.which("rclone") and shutil.which("age")):
+        pytest.skip("rclone and age needed (system-packages.txt)")
+    store, conf, key = tmp_path / "store", tmp_path / "rclone.conf", tmp_path / "offsite.key"
+    conf.write_text("[store]\ntype = local\n")
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True).stdout.strip()
+    configs = history.ops.configs
+    make_configs(configs.parent, {("hst", "dev"): {"backups": {"offsite": {
+        "remote": f"store:{store}", "rclone_config": str(conf), "recipients": [public]}}}})
+    try:
+        history.db.root_sql("FLUSH BINARY LOGS;")
+        history.write("offsite-1")
+        history.archive_caught_up()
+        out = history.ops.inv("binlog-archive").stdout
+        assert "copied off-site" in out, out
+        archive = history.cfg.backups.private_dir / "binlogs"
+        closed = sorted(line.split()[1] for line in (archive / "SHA256SUMS").read_text().splitlines())
+        sent = sorted(p.name.removesuffix(".tar.age") for p in (store / "hst.dev.binlogs").iterdir())
+        assert sent == closed, (sent, closed)
+        last = closed[-1]
+        back = tmp_path / "back"
+        back.mkdir()
+        age = subprocess.run(["age", "-d", "-i", str(key), str(store / "hst.dev.binlogs" / f"{last}.tar.age")],
+                             check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(back)], input=age.stdout, check=True)
+        assert (back / last).read_bytes() == (archive / last).read_bytes()
+        assert "copied off-site" not in history.ops.inv("binlog-archive").stdout, "sent twice"
+    finally:
+        make_configs(configs.parent, {("hst", "dev"): {"backups": {"offsite": {"remote": None, "rclone_config": None,
+                                                                               "recipients": []}}}})
