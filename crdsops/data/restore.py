@@ -6,8 +6,8 @@
 2. the plan: stage while serving, then swap and check, then, while the new state serves, the
    safety backup of the old state the swap kept and the old state dropped once it verifies
    (``crdsops.data.staging``), after a confirmation unless ``--yes``;
-3. the closing check: the quick cache check of the staged state, run while it was staged,
-   reported and recorded once the swap is healthy (``cachecheck.closing_check``).
+3. the closing check: the quick cache check, its listing made while the state was staged, its
+   comparison with the catalog once the new state serves (``cachecheck.closing_check``).
 
 ``--to-time`` (MySQL with a binlog archive, ``crdsops.data.binlogs``): the newest verified
 backup made before that time, staged as above, then the archived events of this server's
@@ -179,7 +179,7 @@ class Restore(Operation):
     def recheck(self, outcome) -> None:
         from crdsops.data.cachecheck import closing_check
 
-        closing_check(self.config, "restore", staged=self.staged.cache_check)
+        closing_check(self.config, "restore", listed=self.staged.listed)
 
 
 def parse_to_time(text: str) -> datetime.datetime | None:

@@ -6,8 +6,8 @@
    into a staging database, the support directories unpacked next to their targets, and what
    the caller adds (a mirror's cache sync); with
    ``check_cache``, the quick cache check lists the cache and the staged mappings while the
-   rows load and compares them with the staged catalog once loaded (reported after a healthy
-   swap, as the check of the state now live); and ``ServerInfoWarmer`` precomputes
+   rows load (``Staged.listed``; the comparison with the catalog waits until the new state
+   serves: ``cachecheck.closing_check(listed=...)``, off the way to serving); and ``ServerInfoWarmer`` precomputes
    get_server_info. If anything fails or is interrupted, every staged part is removed (each
    removal runs whatever an earlier one raised) and the error names the first cause: nothing
    live was touched.
@@ -163,7 +163,7 @@ class Staged:
     support: SupportRestore
     safety: Path | None = None  # the safety backup of the old state, made after the swap (``keep_safely``)
     took: dict[str, float] = field(default_factory=dict)  # job -> seconds, for the one line that says so
-    cache_check: object = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
+    listed: object = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
 
 
 class Staging:
@@ -176,12 +176,12 @@ class Staging:
         self.engine, self.support = engine_for(config), SupportRestore(config)
         self.check_cache = check_cache
         self.staged = {"support": threading.Event(), "database": threading.Event()}
-        self.cache_check = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
+        self.listed = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
 
     def jobs(self) -> dict[str, Callable[[], object]]:
         jobs = {"database staged": self._stage_db, "support staged": self._stage_support}
         if self.check_cache:
-            jobs["cache checked"] = self._check_staged
+            jobs["cache listed"] = self._list_staged
         return jobs
 
     def _stage_db(self) -> None:
@@ -204,23 +204,19 @@ class Staging:
         self.support.stage(self.backup, self.manifest)
         self.staged["support"].set()
 
-    def _check_staged(self) -> None:
-        """The quick cache check of what is staged: listed while the rows load, compared once loaded.
+    def _list_staged(self) -> None:
+        """The quick cache check's listing of the cache and the staged mappings, while the rows load.
 
-        Kept, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
+        Kept, not raised (the listing, or the CrdsOpsError that refused it): it never stops the restore.
+        The comparison with the catalog runs once the new state serves (the staged state is live then)."""
         from crdsops.data import cachecheck
 
         try:
             if not self._ready("support"):
                 return
-            mappings = self.support.staging(self.support.targets["mappings"])
-            listed = cachecheck.list_trees(self.config, mappings)
-            if not self._ready("database"):
-                return
-            self.cache_check = cachecheck.check(self.config, cachecheck.CheckOptions(), cachecheck.CheckSource(
-                database=str(self.engine.staging), mappings=mappings, listed=listed))
+            self.listed = cachecheck.list_trees(self.config, self.support.staging(self.support.targets["mappings"]))
         except CrdsOpsError as err:
-            self.cache_check = err
+            self.listed = err
 
     def _ready(self, part: str) -> bool:
         """Wait until ``part`` is staged; False when the staging is being stopped."""
@@ -259,7 +255,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         raise
     took = dict(outcome.seconds)
     log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
-    return Staged(staging.engine, staging.support, None, took, staging.cache_check)
+    return Staged(staging.engine, staging.support, None, took, staging.listed)
 
 
 class ServerInfoWarmer:
