@@ -7,12 +7,14 @@ times each:
 
   backup_vs_mysqldump_gzip    `inv backup` (dump, support dirs, listings, manifest, verify,
                               publish, retention) ÷ `mysqldump --single-transaction | gzip`
-                              of the same database. Target <= 0.8.
-  restore_vs_gunzip_mysql     `inv restore --yes` (verify, safety backup, staged load, stop,
-                              swap, start, health check) ÷ `gunzip | mysql` of the plain dump
-                              into the same database. Target <= 1.0 (get_server_info's
-                              download_metadata is precomputed from the staged database,
-                              so the restart's first request is cheap).
+                              of the same database. Target <= 0.6.
+  restore_vs_gunzip_mysql     `inv restore --yes` from its start until the new state serves
+                              (verify, staged load and warm-up, the held swap, health check:
+                              the line "the new state serves, healthy") ÷ `gunzip | mysql` of
+                              the plain dump into the same database. Target <= 0.8.
+  restore_total_vs_gunzip_mysql   the whole `inv restore --yes` (the above, then, while the new
+                              state serves, the safety backup of the old state and the closing
+                              cache check) ÷ the same; no target: printed so the make-up shows.
 
 Sizes: BENCH_ROWS (default 500000), BENCH_REPEATS (default 5).
 
@@ -41,6 +43,8 @@ from common import (
     root_sql,
     timed,
 )
+
+SERVING = "the new state serves, healthy"  # what `inv restore` says once the new state serves
 
 ROWS = int(os.environ.get("BENCH_ROWS", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -105,21 +109,7 @@ def main() -> int:
                     + f" | gzip > {plain_dump}")
         load_cmd = f"gunzip -c {plain_dump} | " + " ".join(map(str, client(cfg, "mysql", database)))
         shell = ["/bin/bash", "-o", "pipefail", "-c"]
-
-        timed([str(INV), "backup"], env)  # warm-up: page cache, bytecode, first listing
-        timed([*shell, dump_cmd], env)
-        ours_b, plain_b, ours_r, plain_r = [], [], [], []
-        for _ in range(REPEATS):
-            plain_b.append(timed([*shell, dump_cmd], env))
-            ours_b.append(timed([str(INV), "backup"], env))
-        for _ in range(REPEATS):
-            plain_r.append(timed([*shell, load_cmd], env))
-            ours_r.append(timed([str(INV), "restore", "--yes"], env))
-        mb, mr = statistics.median, statistics.median
-        note(f"inv backup median {mb(ours_b):.2f}s, mysqldump --single-transaction | gzip median {mb(plain_b):.2f}s")
-        note(f"inv restore median {mr(ours_r):.2f}s, gunzip | mysql median {mr(plain_r):.2f}s")
-        figure("backup_vs_mysqldump_gzip", mb(ours_b) / mb(plain_b), "<= 0.8")
-        figure("restore_vs_gunzip_mysql", mr(ours_r) / mr(plain_r), "<= 1.0")
+        _measure(env, [*shell, dump_cmd], [*shell, load_cmd])
         return 0
     except (RuntimeError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", None)
@@ -128,6 +118,48 @@ def main() -> int:
         return 1
     finally:
         _clean_up(env, where, account)
+
+
+def _measure(env, dump: list[str], load: list[str]) -> None:
+    """Alternate ours and the plain tools, REPEATS times each; print the figures."""
+    timed([str(INV), "backup"], env)  # warm-up: page cache, bytecode, first listing
+    timed(dump, env)
+    ours_b, plain_b, ours_r, total_r, plain_r = [], [], [], [], []
+    for _ in range(REPEATS):
+        plain_b.append(timed(dump, env))
+        ours_b.append(timed([str(INV), "backup"], env))
+    for _ in range(REPEATS):
+        plain_r.append(timed(load, env))
+        serving, total = timed_to_serving([str(INV), "restore", "--yes"], env)
+        ours_r.append(serving)
+        total_r.append(total)
+    m = statistics.median
+    note(f"inv backup median {m(ours_b):.2f}s, mysqldump --single-transaction | gzip median {m(plain_b):.2f}s")
+    note(f"inv restore median {m(ours_r):.2f}s until the new state serves, {m(total_r):.2f}s in all "
+         f"(then the safety backup of the old state and the closing check); gunzip | mysql median "
+         f"{m(plain_r):.2f}s")
+    figure("backup_vs_mysqldump_gzip", m(ours_b) / m(plain_b), "<= 0.6")
+    figure("restore_vs_gunzip_mysql", m(ours_r) / m(plain_r), "<= 0.8")
+    print(f"restore_total_vs_gunzip_mysql = {m(total_r) / m(plain_r):.2f} (no target: the whole command, "
+          "the safety backup after the swap included)", flush=True)
+
+
+def timed_to_serving(argv, env) -> tuple[float, float]:
+    """(seconds until the restore says the new state serves, seconds of the whole command)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    serving, lines = None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if serving is None and SERVING in line:
+            serving = time.perf_counter() - start
+    code = proc.wait()
+    total = time.perf_counter() - start
+    if code != 0 or serving is None:
+        raise RuntimeError(f"{' '.join(argv)} exited {code} (said {SERVING!r}: {serving is not None}):\n"
+                           + "".join(lines)[-2000:])
+    return serving, total
 
 
 def _clean_up(env, where: Path, account: Account) -> None:

@@ -77,6 +77,11 @@ def support_dirs(config: ServerConfig) -> dict[str, Path]:
     return {"catalogs": layout.catalogs, "config": layout.cache_tree("config"), "mappings": layout.mappings}
 
 
+def kept_old(target: Path) -> Path:
+    """Where a restore's swap keeps the support directory it replaced, until the safety backup of it verifies."""
+    return target.with_name(target.name + ".crdsops-old")
+
+
 @dataclass(frozen=True)
 class BackupFacts:
     """What ``inv backup`` finds before it starts: the private backups (listed once per run) and the sources."""
@@ -117,12 +122,16 @@ class Backup(Operation):
 
 
 class BackupRun:
-    """One backup being made (``inv backup``'s, or a restore's safety backup): its steps and what they made."""
+    """One backup being made (``inv backup``'s, or a restore's safety backup): its steps and what they made.
+
+    ``kept_old``: of the old state a restore's swap kept aside (the database ``Engine.old``, the support
+    directories ``kept_old(target)``), not of the live one; the listings of the cache are the live ones
+    (a swap does not touch the cache)."""
 
     def __init__(self, config: ServerConfig, purpose: str = "backup", publish: bool = True,
-                 retention: bool = True, listed: list[Entry] | None = None):
+                 retention: bool = True, listed: list[Entry] | None = None, kept_old: bool = False):
         self.config, self.purpose = config, purpose
-        self.publish, self.retention = publish, retention
+        self.publish, self.retention, self.kept_old = publish, retention, kept_old
         self.listed = private_backups(config) if listed is None else listed  # listed once per run
         self.say = log.info if purpose == "backup" else log.debug  # a safety backup is one step of another task
         self.started: datetime.datetime | None = None
@@ -134,12 +143,13 @@ class BackupRun:
 
     def plan(self, facts: BackupFacts | None = None) -> Plan:
         config, b = self.config, self.config.backups
-        facts = facts or BackupFacts((), engine_for(config).describe(),
-                                     {label: path.exists() for label, path in support_dirs(config).items()})
+        facts = facts or BackupFacts((), self._describe_engine(),
+                                     {label: self._source(path).exists() for label, path in support_dirs(config).items()})
         what = "safety backup" if self.purpose == "safety" else "backup"
         p = Plan(f"backing up {config.name}" if self.purpose == "backup" else f"a safety backup of {config.name}")
         p.add(f"hold the lock {config.layout.lock}")
-        archives = "; ".join(f"archive {label} {path}" + ("" if facts.support[label] else " (missing: archived empty)")
+        archives = "; ".join(f"archive {label} {self._source(path)}"
+                             + ("" if facts.support[label] else " (missing: archived empty)")
                              for label, path in support_dirs(config).items())
         p.add(f"side by side, into a new dated directory under {b.private_dir} (written as .tmp-*): dump the "
               f"{facts.engine} database ({compression().name}); {archives}; list {config.layout.references} "
@@ -155,6 +165,14 @@ class BackupRun:
         if self.purpose == "backup" and b.offsite.enabled:  # a safety backup stays on this machine
             p.add(offsite.plan_text(config), self._offsite, name=f"{what}: off-site copy")
         return p
+
+    def _source(self, target: Path) -> Path:
+        """What is archived for the support directory ``target``."""
+        return kept_old(target) if self.kept_old else target
+
+    def _describe_engine(self) -> str:
+        engine = engine_for(self.config)
+        return f"{engine.engine} {engine.old} (the old state kept by the swap)" if self.kept_old else engine.describe()
 
     def execute(self, plan: Plan | None = None) -> Path:
         """Run the steps; on any failure or interrupt remove what was made, then raise."""
@@ -204,26 +222,26 @@ class BackupRun:
             crdsops_version=__version__, purpose=self.purpose,
             database=DatabaseDump(engine=config.database.engine, name=config.database.name,
                                   file=engine.dump_file_name(), compression=compression().name,
-                                  migrations=engine.migrations(), counts=results["counts"],
+                                  migrations=engine.migrations(old=self.kept_old), counts=results["counts"],
                                   binlog=BinlogPosition.from_dict(results["dump"]) if results["dump"] else None),
             support=support, listings=Listings(packages_from=results["packages"]),
         )
 
     def _jobs(self, engine, support: dict[str, SupportArchive]) -> dict:
         """The side-by-side jobs of the contents; each hashes the file it made once it is finished."""
-        config, listings = self.config, Listings()
+        config, listings, old = self.config, Listings(), self.kept_old
         previous = newest_listing(self.listed)
         hashed = self._hashed
         jobs = {
-            "dump": hashed(engine.dump_file_name(), lambda out: engine.create_dump(out)),
-            "counts": lambda: catalog_counts(config),
+            "dump": hashed(engine.dump_file_name(), lambda out: engine.create_dump(out, old=old)),
+            "counts": lambda: catalog_counts(config, database=str(engine.old) if old else None),
             "packages": hashed(listings.packages, lambda out: _package_list(config, out)),
             "references": hashed(listings.references, lambda out: _list_references(config, out, previous)),
             "deliveries": hashed(listings.deliveries, lambda out: _list_tree(config.layout.deliveries, out)),
             "pickles": hashed(listings.pickles, lambda out: _list_tree(config.layout.cache_tree("pickles"), out)),
         }
         for label, archive in support.items():
-            jobs["support:" + label] = hashed(archive.file, functools.partial(_pack, Path(archive.target)))
+            jobs["support:" + label] = hashed(archive.file, functools.partial(_pack, self._source(Path(archive.target))))
         return jobs
 
     def _hashed(self, rel: str, make):
@@ -289,13 +307,14 @@ class BackupRun:
 
 
 def create(config: ServerConfig, purpose: str = "backup", publish: bool = True,
-           retention: bool = True) -> Path:
+           retention: bool = True, kept_old: bool = False) -> Path:
     """Make one backup of ``config``'s server and return its directory.
 
-    The caller holds the server lock (``crdsops.runtime.lock``). ``purpose="safety"`` is
-    what restore and mirror take first: never published, same format, said only at debug level.
+    The caller holds the server lock (``crdsops.runtime.lock``). ``purpose="safety"``, ``kept_old``
+    is what restore and mirror take after their swap, of the old state it kept: never published,
+    same format, said only at debug level.
     """
-    return BackupRun(config, purpose, publish, retention).execute()
+    return BackupRun(config, purpose, publish, retention, kept_old=kept_old).execute()
 
 
 def _free_name(directory: Path, when: datetime.datetime) -> str:

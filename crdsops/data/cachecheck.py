@@ -647,19 +647,19 @@ def recheck(config: ServerConfig, names: list[tuple[str, str]]) -> list[Problem]
 
 # --- the check restore and mirror end with -------------------------------------------------
 
-def closing_check(config: ServerConfig, after: str, staged: Report | CrdsOpsError | None = None) -> Report | None:
+def closing_check(config: ServerConfig, after: str, listed: dict | CrdsOpsError | None = None) -> Report | None:
     """The quick check ``inv mirror`` and ``inv restore`` end with: reported and recorded, never fatal.
 
-    ``staged``: the check a restore already ran on the state it swapped in (a Report, or the
-    error it raised); None runs it now.
+    ``listed``: the trees a restore listed while it staged them (``list_trees``; they are live
+    now), or the error that refused it; None lists them now.
     """
     from crdsops.runtime import results
 
     start = time.monotonic()
     try:
-        if isinstance(staged, BaseException):
-            raise staged
-        report = staged if staged is not None else check(config)
+        if isinstance(listed, BaseException):
+            raise listed
+        report = check(config, source=CheckSource(listed=listed))
     except CrdsOpsError as err:
         results.write(config.layout, CacheCheckResult(ok=False, seconds=round(time.monotonic() - start, 3),
                                                       error=str(err)))

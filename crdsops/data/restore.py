@@ -3,10 +3,11 @@
 1. probe: find the backup (``--from`` or the shared latest) and check it before touching
    anything: manifest, sha256 and size of every file, same observatory, same database engine
    (``backup_problems``, the one check ``inv mirror`` uses too, through ``check_backup``);
-2. the plan: stage while serving, then swap and check (``crdsops.data.staging``), after a
-   confirmation unless ``--yes``;
-3. the closing check: the quick cache check of the staged state, run while it was staged,
-   reported and recorded once the swap is healthy (``cachecheck.closing_check``).
+2. the plan: stage while serving, then swap and check, then, while the new state serves, the
+   safety backup of the old state the swap kept and the old state dropped once it verifies
+   (``crdsops.data.staging``), after a confirmation unless ``--yes``;
+3. the closing check: the quick cache check, its listing made while the state was staged, its
+   comparison with the catalog once the new state serves (``cachecheck.closing_check``).
 
 ``--to-time`` (MySQL with a binlog archive, ``crdsops.data.binlogs``): the newest verified
 backup made before that time, staged as above, then the archived events of this server's
@@ -138,8 +139,7 @@ class Restore(Operation):
         p.add(f"restore {config.name} from {backup.resolve()}{described}")
         p.add("verify its manifest, sha256 and size of every file, observatory and engine: "
               + ("ok" if not facts.problems else "FAILED: " + "; ".join(facts.problems[:3])))
-        p.add(f"while serving: safety backup of the current state into {config.backups.private_dir}; "
-              f"load the dump into staging ({engine_for(config).describe()}), unpack "
+        p.add(f"while serving: load the dump into staging ({engine_for(config).describe()}), unpack "
               + ", ".join(support_dirs(config)) + " next to their targets", self._stage, name="staging")
         if facts.replay is not None:
             p.add(f"then replay into the staging schema: {facts.replay.describe()} (binlog archive "
@@ -152,7 +152,7 @@ class Restore(Operation):
     def _stage(self) -> None:
         backup, m = self.facts.backup, self.facts.manifest
         log.info(f"backup {backup} verified ({len(m.files)} files): {m.server.name}, made {m.made}")
-        log.info("while serving: taking a safety backup, staging the database and the support directories ...")
+        log.info("while serving: staging the database and the support directories ...")
         replay = self._replay if self.facts.replay is not None else None
         self.staged = staging.stage_while_serving(self.config, backup, m, check_cache=True, replay=replay)
 
@@ -179,7 +179,7 @@ class Restore(Operation):
     def recheck(self, outcome) -> None:
         from crdsops.data.cachecheck import closing_check
 
-        closing_check(self.config, "restore", staged=self.staged.cache_check)
+        closing_check(self.config, "restore", listed=self.staged.listed)
 
 
 def parse_to_time(text: str) -> datetime.datetime | None:

@@ -2,12 +2,12 @@
 
 ``inv restore`` and ``inv mirror`` both run these two phases:
 
-1. ``stage_while_serving``: while the server keeps serving, side by side: a safety backup of
-   the current state, the dump loaded into a staging database, the support directories
-   unpacked next to their targets, and what the caller adds (a mirror's cache sync); with
+1. ``stage_while_serving``: while the server keeps serving, side by side: the dump loaded
+   into a staging database, the support directories unpacked next to their targets, and what
+   the caller adds (a mirror's cache sync); with
    ``check_cache``, the quick cache check lists the cache and the staged mappings while the
-   rows load and compares them with the staged catalog once loaded (reported after a healthy
-   swap, as the check of the state now live); and ``ServerInfoWarmer`` precomputes
+   rows load (``Staged.listed``; the comparison with the catalog waits until the new state
+   serves: ``cachecheck.closing_check(listed=...)``, off the way to serving); and ``ServerInfoWarmer`` precomputes
    get_server_info. If anything fails or is interrupted, every staged part is removed (each
    removal runs whatever an earlier one raised) and the error names the first cause: nothing
    live was touched.
@@ -21,8 +21,12 @@
    manifest's); each server process's first ``get_server_info`` reads the download_metadata
    the warmer computed (when the live catalog's fingerprint matches). A server that was not
    running is started after the swap. On any failure or interrupt: the reverse swap, held
-   the same way (or, if that fails, the safety backup), and say so; the rollback finishes
-   even through a second Ctrl-C. On success the old state is dropped.
+   the same way, and say so; the rollback finishes even through a second Ctrl-C.
+3. ``keep_safely``, once the new state serves (nothing of it is on the way to serving): the
+   safety backup, made from the old state the swap kept (``backup.create(kept_old=True)``),
+   then the old state dropped once that backup verifies. If it fails or is interrupted, the
+   old state stays where the swap put it and a ``warning:`` line (also the audit's) says where
+   and how to drop it; the restore itself has succeeded.
 """
 
 from __future__ import annotations
@@ -39,14 +43,14 @@ from pathlib import Path
 
 from crdsops import cleanup, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
-from crdsops.data.backup import create, support_dirs
+from crdsops.data.backup import create, kept_old, support_dirs
 from crdsops.data.manifest import Manifest
 from crdsops.db.compression import open_decompressed
 from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import exchange, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
-from crdsops.runtime import health, service
+from crdsops.runtime import health, service, taskrun
 from crdsops.runtime.environ import manage, manage_failure, start_manage
 from crdsops.steps import under_way
 
@@ -71,7 +75,7 @@ class SupportRestore:
 
     @staticmethod
     def old(target: Path) -> Path:
-        return target.with_name(target.name + ".crdsops-old")
+        return kept_old(target)
 
     def stage(self, backup: Path, manifest: Manifest) -> None:
         for label, target in self.targets.items():
@@ -157,9 +161,9 @@ class Staged:
 
     engine: Engine
     support: SupportRestore
-    safety: Path
+    safety: Path | None = None  # the safety backup of the old state, made after the swap (``keep_safely``)
     took: dict[str, float] = field(default_factory=dict)  # job -> seconds, for the one line that says so
-    cache_check: object = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
+    listed: object = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
 
 
 class Staging:
@@ -172,18 +176,13 @@ class Staging:
         self.engine, self.support = engine_for(config), SupportRestore(config)
         self.check_cache = check_cache
         self.staged = {"support": threading.Event(), "database": threading.Event()}
-        self.safety: Path | None = None
-        self.cache_check = None  # the quick check of the staged state: a Report, or the CrdsOpsError it raised
+        self.listed = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
 
     def jobs(self) -> dict[str, Callable[[], object]]:
-        jobs = {"safety backup": self._safety_backup, "database staged": self._stage_db,
-                "support staged": self._stage_support}
+        jobs = {"database staged": self._stage_db, "support staged": self._stage_support}
         if self.check_cache:
-            jobs["cache checked"] = self._check_staged
+            jobs["cache listed"] = self._list_staged
         return jobs
-
-    def _safety_backup(self) -> None:
-        self.safety = create(self.config, purpose="safety", publish=False, retention=False)
 
     def _stage_db(self) -> None:
         config, engine = self.config, self.engine
@@ -205,23 +204,19 @@ class Staging:
         self.support.stage(self.backup, self.manifest)
         self.staged["support"].set()
 
-    def _check_staged(self) -> None:
-        """The quick cache check of what is staged: listed while the rows load, compared once loaded.
+    def _list_staged(self) -> None:
+        """The quick cache check's listing of the cache and the staged mappings, while the rows load.
 
-        Kept, not raised (a Report, or the CrdsOpsError that refused it): it never stops the restore."""
+        Kept, not raised (the listing, or the CrdsOpsError that refused it): it never stops the restore.
+        The comparison with the catalog runs once the new state serves (the staged state is live then)."""
         from crdsops.data import cachecheck
 
         try:
             if not self._ready("support"):
                 return
-            mappings = self.support.staging(self.support.targets["mappings"])
-            listed = cachecheck.list_trees(self.config, mappings)
-            if not self._ready("database"):
-                return
-            self.cache_check = cachecheck.check(self.config, cachecheck.CheckOptions(), cachecheck.CheckSource(
-                database=str(self.engine.staging), mappings=mappings, listed=listed))
+            self.listed = cachecheck.list_trees(self.config, self.support.staging(self.support.targets["mappings"]))
         except CrdsOpsError as err:
-            self.cache_check = err
+            self.listed = err
 
     def _ready(self, part: str) -> bool:
         """Wait until ``part`` is staged; False when the staging is being stopped."""
@@ -259,8 +254,8 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
                                f"nothing was changed, the server state is as it was{also}") from None
         raise
     took = dict(outcome.seconds)
-    log.info(f"safety backup: {staging.safety} ({', '.join(f'{k} in {v:.1f}s' for k, v in took.items())})")
-    return Staged(staging.engine, staging.support, staging.safety, took, staging.cache_check)
+    log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
+    return Staged(staging.engine, staging.support, None, took, staging.listed)
 
 
 class ServerInfoWarmer:
@@ -346,8 +341,9 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
     """Swap the staged state in under the running server, health check against ``manifest``;
     return the seconds requests were held (a server that was down is started after the swap).
 
-    On any failure or interrupt: the reverse swap, held the same way (or the safety backup),
-    and raise (CrdsOpsError saying so, or the interrupt). On success the old state is dropped.
+    On any failure or interrupt: the reverse swap, held the same way, and raise (CrdsOpsError
+    saying so, or the interrupt). On success, ``keep_safely``: the safety backup of the old state,
+    then the old state dropped.
     """
     swap = _Swap(config, staged)
     what = what or f"restore of {config.name}"
@@ -360,17 +356,56 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
             swap.roll_back()
         if isinstance(err, KeyboardInterrupt):
             raise
-        raise CrdsOpsError(
-            f"{what} failed ({reason}); rolled back to the state before (safety backup {staged.safety})"
-        ) from None
-    if swap.was_running:
-        log.info(f"{config.name} kept serving: requests were held for {swap.held:.2f}s during the swap")
+        raise CrdsOpsError(f"{what} failed ({reason}); rolled back to the state before") from None
+    held = f"kept serving: requests were held for {swap.held:.2f}s during the swap; " if swap.was_running else ""
+    log.info(f"{config.name} {held}the new state serves, healthy")
     # the warm file stays (its fingerprint and age guard it): each server process reads it on its
     # first get_server_info after the swap
-    with interrupts.shielded("dropping the old state"):  # the new state is live: never leave half of the old
-        staged.engine.discard_old()
-        staged.support.discard_old()
+    keep_safely(config, staged, what)
     return swap.held
+
+
+def keep_safely(config: ServerConfig, staged: Staged, what: str) -> None:
+    """Phase 3 (module docstring): the safety backup of the old state the swap kept, then drop it.
+
+    Sets ``staged.safety``. A failure warns (``taskrun.alert``: the line, the audit, a notification)
+    and keeps the old state; an interrupt keeps it too, says so, and goes on as an interrupt.
+    """
+    engine, support = staged.engine, staged.support
+    try:
+        with under_way("the safety backup of the state before"):
+            failpoints.hit("restore.safety")
+            staged.safety = create(config, purpose="safety", publish=False, retention=False, kept_old=True)
+    except BaseException as err:
+        with interrupts.shielded("keeping the old state"):
+            left = cleanup.every({"the emptied staging database": engine.discard_staging,
+                                  "the staged support directories": support.discard_staging})
+        also = f"; could not remove {', '.join(left)}: remove it by hand" if left else ""
+        where, drop = kept_old_where(config, engine, support)
+        taskrun.alert(f"warning: the safety backup of the state before the {what} failed "
+                      f"({interrupts.describe(err)}); the {what} itself is done and the new state serves. "
+                      f"The old state is kept: {where}; back it up if you need it, then drop it with {drop} "
+                      f"(the next restore or mirror drops it){also}")
+        if not isinstance(err, Exception):
+            raise
+        return
+    with interrupts.shielded("dropping the old state"):  # backed up: never leave half of the old
+        engine.discard_old()
+        support.discard_old()
+    log.info(f"safety backup {staged.safety}: the state before, made from the old state kept by the swap; "
+             "verified, the old state dropped")
+
+
+def kept_old_where(config: ServerConfig, engine: Engine, support: SupportRestore) -> tuple[str, str]:
+    """(where a swap's old state is kept, how to drop it by hand), for the lines that leave it in place."""
+    if config.database.is_mysql:
+        db, drop = f"the schema `{engine.old}`", f"DROP DATABASE `{engine.old}`; (`inv manage -- dbshell`)"
+    else:
+        db, drop = str(engine.old), f"rm {engine.old}"
+    dirs = [str(support.old(t)) for t in support.targets.values() if support.old(t).exists()]
+    if dirs:
+        drop += f" and rm -r {' '.join(dirs)}"
+    return db + "".join(f", {d}" for d in dirs), drop
 
 
 def swap_text(config: ServerConfig, running: bool, checks: str) -> str:
@@ -380,7 +415,9 @@ def swap_text(config: ServerConfig, running: bool, checks: str) -> str:
     start = "" if running else "; start it"
     return (f"{how}swap the database (one atomic rename) and the support directories in, the old ones kept"
             f"{start}; health check at {config.local_url}: {checks}; "
-            "if anything fails, the reverse swap, held the same way (or the safety backup)")
+            "if anything fails, the reverse swap, held the same way; once the new state serves, the safety "
+            f"backup of the old state into {config.backups.private_dir}, then the old state dropped "
+            "(kept, with a warning, if that backup fails)")
 
 
 class _Swap:
@@ -437,7 +474,7 @@ class _Swap:
             self._running_as_before()
 
     def _put_old_back(self) -> None:
-        engine, support, safety = self.staged.engine, self.staged.support, self.staged.safety
+        engine, support = self.staged.engine, self.staged.support
         try:
             if self.swapped["support"]:
                 support.swap_back()
@@ -445,16 +482,10 @@ class _Swap:
                 engine.swap_back()
             support.discard_staging()
             engine.discard_staging()
-        except Exception as err:  # noqa: BLE001
-            log.info(f"swapping the old state back failed ({err}); restoring the safety backup {safety} instead")
-            manifest = Manifest.load(safety)
-            engine.stage(safety / manifest.database.file)
-            engine.swap_in()
-            engine.discard_old()
-            sup = SupportRestore(self.config)
-            sup.stage(safety, manifest)
-            sup.swap_in()
-            sup.discard_old()
+        except Exception as err:  # noqa: BLE001 - the old state was kept by the swap: say where it is
+            where, _ = kept_old_where(self.config, engine, support)
+            raise CrdsOpsError(f"swapping the old state back failed ({err}); the state before is kept, "
+                               f"unchanged: {where}; put it back by hand, or `inv restore` a backup") from None
 
     def _running_as_before(self) -> None:
         config = self.config

@@ -9,7 +9,8 @@ server serving while it loads and roll back after the swap:
     engine.stage(dump)     # live database untouched; the server keeps serving
     engine.swap_in()       # with the server stopped: staging becomes live, live is kept as "old"
     engine.swap_back()     # rollback: the kept "old" becomes live again
-    engine.discard_old()   # commit: drop the kept old state
+    engine.discard_old()   # commit: drop the kept old state (after its safety backup:
+                           # ``create_dump(out, old=True)`` dumps the kept old state)
 
 MySQL: ``mysqldump --single-transaction`` (credentials from the option file through
 ``--defaults-extra-file``, built by :mod:`crdsops.db.mysql`), staged into the schema
@@ -75,7 +76,8 @@ class Engine:
     def dump_file_name(self) -> str:
         return self.dump_name + compression().suffix
 
-    def create_dump(self, out: Path) -> None:
+    def create_dump(self, out: Path, old: bool = False) -> None:
+        """Dump the live database into ``out``; ``old``: the old state a swap kept aside instead."""
         raise NotImplementedError
 
     def restore_dump(self, dump: Path) -> None:
@@ -84,7 +86,7 @@ class Engine:
         self.swap_in()
         self.discard_old()
 
-    def migrations(self) -> list[list[str]]:
+    def migrations(self, old: bool = False) -> list[list[str]]:
         raise NotImplementedError
 
     def stage(self, dump: Path) -> None:
@@ -122,13 +124,15 @@ class SqliteEngine(Engine):
     def old(self) -> Path:
         return self.live.with_name(self.live.name + ".crdsops-old")
 
-    def create_dump(self, out: Path) -> None:
-        if not self.live.exists():
-            raise CrdsOpsError(f"SQLite database {self.live} does not exist; run `inv install` first")
+    def create_dump(self, out: Path, old: bool = False) -> None:
+        source = self.old if old else self.live
+        if not source.exists():
+            raise CrdsOpsError(f"SQLite database {source} does not exist"
+                               + ("" if old else "; run `inv install` first"))
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".sqlite3", dir=out.parent)
         os.close(fd)
         try:
-            src = sqlite3.connect(f"file:{self.live}?mode=ro", uri=True)
+            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
             dst = sqlite3.connect(tmp)
             try:
                 src.backup(dst)  # a consistent snapshot, even while the server writes
@@ -139,13 +143,13 @@ class SqliteEngine(Engine):
                 proc = compress_stream(source, out)
                 finish([("compressor", proc)])
         except sqlite3.Error as err:
-            raise CrdsOpsError(f"cannot read SQLite database {self.live} ({err})") from None
+            raise CrdsOpsError(f"cannot read SQLite database {source} ({err})") from None
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def migrations(self) -> list[list[str]]:
+    def migrations(self, old: bool = False) -> list[list[str]]:
         try:
-            con = sqlite3.connect(f"file:{self.live}?mode=ro", uri=True)
+            con = sqlite3.connect(f"file:{self.old if old else self.live}?mode=ro", uri=True)
             try:
                 return [list(r) for r in con.execute("SELECT app, name FROM django_migrations ORDER BY id")]
             finally:
@@ -239,19 +243,22 @@ class MysqlEngine(Engine):
     def _sql(self, sql: str, database: str | None = None) -> str:
         return self.mysql.run_sql(self.config, sql, database=database)
 
-    def create_dump(self, out: Path) -> dict | None:
+    def create_dump(self, out: Path, old: bool = False) -> dict | None:
         """The dump; with a binary log, also its snapshot's coordinates ({file, position}).
 
         ``--master-data=2`` writes them as a comment. MariaDB's dump reads them from the
         consistent snapshot itself (``binlog_snapshot_file``/``_position``): no lock and no
         privilege beyond the dump's (Oracle MySQL's would take a global read lock and RELOAD).
+        ``old``: the schema a swap kept (``<name>_crdsops_old``); no coordinates, as no binlog
+        position describes it (its events were written under the live name).
         """
         self.mysql.check_option_file(self.config)
         self.mysql.require_tool("mysqldump")
-        binlog = self.mysql.binlog_enabled(self.config)
+        schema = self.old if old else self.live
+        binlog = not old and self.mysql.binlog_enabled(self.config)
         extra = ("--master-data=2",) if binlog else ()
-        dump = commands.start(self.mysql.mysqldump_argv(self.config, *extra), what=f"dumping {self.live}",
-                              stdout=commands.PIPE, stderr=commands.PIPE)
+        dump = commands.start(self.mysql.mysqldump_argv(self.config, *extra, database=schema),
+                              what=f"dumping {schema}", stdout=commands.PIPE, stderr=commands.PIPE)
         try:
             comp = compress_stream(dump.stdout, out)
         finally:
@@ -263,11 +270,12 @@ class MysqlEngine(Engine):
                 errors.append(self.mysql.explain(err, self.config) if label == "mysqldump"
                               else stage_failure(label, proc.returncode, err))
         if errors:
-            raise CrdsOpsError(f"dumping {self.live} failed: {errors[0]}")
+            raise CrdsOpsError(f"dumping {schema} failed: {errors[0]}")
         return binlog_position(out) if binlog else None
 
-    def migrations(self) -> list[list[str]]:
-        out = self._sql("SELECT app, name FROM django_migrations ORDER BY id;\n", database=self.live)
+    def migrations(self, old: bool = False) -> list[list[str]]:
+        out = self._sql("SELECT app, name FROM django_migrations ORDER BY id;\n",
+                        database=self.old if old else self.live)
         return [line.split("\t", 1) for line in out.splitlines() if "\t" in line]
 
     def _tables(self, schema: str) -> list[str]:

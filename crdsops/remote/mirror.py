@@ -16,15 +16,16 @@ which a backup only lists, come from the source host by rsync over SSH.
    publishes, else fetched over SSH into ``<root>/mirror/backup`` and verified after the fetch.
    The plan names a backup whose context or counts the live source no longer has;
    ``fresh_backup`` first runs ``inv backup`` there (its lock held there, its output streamed);
-3. while serving, side by side (``staging.stage_while_serving``): a safety backup of this
-   server, the dump into a staging database, the support directories next to their targets,
+3. while serving, side by side (``staging.stage_while_serving``): the dump into a staging database, the support directories next to their targets,
    and the rsync of references, pickles and deliveries: exactly the files the backup's
    (verified) listings show new or changed here, compared by stat
    (``crdsops.remote.catalog_sync``; the source's cache is not walked), or one full rsync
    pass with ``full_sync`` or when the backup has no listing;
 4. the swap under the running server, its requests held for that moment
    (``staging.swap_and_check``), then the health check against the backup's manifest
-   (context and counts, answering as this server); on failure the reverse swap;
+   (context and counts, answering as this server); on failure the reverse swap; once healthy,
+   the safety backup of the old state the swap kept, and the old state dropped once it
+   verifies (``staging.keep_safely``: kept, with a warning, if that backup fails);
 5. once the new state is live: delete files the source no longer has (capped, and
    refused when the source looks empty); then the quick cache check.
 
@@ -204,7 +205,7 @@ class Mirror(Operation):
         failpoints.hit("mirror.staging")
         syncs = Syncs(self)
         ensure_dir(self.config.layout.mirror_work)
-        log.info(f"while {self.config.name} serves: safety backup, staging the database and support directories, "
+        log.info(f"while {self.config.name} serves: staging the database and support directories, "
                  "syncing the cache ...")
         self.staged = staging.stage_while_serving(self.config, self.backup.here, self.backup.manifest,
                                                   what=self.name, alongside=syncs.jobs())
@@ -388,7 +389,7 @@ class MirrorPlanner:
         if stale:
             p.add(f"NOTE: {stale}")
         self._backup_steps(p)
-        p.add(f"while {d.name} keeps serving: safety backup into {d.backups.private_dir}; load the dump into "
+        p.add(f"while {d.name} keeps serving: load the dump into "
               f"staging ({self._staged_text()}); unpack {', '.join(support_dirs(d))} next to their targets; rsync "
               + "; ".join(self._sync_texts()) + (f"; bandwidth limit {m.options.bwlimit} KB/s"
                                                  if m.options.bwlimit else ""), m.stage, name="staging")

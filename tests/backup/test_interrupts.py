@@ -15,7 +15,8 @@ from crdsops.data import manifest
 
 BACKUP_POINTS = ["backup.started", "backup.dumped", "backup.manifest", "backup.renamed",
                  "backup.shared_copied", "backup.published"]
-# a restore's own points, and those of the safety backup it takes while serving
+# a restore's own points, and those of the safety backup it takes once the new state serves (from the old
+# state the swap kept: an interrupt there leaves the new state serving and the old one kept)
 RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
                   "backup.manifest", "backup.renamed"]
 RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step

@@ -253,7 +253,9 @@ def test_health_check_failure_rolls_back(pair):
     assert counts["kind"] == "dev" and counts["references"] == 0
     line = _last_audit(pair.dst_cfg)
     assert line["task"] == "mirror" and line["result"] == "failed" and "rolled back" in line["error"]
-    assert line["touched"]["safety_backup"]
+    # the rollback swapped the kept old state back: no safety backup was needed, none was made
+    assert line["touched"]["safety_backup"] is None
+    assert not list(pair.dst_cfg.backups.private_dir.glob("2*"))
 
 
 def test_health_check_expects_the_backup_not_the_live_source(pair):
