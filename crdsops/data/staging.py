@@ -230,7 +230,7 @@ class Staging:
         return cleanup.every({
             "the staged database": self.engine.discard_staging,
             "the staged support directories": self.support.discard_staging,
-            "the precomputed server info": lambda: self.config.layout.server_info_warm.unlink(missing_ok=True),
+            "the precomputed server info": lambda: _drop_warm(self.config),
         })
 
 
@@ -256,6 +256,15 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     took = dict(outcome.seconds)
     log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
     return Staged(staging.engine, staging.support, None, took, staging.listed)
+
+
+def _drop_warm(config: ServerConfig) -> None:
+    """The precomputed server info, and the temporary file of a warm_server_info stopped mid-write
+    (a signal ends it before its own clean-up could run)."""
+    warm = config.layout.server_info_warm
+    warm.unlink(missing_ok=True)
+    for tmp in warm.parent.glob(f"{warm.name}.tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 class ServerInfoWarmer:
