@@ -209,19 +209,9 @@ def upload(config: ServerConfig, backup: Path, manifest: Manifest) -> OffsiteRes
     remote = target(offsite, name)
     for old in config.backups.private_dir.glob(f".tmp-offsite-*{SUFFIX}"):  # a killed run's; we hold the lock
         old.unlink(missing_ok=True)
-    tmp = config.backups.private_dir / f".tmp-offsite-{backup.name}-{os.getpid()}{SUFFIX}"
-    try:
-        sums = encrypt(backup, offsite.recipients, tmp)
-        sums = sums.replace(server=config.name, created=manifest.created, recipients=offsite.recipients)
-        rclone(offsite, "copyto", str(tmp), remote, what=f"uploading {name} to {offsite.remote}")
-    finally:
-        with interrupts.shielded():
-            tmp.unlink(missing_ok=True)
-    checked = check_remote(offsite, remote, sums)
-    if isinstance(checked, list):
-        _forget(offsite, remote)  # a copy that does not match is worse than none: it looks like one
-        raise OffsiteError(f"the upload {remote} does not match what was sent ({'; '.join(checked)}); removed it")
-    sums = sums.replace(uploaded=datetime.datetime.now(datetime.UTC).replace(microsecond=0))
+    sums, checked = _send(offsite, backup, remote, name)
+    sums = sums.replace(server=config.name, created=manifest.created, recipients=offsite.recipients,
+                        uploaded=datetime.datetime.now(datetime.UTC).replace(microsecond=0))
     with tempfile.TemporaryDirectory(prefix="crdsops-offsite-") as work:
         side = Path(work) / (name + SUMS)
         side.write_text(json.dumps(sums.as_dict(), indent=2) + "\n")
@@ -237,9 +227,17 @@ def upload_file(config: ServerConfig, path: Path, name: str) -> str:
     offsite = config.backups.offsite
     _preflight(offsite)
     remote = target(offsite, name + SUFFIX)
-    tmp = path.parent / f".tmp-offsite-{path.name}-{os.getpid()}{SUFFIX}"
+    sums, checked = _send(offsite, path, remote, name)
+    log.info(f"off-site copy of {path.name}: {human(sums.size)} to {remote}, {checked} checked there")
+    return checked
+
+
+def _send(offsite: Offsite, source: Path, remote: str, name: str) -> tuple[Sums, str]:
+    """``source`` encrypted beside itself, uploaded to ``remote`` and checked there: (its sums, the
+    hashes that matched). A copy that does not match is removed: it would look like a good one."""
+    tmp = source.parent / f".tmp-offsite-{source.name}-{os.getpid()}{SUFFIX}"
     try:
-        sums = encrypt(path, offsite.recipients, tmp)
+        sums = encrypt(source, offsite.recipients, tmp)
         rclone(offsite, "copyto", str(tmp), remote, what=f"uploading {name} to {offsite.remote}")
     finally:
         with interrupts.shielded():
@@ -248,8 +246,7 @@ def upload_file(config: ServerConfig, path: Path, name: str) -> str:
     if isinstance(checked, list):
         _forget(offsite, remote)
         raise OffsiteError(f"the upload {remote} does not match what was sent ({'; '.join(checked)}); removed it")
-    log.info(f"off-site copy of {path.name}: {human(sums.size)} to {remote}, {checked} checked there")
-    return checked
+    return sums, checked
 
 
 def encrypt(backup: Path, recipients: tuple[str, ...], out: Path) -> Sums:
