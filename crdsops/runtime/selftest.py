@@ -184,9 +184,9 @@ class Client:
         self.env.pop("CRDS_OBSERVATORY", None)
         self.env.pop("CRDS_CONTEXT", None)
 
-    def run(self, *args: str, mode: str | None = None) -> commands.Result:
+    def run(self, *args: str, mode: str | None = None, timeout: float = 3600) -> commands.Result:
         env = dict(self.env, CRDS_MODE=mode) if mode else self.env
-        return commands.run([self.python, *args], what="the crds client", env=env, check=False, timeout=3600)
+        return commands.run([self.python, *args], what="the crds client", env=env, check=False, timeout=timeout)
 
 
 def client_errors(result: commands.Result) -> int | None:

@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crdsops import commands, failpoints, interrupts
+from crdsops import failpoints, interrupts
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.files import write_atomic
-from crdsops.runtime import preflight, releases, service
+from crdsops.runtime import preflight, releases, selftest, service
 from crdsops.runtime.backends import backend_for
 from crdsops.runtime.environ import manage, render_env_csh, render_env_sh, stack_python
 from crdsops.runtime.lifecycle import Operation
@@ -201,15 +201,12 @@ class Upgrade(_Switching):
 
     def run(self, plan: Plan) -> ReleaseOutcome:
         try:
-            plan.run()
-        except BaseException as err:
+            return super().run(plan)
+        except BaseException:
             with interrupts.shielded(f"removing the release that did not go live on {self.config.name}"):
                 if self.made is not None and self.serving != self.made:
                     releases.remove(self.config, self.made)
-            if isinstance(err, preflight.PreflightFailed):
-                raise self.refused(self.to, err) from None
             raise
-        return self.outcome()
 
     def _adopt(self) -> None:
         adopted = releases.adopt(self.config)
@@ -325,20 +322,13 @@ def _write_env(config: ServerConfig) -> None:
 def probe_live(config: ServerConfig, name: str, timeout: float | None = None) -> None:
     """Ask the live server with the real crds client until get_server_info names release ``name``."""
     timeout = timeout or max(10.0, float(config.web.start_timeout))
-    env = {"CRDS_SERVER_URL": config.local_url, "CRDS_MODE": "remote", "CRDS_PATH": str(config.layout.run / "probe")}
+    client = selftest.Client(str(stack_python(config)), config.local_url, str(config.layout.run / "probe"))
     deadline, said = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        result = commands.run([str(stack_python(config)), "-c", RELEASE_SCRIPT], what="the crds client",
-                              env={**_plain_env(), **env}, check=False, timeout=60)
+        result = client.run("-c", RELEASE_SCRIPT, timeout=60)
         said = json.loads(result.stdout.strip().splitlines()[-1]) if result.ok else result.last_error_line()
         if said == name:
             log.info(f"the live server answers the real crds client as {name}")
             return
         time.sleep(0.2)
     raise CrdsOpsError(f"the live server does not answer as {name} within {timeout:.0f}s (it says {said!r})")
-
-
-def _plain_env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CRDS_", "DJANGO_")) and k != "PYTHONPATH"}
