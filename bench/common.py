@@ -27,6 +27,21 @@ from mariadb import MYSQL_MISSING, Account, root_sql  # noqa: E402,F401 - shared
 from support import free_port  # noqa: E402,F401
 
 
+def web_option_file(path: Path, account: Account) -> Path:
+    """The account's option file, owned by www-data when we are root (Apache reads it as that user)."""
+    import os
+
+    from crdsops.db import mysql
+
+    option_file = mysql.write_option_file(path, account.user, account.password)
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam("www-data")
+        os.chown(option_file, entry.pw_uid, entry.pw_gid)
+    return option_file
+
+
 def mariadb_missing() -> str | None:
     """Why the MariaDB benchmarks cannot run here, or None."""
     return MYSQL_MISSING

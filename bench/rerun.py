@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CHECKOUT, INV, MYSQL_MISSING, STACK_BIN, Account, figure, free_port, note
+from common import CHECKOUT, INV, MYSQL_MISSING, STACK_BIN, Account, figure, free_port, note, web_option_file
 
 REPEATS = 3
 THREADS = 4
@@ -100,14 +100,7 @@ def main() -> int:
     account, servers = Account("rr"), []
     try:
         account.create()
-        from crdsops.db import mysql
-
-        option_file = mysql.write_option_file(where / "my.cnf", account.user, account.password)
-        if os.geteuid() == 0:
-            import pwd
-
-            entry = pwd.getpwnam("www-data")
-            os.chown(option_file, entry.pw_uid, entry.pw_gid)
+        option_file = web_option_file(where / "my.cnf", account)
         embedded, daemon = Server(where, "embedded", account, option_file), Server(where, "daemon", account, option_file)
         servers = [embedded, daemon]
         for server in servers:

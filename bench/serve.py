@@ -52,7 +52,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import CHECKOUT, INV, MYSQL_MISSING, STACK_BIN, Account, figure, free_port, note
+from common import CHECKOUT, INV, MYSQL_MISSING, STACK_BIN, Account, figure, free_port, note, web_option_file
 
 REPEATS = 5
 SECONDS = 2.5          # per measurement
@@ -332,14 +332,7 @@ def write_mappings(where: Path) -> Path:
 
 def install(where: Path, account: Account) -> tuple[list[Server], Path]:
     """hst dev and hst django installed, seeded, started, holding the 1 MB reference; (servers, reference)."""
-    from crdsops.db import mysql
-
-    option_file = mysql.write_option_file(where / "hst-dev.my.cnf", account.user, account.password)
-    if os.geteuid() == 0:
-        import pwd
-
-        entry = pwd.getpwnam("www-data")
-        os.chown(option_file, entry.pw_uid, entry.pw_gid)
+    option_file = web_option_file(where / "hst-dev.my.cnf", account)
     port_vm, port_dj = free_port(), free_port()
     configs = write_configs(where, port_vm, port_dj, account.database, option_file)
     reference = where / REF_NAME

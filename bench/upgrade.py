@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import INV, MYSQL_MISSING, Account, figure, note
+from common import INV, MYSQL_MISSING, Account, figure, note, web_option_file
 from rerun import CannotMeasure, Server
 
 REPEATS = 3
@@ -50,14 +50,7 @@ def main() -> int:
     account, server = Account("up"), None
     try:
         account.create()
-        from crdsops.db import mysql
-
-        option_file = mysql.write_option_file(where / "my.cnf", account.user, account.password)
-        if os.geteuid() == 0:
-            import pwd
-
-            entry = pwd.getpwnam("www-data")
-            os.chown(option_file, entry.pw_uid, entry.pw_gid)
+        option_file = web_option_file(where / "my.cnf", account)
         repo = make_repo(where)
         server = Server(where, "embedded", account, option_file, {"upgrade": {"repository": str(repo)}})
         server.set_up()
