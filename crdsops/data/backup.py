@@ -63,7 +63,7 @@ from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir, fsync_dir, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
-from crdsops.runtime.environ import catalog_counts
+from crdsops.db.catalog import counts as catalog_counts
 from crdsops.runtime.lifecycle import Operation
 from crdsops.runtime.outcomes import BackupOutcome, BackupRef
 from crdsops.steps import Plan

@@ -158,10 +158,10 @@ class Restore(Operation):
 
     def _replay(self, schema: str) -> None:
         from crdsops.data import binlogs
-        from crdsops.runtime.environ import catalog_counts
+        from crdsops.db import catalog
 
         binlogs.replay(self.config, self.facts.replay, schema)
-        counts = catalog_counts(self.config, database=schema)
+        counts = catalog.counts(self.config, database=schema)
         m = self.facts.manifest
         self.expected = dataclasses.replace(m, database=dataclasses.replace(m.database, counts=counts))
 

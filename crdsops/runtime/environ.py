@@ -6,16 +6,13 @@ operator sources in a login shell, so the two can never disagree.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
 
 from crdsops import commands
 from crdsops.config.model import CHECKOUT, ServerConfig
-from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
-from crdsops.records import RecordError
 from crdsops.runtime.releases import serving_code
 
 SERVER_DIR = CHECKOUT / "server"  # the checkout's; a server runs ``server_dir(config)``
@@ -165,14 +162,3 @@ def manage(config: ServerConfig, *args: str, capture: bool = False, check: bool 
         output = (result.stderr or result.stdout or "") if capture else ""
         raise CrdsOpsError(manage_failure(args, result.returncode, output))
     return result
-
-
-def catalog_counts(config: ServerConfig, database: str | None = None) -> CatalogCounts:
-    """The catalog counts of the server's database (or of ``database``, a staging one), as
-    ``manage.py catalog_counts`` prints them."""
-    result = manage(config, "catalog_counts", capture=True,
-                    extra_env={"CRDS_DB_NAME": database} if database else None)
-    try:
-        return CatalogCounts.from_dict(json.loads(result.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError, RecordError):
-        raise CrdsOpsError(f"manage.py catalog_counts printed no counts ({result.stdout.strip()[:80]!r})") from None
