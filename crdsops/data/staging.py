@@ -19,7 +19,8 @@
    MySQL schema ``<name>_crdsops_old``, ``<db>.crdsops-old``, ``<dir>.crdsops-old``). Then
    the health check (``get_server_info`` answers and the catalog counts equal the
    manifest's); each server process's first ``get_server_info`` reads the download_metadata
-   the warmer computed (when the live catalog's fingerprint matches). A server that was not
+   the warmer computed (made for the catalog generation this swap writes, chosen when the
+   staging starts; the server checks it, the swap's age and the highest id). A server that was not
    running is started after the swap. On any failure or interrupt: the reverse swap, held
    the same way, and say so; the rollback finishes even through a second Ctrl-C.
 3. ``keep_safely``, once the new state serves (nothing of it is on the way to serving): the
@@ -164,6 +165,7 @@ class Staged:
     safety: Path | None = None  # the safety backup of the old state, made after the swap (``keep_safely``)
     took: dict[str, float] = field(default_factory=dict)  # job -> seconds, for the one line that says so
     listed: object = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
+    generation: str | None = None  # the catalog generation its swap writes (the warm server info is made for it)
 
 
 class Staging:
@@ -175,6 +177,7 @@ class Staging:
         self.replay = replay  # applied to the staging schema once the dump is loaded (point-in-time restore)
         self.engine, self.support = engine_for(config), SupportRestore(config)
         self.check_cache = check_cache
+        self.generation = new_generation()  # decided now: the warm-up records it, the swap writes it
         self.staged = {"support": threading.Event(), "database": threading.Event()}
         self.listed = None  # the quick check's listing of the staged trees, or the CrdsOpsError that refused it
 
@@ -186,7 +189,7 @@ class Staging:
 
     def _stage_db(self) -> None:
         config, engine = self.config, self.engine
-        warmer = ServerInfoWarmer(config, engine)  # Django starts while the rows load
+        warmer = ServerInfoWarmer(config, engine, self.generation)  # Django starts while the rows load
         try:
             dump = self.backup / self.manifest.database.file
             if converts(config, self.manifest):  # a mirror from MySQL: Django's schema for SQLite, then the rows
@@ -255,7 +258,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
         raise
     took = dict(outcome.seconds)
     log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
-    return Staged(staging.engine, staging.support, None, took, staging.listed)
+    return Staged(staging.engine, staging.support, None, took, staging.listed, staging.generation)
 
 
 def _drop_warm(config: ServerConfig) -> None:
@@ -267,17 +270,28 @@ def _drop_warm(config: ServerConfig) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def new_generation() -> str:
+    """A catalog generation no earlier swap wrote (``Layout.catalog_generation``)."""
+    return f"{time.time_ns()}-{os.getpid()}"
+
+
+def write_generation(config: ServerConfig, generation: str | None = None) -> None:
+    """A new catalog generation: each server process drops what it cached of the catalog on its next request."""
+    write_atomic(config.layout.catalog_generation, f"{generation or new_generation()}\n", mode=0o644)
+
+
 class ServerInfoWarmer:
-    """Precompute get_server_info's download_metadata from the staged database, for the first request
-    after the restart (the server checks the catalog's fingerprint before it uses it); never fatal.
+    """Precompute get_server_info's download_metadata from the staged database, for each server process's
+    first request after the swap (made for the catalog generation the swap writes: the server checks it,
+    the swap's age and the highest id before it uses it; server/crds_server/catalog/warm.py); never fatal.
 
     ``manage.py warm_server_info --when-told`` starts with the staging (Django's start, 0.7 s,
     overlaps the load) and computes when ``finish`` tells it the database is staged.
     """
 
-    def __init__(self, config: ServerConfig, engine: Engine):
+    def __init__(self, config: ServerConfig, engine: Engine, generation: str):
         self.out = config.layout.server_info_warm
-        self.args = ("warm_server_info", "--when-told", "--out", str(self.out))
+        self.args = ("warm_server_info", "--when-told", "--out", str(self.out), "--generation", generation)
         self.error = ""
         self.proc = None
         try:
@@ -323,13 +337,13 @@ class Held:
 
 
 @contextlib.contextmanager
-def held(config: ServerConfig):
+def held(config: ServerConfig, generation: str | None = None):
     """Hold the server's new requests for the block, then let them go into the new state.
 
     The server's middleware waits while ``Layout.hold`` exists (at most ``web.hold_timeout``;
     an older file is stale and holds nothing). Afterwards ``Layout.catalog_generation`` is
-    rewritten before the hold goes, so the first released request already drops what its
-    process cached of the old catalog. Interrupts wait for the end of the block: a swap is
+    rewritten (``generation``, or a new one) before the hold goes, so the first released request
+    already drops what its process cached of the old catalog. Interrupts wait for the end of the block: a swap is
     never left half done, and the rollback that follows is held the same way.
     """
     layout, took = config.layout, Held()
@@ -341,7 +355,7 @@ def held(config: ServerConfig):
             failpoints.hit("swap.held")
             yield took
         finally:
-            write_atomic(layout.catalog_generation, f"{time.time_ns()}\n", mode=0o644)
+            write_generation(config, generation)
             layout.hold.unlink(missing_ok=True)
             took.seconds = time.monotonic() - started
 
@@ -368,8 +382,8 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
         raise CrdsOpsError(f"{what} failed ({reason}); rolled back to the state before") from None
     held = f"kept serving: requests were held for {swap.held:.2f}s during the swap; " if swap.was_running else ""
     log.info(f"{config.name} {held}the new state serves, healthy")
-    # the warm file stays (its fingerprint and age guard it): each server process reads it on its
-    # first get_server_info after the swap
+    # the warm file stays (the generation, the swap's age and the highest id guard it): each server
+    # process reads it on its first get_server_info after the swap
     keep_safely(config, staged, what)
     return swap.held
 
@@ -442,7 +456,7 @@ class _Swap:
         config = self.config
         failpoints.hit("restore.staged")
         with under_way("swapping the new state in" + (" (requests held)" if self.was_running else "")):
-            self._maybe_held(self._swap_in)
+            self._maybe_held(self._swap_in, self.staged.generation)
         if not self.was_running:
             with under_way("starting the server"):
                 service.start(config)
@@ -458,12 +472,14 @@ class _Swap:
         self.swapped["support"] = True
         failpoints.hit("restore.swapped")
 
-    def _maybe_held(self, swap: Callable[[], None]) -> None:
-        """Run ``swap`` with the server's requests held if it serves, else as it is."""
+    def _maybe_held(self, swap: Callable[[], None], generation: str | None = None) -> None:
+        """Run ``swap`` with the server's requests held if it serves, else as it is; then a new catalog
+        generation (``generation``: the one the warm server info was made for)."""
         if service.running_pid(self.config) is None:
             swap()
+            write_generation(self.config, generation)
             return
-        with held(self.config) as took:
+        with held(self.config, generation) as took:
             swap()
         self.held += took.seconds
 

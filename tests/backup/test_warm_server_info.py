@@ -1,5 +1,6 @@
 """A restore precomputes get_server_info's download_metadata from the staged database, and the
-server uses it, after the swap, only while the live catalog still has the fingerprint it was made for."""
+server uses it, after the swap, only for the catalog generation that swap wrote, shortly after it,
+and while no row was added."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _restore_serves_the_first_server_info_warm(server):
     result = server.inv("restore", "--yes")
     assert "could not precompute" not in result.stdout, result.stdout + result.stderr
     # kept after the swap: every server process reads it on its first get_server_info after the
-    # new catalog generation (the fingerprint and its age guard it)
+    # new catalog generation (the generation, the swap's age and the highest id guard it)
     assert _warm_file(server).exists()
     served = _listing(server)  # the first get_server_info since the swap
     log = _log_since(server, offset)
@@ -74,23 +75,41 @@ def test_mysql_restore_warms_server_info(mysql_server):
 
 
 def test_warm_payload_is_used_only_for_the_catalog_it_was_made_for(sqlite_server):
-    warm = _warm_file(sqlite_server)
-    sqlite_server.inv("manage", "--", "warm_server_info", "--out", str(warm))
-    data = json.loads(warm.read_text())
-    marker = {"crds_encoded": "1.0", "crds_payload": "bWFya2Vy"}
-    warm.write_text(json.dumps(dict(data, download_metadata=marker)))
-    offset = _log_size(sqlite_server)
-    sqlite_server.inv("rerun")
-    assert health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"] == marker
-    assert ADOPTED in _log_since(sqlite_server, offset)
+    import os
+    import time
 
-    # made for another catalog (its fingerprint differs): ignored, the server computes its own
-    warm.write_text(json.dumps(dict(data, download_metadata=marker, fingerprint=[0, 0, 0, None])))
-    offset = _log_size(sqlite_server)
-    sqlite_server.inv("rerun")
-    assert health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"] != marker
-    log = _log_since(sqlite_server, offset)
-    assert ADOPTED not in log and "ignored, made for catalog [0, 0, 0, None]" in log, log
+    warm, generation = _warm_file(sqlite_server), sqlite_server.cfg.layout.catalog_generation
+    marker = {"crds_encoded": "1.0", "crds_payload": "bWFya2Vy"}
+
+    def served_after(token: str, edit=lambda data: data, swapped_ago: float = 0) -> tuple[object, str]:
+        """get_server_info's download_metadata after a restart under generation ``token`` with the
+        warm file made for generation "G1" (then changed by ``edit``), and what the server logged."""
+        sqlite_server.inv("manage", "--", "warm_server_info", "--out", str(warm), "--generation", "G1")
+        data = json.loads(warm.read_text())
+        warm.write_text(json.dumps(edit(dict(data, download_metadata=marker))))
+        generation.write_text(token + "\n")
+        when = time.time() - swapped_ago
+        os.utime(generation, (when, when))
+        offset = _log_size(sqlite_server)
+        sqlite_server.inv("rerun")
+        served = health.rpc(sqlite_server.cfg.local_url, "get_server_info")["download_metadata"]
+        return served, _log_since(sqlite_server, offset)
+
+    served, log = served_after("G1")
+    assert served == marker and ADOPTED in log, log
+
+    # made for another generation (another swap's staging, or one rolled back): ignored
+    served, log = served_after("G2")
+    assert served != marker and ADOPTED not in log, log
+    assert "ignored, made for catalog generation G1, the live one is G2" in log, log
+
+    # a row was added since it was made: ignored
+    served, log = served_after("G1", lambda data: dict(data, top=data["top"] - 1))
+    assert served != marker and "ignored, made for a catalog whose highest id was" in log, log
+
+    # the swap was an hour ago (a process first asked long after it): ignored
+    served, log = served_after("G1", swapped_ago=3600)
+    assert served != marker and "ignored, the swap to generation G1 was 36" in log, log
     warm.unlink()
 
 

@@ -1,4 +1,4 @@
-"""Write get_server_info's download_metadata for the next start (see catalog/warm.py)."""
+"""Write get_server_info's download_metadata for the next swap (see catalog/warm.py)."""
 import json
 import sys
 
@@ -8,12 +8,15 @@ from crds_server.catalog import warm
 
 
 class Command(BaseCommand):
-    help = ("Precompute download_metadata into OUT (default CRDS_SERVER_INFO_WARM) for the next start. "
-            "With --when-told: start now, compute once a line 'go' arrives on stdin (end of input: exit "
-            "without writing), so a restore pays Django's start while it still loads the database.")
+    help = ("Precompute download_metadata into OUT (default CRDS_SERVER_INFO_WARM) for the catalog generation "
+            "GENERATION (default: the live one). With --when-told: start now, compute once a line 'go' arrives on "
+            "stdin (end of input: exit without writing), so a restore pays Django's start while it still loads "
+            "the database.")
 
     def add_arguments(self, parser):
         parser.add_argument("--out", default=None)
+        parser.add_argument("--generation", default=None,
+                            help="the catalog generation the swap of this database will write")
         parser.add_argument("--when-told", action="store_true")
 
     def handle(self, *args, **options):
@@ -23,6 +26,6 @@ class Command(BaseCommand):
 
         out = options["out"] or settings.CRDS_SERVER_INFO_WARM
         if options["when_told"] and sys.stdin.readline().strip() != "go":
-            self.stdout.write(json.dumps({"out": None, "fingerprint": None}))
+            self.stdout.write(json.dumps({"out": None}))
             return
-        self.stdout.write(json.dumps({"out": out, "fingerprint": warm.write(out)}))
+        self.stdout.write(json.dumps({"out": out, **warm.write(out, options["generation"])}))
