@@ -194,10 +194,11 @@ class Staging:
             dump = self.backup / self.manifest.database.file
             if converts(config, self.manifest):  # a mirror from MySQL: Django's schema for SQLite, then the rows
                 engine.stage_from_mysql(dump, lambda path: _migrate_into(config, path))
-            else:
+            elif self.replay is not None:  # the rows change after the load: the warm-up waits for the replay
                 engine.stage(dump)
-                if self.replay is not None:
-                    self.replay(str(engine.staging))
+                self.replay(str(engine.staging))
+            else:  # the warm-up reads the catalog's rows while the loader builds their keys and the rest
+                engine.stage(dump, rows_loaded=lambda table: table == CATALOG_TABLE and warmer.go())
             self.staged["database"].set()
             warmer.finish()
         finally:
@@ -280,6 +281,9 @@ def write_generation(config: ServerConfig, generation: str | None = None) -> Non
     write_atomic(config.layout.catalog_generation, f"{generation or new_generation()}\n", mode=0o644)
 
 
+CATALOG_TABLE = "catalog_catalogfile"  # the one table download_metadata reads
+
+
 class ServerInfoWarmer:
     """Precompute get_server_info's download_metadata from the staged database, for each server process's
     first request after the swap (made for the catalog generation the swap writes: the server checks it,
@@ -293,6 +297,7 @@ class ServerInfoWarmer:
         self.out = config.layout.server_info_warm
         self.args = ("warm_server_info", "--when-told", "--out", str(self.out), "--generation", generation)
         self.error = ""
+        self.told = False  # "go" sent
         self.proc = None
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,9 +305,21 @@ class ServerInfoWarmer:
         except (OSError, CrdsOpsError) as err:
             self.error = str(err)
 
+    def go(self) -> None:
+        """Compute now (the rows it reads are staged); once, never fatal."""
+        if self.proc is not None and not self.told:
+            self.told = True
+            try:
+                self.proc.stdin.write("go\n")
+                self.proc.stdin.flush()
+            except OSError as err:  # it ended already: finish() says why
+                log.debug(f"the warm-up did not take 'go' ({err})")
+
     def finish(self) -> bool:
+        """Wait for its payload (telling it to compute if ``go`` was not called); False if it failed."""
         if self.proc is not None:
-            out, err = self.proc.communicate("go\n")
+            self.go()
+            out, err = self.proc.communicate()
             if self.proc.returncode == 0:
                 return True
             self.error = manage_failure(self.args, self.proc.returncode, err or out)

@@ -37,6 +37,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from crdsops import cleanup, commands
@@ -89,7 +90,9 @@ class Engine:
     def migrations(self, old: bool = False) -> list[list[str]]:
         raise NotImplementedError
 
-    def stage(self, dump: Path) -> None:
+    def stage(self, dump: Path, rows_loaded: Callable[[str], None] | None = None) -> None:
+        """Load ``dump`` into the staging database. ``rows_loaded(table)``: called, where the engine can,
+        once a table's rows are in and before its secondary keys are built (a reader may start then)."""
         raise NotImplementedError
 
     def swap_in(self) -> None:
@@ -157,7 +160,7 @@ class SqliteEngine(Engine):
         except sqlite3.Error:
             return []
 
-    def stage(self, dump: Path) -> None:
+    def stage(self, dump: Path, rows_loaded: Callable[[str], None] | None = None) -> None:
         self.staging.unlink(missing_ok=True)
         proc = open_decompressed(dump)
         fd = os.open(self.staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -290,12 +293,12 @@ class MysqlEngine(Engine):
             return f"CHARACTER SET {out[0]} COLLATE {out[1]}"
         return "CHARACTER SET utf8mb4"
 
-    def stage(self, dump: Path) -> None:
+    def stage(self, dump: Path, rows_loaded: Callable[[str], None] | None = None) -> None:
         self.mysql.check_option_file(self.config)
         self._sql(f"DROP DATABASE IF EXISTS `{self.staging}`;\nCREATE DATABASE `{self.staging}` {self._charset()};\n")
         try:
             try:
-                MysqlLoader(self.config, self.staging).load(dump)
+                MysqlLoader(self.config, self.staging, rows_loaded).load(dump)
             except UseClient:
                 self._sql(f"DROP DATABASE IF EXISTS `{self.staging}`;\n"
                           f"CREATE DATABASE `{self.staging}` {self._charset()};\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from crdsops.config.model import ServerConfig
@@ -40,9 +41,10 @@ class MysqlLoader:
 
     WORKERS = 2
 
-    def __init__(self, config: ServerConfig, schema: str):
+    def __init__(self, config: ServerConfig, schema: str, rows_loaded: Callable[[str], None] | None = None):
         self.config = config
         self.schema = schema
+        self.rows_loaded = rows_loaded  # called with a table's name once its rows are in, before its keys
 
     def _connect(self):
         try:
@@ -118,6 +120,8 @@ class MysqlLoader:
             if head.startswith((b"LOCK TABLES", b"UNLOCK TABLES")):
                 continue
             inserts.drain()
+            if self.rows_loaded is not None and (m := _ENABLE_KEYS.match(head)):
+                self.rows_loaded(m.group(1).decode())  # every row committed (autocommit), the keys not yet built
             self._other(main, inserts, self._rewritten(stmt, head, deferred), session=bool(_SESSION.match(line)))
         return deferred
 
