@@ -2,11 +2,27 @@
 
 The fleet of an observatory is the set of its configured servers that live on another
 machine (``host`` is not ``localhost``), one entry per distinct host/port. ``run_fleet``
-works on at most ``parallel`` hosts at once (a thread per host, each with its own hardened
-fabric ``Connection``) and gives each host's task ``timeout`` seconds. Each host gets one
-result line; a host that cannot be reached, refuses our key, has an unknown or changed host
-key or runs past its timeout (TIMEOUT) is one failed line among the others, never an
-exception that hides them.
+works on at most ``parallel`` hosts at once (a thread per host) and gives each host's task
+``timeout`` seconds. Each host gets one result line; a host that cannot be reached, refuses
+our key, has an unknown or changed host key or runs past its timeout (TIMEOUT) is one failed
+line among the others, never an exception that hides them.
+
+One SSH connection per host for a whole fleet task (``Connections``): a hardened fabric
+``Connection``, opened by the host's first step; every later step of the task (the gate after
+an upgrade, the next tier's step on the same host) is another session on it. It is closed
+once the host has no step left, and in any case in a ``finally`` when the task ends: after a
+failure, a TIMEOUT (invoke closes that session; the connection stays until the end) or an
+interrupt (closing the connections is what ends the sessions under way). A host that could
+not be connected to keeps its one-line reason for the rest of the task: its later steps
+report it again without another attempt.
+
+Why a fabric ``Connection`` and not the mirror's OpenSSH ControlMaster (``sshmux.Master``):
+the fleet's steps are only ``inv`` commands, each needing a per-step timeout; paramiko gives
+several sessions over one connection in one process, with invoke's ``timeout=`` ending just
+that session, and the same hardened host-key check (``ssh.harden``: known_hosts loaded,
+``RejectPolicy``) that ``fab -H`` uses. The master exists for what only OpenSSH can carry
+(rsync's ``-e ssh``); here it would add an ssh process, a control socket and a private
+directory per host, and a timeout of our own around each ssh command.
 
 ``fleet_status`` runs ``inv status --json`` on every host, reads each answer as the record
 ``crdsops.data.state.StatusDocument`` (a newer host's added keys are ignored; an answer that does
@@ -20,6 +36,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -99,61 +116,171 @@ def _any_kind(observatory: str) -> str:
     return found[0] if found else "?"
 
 
+def connect_timeout(timeout: float | None) -> float:
+    """Seconds connecting to one host may take: ``ssh.CONNECT_TIMEOUT``, or the task's timeout if shorter."""
+    return remote.CONNECT_TIMEOUT if timeout is None else max(1, min(remote.CONNECT_TIMEOUT, timeout))
+
+
+class Connections:
+    """One hardened SSH connection per host for the whole of a fleet task (module docstring).
+
+    Use it as ``with Connections(timeout) as hosts:``; every ``run_fleet(..., hosts=hosts)``
+    inside rides the same connection per host, and leaving the block closes them all.
+    """
+
+    def __init__(self, timeout: float | None = None):
+        self.connect_timeout = connect_timeout(timeout)
+        self._conns: dict[tuple, object] = {}
+        self._failed: dict[tuple, str] = {}  # host -> why it could not be connected to (one line)
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def key(target: remote.Target) -> tuple:
+        """What makes two targets one connection: where, as whom, with which key, known_hosts and gateway."""
+        return (target.host, target.port, target.user, target.key, target.known_hosts, target.gateway)
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self, target: remote.Target):
+        """``target``'s connection, connected by its first step and reused by the later ones.
+
+        Raises a CrdsOpsError with one line when the host cannot be connected to (then and for
+        every later step of this task, without another attempt).
+        """
+        key = self.key(target)
+        with self._guard:
+            if self._closed:
+                raise CrdsOpsError(f"{target.where}: the fleet run was stopped before this host's step")
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # two steps on one host at once (two kinds on one VM) connect once
+            if key in self._failed:
+                raise CrdsOpsError(self._failed[key])
+            with self._guard:
+                conn = self._conns.get(key)
+            if conn is None:
+                try:
+                    conn = remote.connection(target, self.connect_timeout)
+                except CrdsOpsError as err:  # e.g. an unreadable known_hosts file
+                    self._failed[key] = str(err)
+                    raise
+            try:
+                remote.open_checked(conn)
+            except CrdsOpsError as err:
+                self._failed[key] = str(err)
+                _close(conn)
+                raise
+            with self._guard:
+                if self._closed:  # close() came while this one was connecting: it must not outlive the task
+                    _close(conn)
+                    raise CrdsOpsError(f"{target.where}: the fleet run was stopped before this host's step")
+                self._conns[key] = conn
+            return conn
+
+    def release(self, targets: list[remote.Target]) -> None:
+        """Close these hosts' connections now: they have no step left in this task."""
+        for target in targets:
+            with self._guard:
+                conn = self._conns.pop(self.key(target), None)
+            _close(conn)
+
+    def close(self) -> None:
+        """Close every connection (ending any session under way on it); never raises."""
+        with self._guard:
+            self._closed = True
+            conns = list(self._conns.values())
+            self._conns.clear()
+        for conn in conns:
+            _close(conn)
+
+
+def _close(conn) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+        gateway = getattr(conn, "gateway", None)
+        if gateway is not None and hasattr(gateway, "close"):
+            gateway.close()
+    except Exception as err:  # noqa: BLE001 - a connection that will not close cleanly is gone anyway
+        log.debug("closing the SSH connection to %s: %s", getattr(conn, "host", "?"), err)
+
+
 def run_fleet(targets: list[remote.Target], argv: list[str], parallel: int,
-              timeout: float | None) -> list[HostResult]:
+              timeout: float | None, hosts: Connections | None = None) -> list[HostResult]:
     """Run ``inv ARGV`` on every target, at most ``parallel`` hosts at a time; one HostResult each, in order.
 
     ``timeout``: seconds the task may run on one host (None: no limit); connecting has its own
-    limit (``ssh.CONNECT_TIMEOUT``, or ``timeout`` if shorter).
+    limit (``ssh.CONNECT_TIMEOUT``, or ``timeout`` if shorter). ``hosts``: the task's
+    connections, when this is one of its several steps (the caller closes them); without it
+    this is the task's only step, and each host's connection is closed as soon as it is done.
     """
     if parallel < 1:
         raise CrdsOpsError(f"--parallel must be at least 1 (got {parallel})")
     if timeout is not None and timeout <= 0:
         raise CrdsOpsError(f"--timeout must be a number of seconds above 0 (got {timeout:g})")
+    if hosts is None:
+        with Connections(timeout) as own:
+            return _run_fleet(targets, argv, parallel, timeout, own, last_step=True)
+    return _run_fleet(targets, argv, parallel, timeout, hosts, last_step=False)
+
+
+def _run_fleet(targets, argv, parallel, timeout, hosts: Connections, last_step: bool) -> list[HostResult]:
     env = remote.control_env()
-    connect_timeout = remote.CONNECT_TIMEOUT if timeout is None else max(1, min(remote.CONNECT_TIMEOUT, timeout))
     results: dict[int, HostResult] = {}
-    conns = {}
+    commands = {}
     for i, target in enumerate(targets):
         try:
-            conns[i] = (remote.connection(target, connect_timeout), remote.inv_command(target.checkout, argv, env))
+            commands[i] = remote.inv_command(target.checkout, argv, env)
         except CrdsOpsError as err:
             results[i] = HostResult(target, None, str(err))
+    keys = [hosts.key(t) for t in targets]
     # A plain pool, not one ThreadingGroup per command: it bounds how many hosts work at once,
     # and each host's own timeout ends only that host, so a hung one never holds back the others.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(parallel, len(conns))))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(parallel, len(commands))))
     try:
-        futures = {pool.submit(_run_on, targets[i], conn, command, timeout): i for i, (conn, command) in conns.items()}
+        futures = {pool.submit(_run_on, targets[i], hosts, command, timeout,
+                               last_step and keys.count(keys[i]) == 1): i
+                   for i, command in commands.items()}
         for future in concurrent.futures.as_completed(futures):
             results[futures[future]] = future.result()
     except BaseException:
         # interrupted: closing the connections ends the runs under way; the queued ones never start
         pool.shutdown(wait=False, cancel_futures=True)
-        for conn, _command in conns.values():
-            conn.close()
+        hosts.close()
         raise
     pool.shutdown(wait=True)
     return [results[i] for i in range(len(targets))]
 
 
-def _run_on(target: remote.Target, conn, command: str, timeout: float | None) -> HostResult:
-    """One host's run, whatever happens a HostResult (never an exception that would hide the others)."""
+def _run_on(target: remote.Target, hosts: Connections, command: str, timeout: float | None,
+            last: bool) -> HostResult:
+    """One host's step, whatever happens a HostResult (never an exception that would hide the others)."""
     from invoke.exceptions import CommandTimedOut
 
     started = time.monotonic()
+    conn = None
     try:
-        conn.open()
+        conn = hosts.open(target)
         value = conn.run(command, warn=True, hide=True, pty=False, in_stream=False, timeout=timeout)
     except CommandTimedOut as err:
-        # invoke closed the channel; sshd detaches, so the task may still be running on the host
+        # invoke closed the session; sshd detaches, so the task may still be running on the host
         log.warning("%s: timed out after %g s", target.name, timeout)
         return HostResult(target, None, f"timed out after {timeout:g} s; the task may still be running there",
                           err.result.stdout, err.result.stderr, timed_out=True,
                           seconds=time.monotonic() - started)
+    except CrdsOpsError as err:  # could not connect: one line already
+        return HostResult(target, None, str(err), seconds=time.monotonic() - started)
     except Exception as err:  # noqa: BLE001 - paramiko/socket errors of many kinds, one line each
         return HostResult(target, None, remote.explain(err, conn), seconds=time.monotonic() - started)
     finally:
-        conn.close()
+        if last:
+            hosts.release([target])
     return HostResult(target, value.exited, _summary(value), value.stdout, value.stderr,
                       seconds=time.monotonic() - started)
 

@@ -10,6 +10,10 @@ code is 0 only when every host succeeded (fleet-status: 2 when none failed but s
 Flags, not config: ``--parallel`` hosts at a time (default 8) and ``--timeout`` seconds per
 host (default 60 for fleet-status, 600 for fleet-backup; 0: no limit). A host still running
 at its timeout is reported as TIMEOUT while the others finish, and fails the task.
+
+Each task opens one SSH connection per host and carries every step on it (fleet-upgrade's
+upgrade and gate; its dry run's probe), closed when the host is done and in any case when
+the task ends, fails or is interrupted (``crdsops.remote.fleet.Connections``).
 """
 
 from __future__ import annotations
@@ -159,7 +163,8 @@ UPGRADE_TIMEOUT = 1800  # seconds `inv upgrade` (or the gate's `inv runtests`) m
 
 @ops_task(name="fleet-upgrade", help=dict(
     {k: v for k, v in _HELP.items() if k != "verbose"}, to="the revision every host's checkout upgrades to (a commit, tag or branch its git knows)",
-    dry_run="show the rollout (tiers, hosts, gates), change nothing",
+    dry_run="show the rollout (tiers, hosts, gates) and each host's own plan (`inv upgrade --dry-run` there); "
+            "change nothing",
     yes="also upgrade the ops tier without asking (otherwise a yes naming the ops hosts is needed)",
     timeout=_timeout_help(UPGRADE_TIMEOUT)))
 def fleet_upgrade(c, obs=None, to=None, kinds=None, dry_run=False, yes=False, parallel=PARALLEL,
@@ -175,6 +180,9 @@ def fleet_upgrade(c, obs=None, to=None, kinds=None, dry_run=False, yes=False, pa
     for line in plan.plan_lines():
         print(line)
     if dry_run:
+        print(f"each host's own plan, {_pace(parallel, timeout)}:", flush=True)
+        if not rollout.probe(plan, parallel, timeout, say=lambda line: print(line, flush=True)):
+            raise Exit(f"error: fleet-upgrade --dry-run: {plan.stopped}; nothing changed")
         print("dry run: nothing changed")
         return
     ops = next((t for t in plan.tiers if t.name == "ops"), None)

@@ -43,9 +43,10 @@ class FakeFleet:
         self.lab = SshLab(where / "ssh")
         self.log = where / "inv.log"
         self.checkouts = {}
+        self.hosts = {}
         overrides = {}
         for kind, address in KINDS.items():
-            host = self.lab.host(address)
+            host = self.hosts[kind] = self.lab.host(address)
             checkout = where / f"checkout-{kind}"
             script = checkout / ".venv" / "bin" / "inv"
             script.parent.mkdir(parents=True)
@@ -59,6 +60,10 @@ class FakeFleet:
     def inv(self, *args, timeout=60) -> subprocess.CompletedProcess:
         return subprocess.run([INV, *args], cwd=CHECKOUT, env=self.env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def accepted(self) -> dict[str, int]:
+        """kind -> how many SSH connections its sshd has authenticated so far."""
+        return {kind: host.accepted() for kind, host in self.hosts.items()}
 
     def intervals(self) -> dict[str, tuple[float, float | None]]:
         """host -> (start, end or None) from the shared log."""
@@ -156,3 +161,89 @@ def test_bad_limits_are_one_line(fake_fleet):
     result = fake_fleet.inv("fleet-backup", "--obs", "hst", "--parallel", "0")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --parallel must be at least 1 and --timeout at least 0 (0: no limit)"
+
+
+def connections_during(fleet: FakeFleet, run) -> dict[str, int]:
+    """kind -> the SSH connections its sshd accepted while ``run()`` ran."""
+    before = fleet.accepted()
+    run()
+    return {kind: count - before[kind] for kind, count in fleet.accepted().items()}
+
+
+def test_fleet_upgrade_carries_every_step_on_one_connection_per_host(fresh_log):
+    """dev and test: the upgrade, then the gate; ops: the upgrade; each host's sshd accepts one connection."""
+    ran = {}
+    counts = connections_during(fresh_log, lambda: ran.update(
+        result=fresh_log.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--yes", timeout=90)))
+    result = ran["result"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [ln.split(":")[0] for ln in result.stdout.splitlines() if re.match(r"(dev|test|ops) (upgrade|gate): ", ln)]
+    assert steps == ["dev upgrade", "dev gate", "test upgrade", "test gate", "ops upgrade"], result.stdout
+    assert counts == {"dev": 1, "test": 1, "ops": 1}, counts
+
+
+def test_fleet_upgrade_dry_run_probes_each_host_on_one_connection(fresh_log):
+    ran = {}
+    counts = connections_during(fresh_log, lambda: ran.update(
+        result=fresh_log.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--dry-run", timeout=90)))
+    result = ran["result"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    for kind in ("dev", "test", "ops"):
+        assert re.search(rf"^{kind} probe: hst\.{kind} .* ok +\(exit 0\) hst\.{kind} ran inv upgrade --to good "
+                         rf"--dry-run$", result.stdout, re.M), result.stdout
+    assert counts == {"dev": 1, "test": 1, "ops": 1}, counts
+
+
+def test_one_connection_per_host_for_several_runs_and_closed_after(fake_fleet):
+    """The library: two runs on one ``fleet.Connections``: one connection per host, none left after it."""
+    from crdsops.remote import fleet
+    from crdsops.remote import ssh as remote
+
+    targets = [remote.Target(host=host.address, label=f"hst.{kind}",
+                             **fake_fleet.lab.ssh_section(host, fake_fleet.checkouts[kind]))
+               for kind, host in fake_fleet.hosts.items()]
+
+    def two_runs():
+        with fleet.Connections(timeout=30) as hosts:
+            for argv in (["backup"], ["runtests"]):
+                results = fleet.run_fleet(targets, argv, parallel=2, timeout=30, hosts=hosts)
+                assert [r.state for r in results] == ["ok"] * 3, [r.line() for r in results]
+            assert all(fake_fleet.hosts[kind].sessions() for kind in KINDS)  # open between the runs
+
+    assert connections_during(fake_fleet, two_runs) == {kind: 1 for kind in KINDS}
+    deadline = time.monotonic() + 5
+    while any(h.sessions() for h in fake_fleet.hosts.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(h.sessions() for h in fake_fleet.hosts.values()), "a connection was left open"
+
+
+def test_an_interrupted_fleet_upgrade_closes_its_connections(fresh_log):
+    """SIGTERM while dev's upgrade hangs (no --timeout): the connections close, so the task ends at once."""
+    hang = fresh_log.checkouts["dev"] / "hang"
+    hang.touch()
+    try:
+        proc = subprocess.Popen([INV, "fleet-upgrade", "--obs", "hst", "--to", "good", "--yes", "--timeout", "0"],
+                                cwd=CHECKOUT, env=fresh_log.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while "start hst.dev" not in fresh_log.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fresh_log.hosts["dev"].sessions(), "dev's upgrade never started"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the interrupted fleet-upgrade did not end (a connection left open?)") from None
+    finally:
+        hang.unlink()
+    assert proc.returncode != 0, out + err
+    assert "Traceback" not in err, err
+    assert not fresh_log.hosts["dev"].sessions() or _gone_soon(fresh_log.hosts["dev"]), "dev's connection is open"
+
+
+def _gone_soon(host, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while host.sessions() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not host.sessions()

@@ -30,18 +30,35 @@ def rollout_fleet(tmp_path_factory):
         fl.close()
 
 
+def accepted(fleet) -> dict[str, int]:
+    """kind -> the SSH connections its "VM"'s sshd has authenticated so far (ops has no sshd)."""
+    return {"test": fleet.test_host.accepted(), "dev": fleet.dev_host.accepted()}
+
+
 def test_dry_run_shows_the_tiers_in_order_and_changes_nothing(rollout_fleet):
-    result = rollout_fleet.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--dry-run")
-    assert result.returncode == 0, result.stdout + result.stderr
+    before = accepted(rollout_fleet)
+    result = rollout_fleet.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--dry-run", timeout=600)
+    after = accepted(rollout_fleet)
     out = result.stdout
     assert out.index("  - dev:") < out.index("  - test:") < out.index("  - ops:"), out
     assert "dev gate" in out and "test gate" in out and "ops gate" not in out, out
+    # each host's own plan (`inv upgrade --to good --dry-run`, its probes run for real there)
+    assert "dev probe: hst.dev" in out and "test probe: hst.test" in out, out
+    assert "    hst.dev| plan for upgrading hst.dev to " in out, out
+    assert result.returncode == 1, out + result.stderr  # hst.ops cannot be reached: the rollout would stop there
+    assert "UNREACHABLE" in next(ln for ln in out.splitlines() if ln.startswith("ops probe:")), out
+    assert "cannot reach" in result.stderr and "hst.ops" in result.stderr, result.stderr
     dev = rollout_fleet.ops["dev"].config("hst", "dev")
     assert not (dev.root / "releases").exists(), "a dry run made a release"
+    assert {k: after[k] - before[k] for k in after} == {"test": 1, "dev": 1}, (before, after)
 
 
 def test_a_failed_gate_on_test_stops_the_rollout_before_ops(rollout_fleet):
+    before = accepted(rollout_fleet)
     result = rollout_fleet.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--yes", timeout=1500)
+    after = accepted(rollout_fleet)
+    # dev: its upgrade and its gate; test: its upgrade and its failed gate: one connection each
+    assert {k: after[k] - before[k] for k in after} == {"test": 1, "dev": 1}, (before, after)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "hst.test" in result.stderr and "failed its gate on the test tier" in result.stderr, result.stderr
     assert "not touched: the ops tier" in result.stderr, result.stderr
