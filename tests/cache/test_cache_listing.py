@@ -103,11 +103,12 @@ def test_without_a_working_find_the_listing_is_os_scandir(tmp_path, monkeypatch,
     assert list_tree(tmp_path / "nowhere") is None
 
 
-def test_parse_find_rejects_output_cut_short():
-    assert parse_find("/x", b"a\x003\x00b\x00") is None
-    assert parse_find("/x", b"a\x003\x00b") is None
+def test_parse_find_rejects_output_cut_short_or_not_finds():
+    assert parse_find("/x", b"a/3\x00b/1") is None  # cut in the middle of an entry
+    assert parse_find("/x", b"a/3\x00b\x00") is None  # an entry without its size
+    assert parse_find("/x", b"a/3\x00b/1/2\x00") is None  # a name with a "/"
     assert parse_find("/x", b"") == Listing()
-    assert parse_find("/x", b"a\x003\x00b\x0010\x00") == Listing({"a": 3, "b": 10})
+    assert parse_find("/x", b"a/3\x00b/10\x00") == Listing({"a": 3, "b": 10})
 
 
 def test_close_ends_a_find_still_running_and_is_idempotent(tmp_path, monkeypatch):
@@ -115,7 +116,7 @@ def test_close_ends_a_find_still_running_and_is_idempotent(tmp_path, monkeypatch
     pending = PendingListing(tmp_path)
     assert pending.proc.poll() is None
     pending.close()
-    assert pending.proc.returncode is not None and pending.out.closed
+    assert pending.proc.returncode is not None and pending.proc.stdout.closed and not pending.reader.is_alive()
     pending.close()
 
 
