@@ -126,6 +126,8 @@ class CheckCache(Operation):
         return p
 
     def run(self, plan: Plan) -> RepairOutcome | None:
+        if self.repair is None:
+            return None  # a check only: nothing was to be repaired, and nothing is said about it
         self.repaired = Repaired()
         plan.run()
         self._settle()
