@@ -188,16 +188,17 @@ class Listing:
     def __init__(self, sizes: dict[str, int] | None = None, odd: dict[str, str] | None = None):
         self._sizes = {} if sizes is None else sizes
         self._odd = {} if odd is None else odd  # name -> why it is not a regular file
-        self._output: bytes | None = None  # find's entries, not parsed yet
+        self._output: list[bytes] | None = None  # find's entries in the parts they came in, not parsed yet
         self._base: Path | None = None
         self._count = 0
         self._has_odd = False
         self._verdict: tuple[TreeSizes, bool] | None = None  # matches(), worked out while find ran
 
     @classmethod
-    def found(cls, base: Path, output: bytes, count: int, has_odd: bool,
+    def found(cls, base: Path, output: list[bytes], count: int, has_odd: bool,
               verdict: tuple[TreeSizes, bool] | None = None) -> Listing:
-        """find's whole output for ``base``: ``count`` entries, ``has_odd`` if one is ``name/-``."""
+        """find's whole output for ``base`` (in parts of whole entries): ``count`` entries, ``has_odd`` if one
+        is ``name/-``."""
         listing = cls()
         listing._output, listing._base, listing._count, listing._has_odd = output, Path(base), count, has_odd
         listing._verdict = verdict
@@ -211,7 +212,7 @@ class Listing:
             return False
         if self._verdict is not None and self._verdict[0] is want:
             return self._verdict[1]
-        return _covers(want, self._count, [self._output])
+        return _covers(want, self._count, self._output)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -226,7 +227,7 @@ class Listing:
     def _parse(self) -> None:
         if self._output is None:
             return
-        output, self._output, self._verdict = self._output, None, None
+        output, self._output, self._verdict = b"".join(self._output), None, None
         for entry in output[:-1].split(b"\0") if output else ():
             raw, _, size = entry.rpartition(b"/")
             name = os.fsdecode(raw)  # the name as os.scandir gives it (surrogateescape)
@@ -236,7 +237,7 @@ class Listing:
                 self._sizes[name] = int(size)
 
     def __bool__(self) -> bool:
-        return bool(self._output) if self._output is not None else bool(self._sizes or self._odd)
+        return self._count > 0 if self._output is not None else bool(self._sizes or self._odd)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Listing):
@@ -307,7 +308,7 @@ class _Taken:
         verdict = None
         if self.want is not None and not self.has_odd:
             verdict = (self.want, not self.unseen and self.count == len(self.want))
-        return Listing.found(base, b"".join(self.parts), self.count, self.has_odd, verdict)
+        return Listing.found(base, self.parts, self.count, self.has_odd, verdict)
 
 
 class PendingListing:
