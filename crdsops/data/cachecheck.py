@@ -585,8 +585,10 @@ def _hash_all(run: _Pass, workers: int, resumable: bool) -> _Pass:
     threads = max(1, min(workers, len(run.batches)))
     run.progress = progress.terminal_bar(sum(r.size for r in run.rows), "sha1") if run.show_progress else None
     try:
-        if threads == 1:
-            run.work()  # one batch (quick mode's mappings, often): in this thread, no pool to start
+        if threads == 1 and threading.current_thread() is threading.main_thread():
+            # one batch (quick mode's mappings, often) in `inv check-cache` itself: no pool to start.
+            # Inside another job (a restore's check), side_by_side as ever: the outer call's stop ends it.
+            run.work()
         else:
             from crdsops.parallel import side_by_side
 
