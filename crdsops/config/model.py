@@ -116,6 +116,11 @@ class Monitoring:
     timeout: int = 10  # seconds for each notification
     textfile_dir: Path | None = None  # node_exporter's textfile collector directory (None: no metrics file)
 
+    @property
+    def notifies(self) -> bool:
+        """Whether anyone is to be told how a run went (a ping URL, mail addresses)."""
+        return bool(self.ping_url or self.mail_to)
+
 
 @dataclass(frozen=True)
 class Logs:

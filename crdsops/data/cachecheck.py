@@ -32,7 +32,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import queue
+import socket
 import threading
 import time
 import zlib
@@ -41,11 +42,10 @@ from pathlib import Path
 
 from crdsops import commands, failpoints, interrupts, progress
 from crdsops.config.model import ServerConfig
-from crdsops.data.inventory import human
 from crdsops.db import catalog as catalog_mod
-from crdsops.db.catalog import CatalogFile
+from crdsops.db.catalog import CatalogFile, TreeSizes
 from crdsops.errors import CrdsOpsError
-from crdsops.files import ensure_dir, write_atomic
+from crdsops.files import ensure_dir, human, write_atomic
 from crdsops.runtime.results import CacheCheckResult
 
 log = logging.getLogger(__name__)
@@ -176,21 +176,139 @@ class Report:
 
 # --- listing ---------------------------------------------------------------------------
 
-@dataclass
 class Listing:
-    """One directory of the cache: regular files' sizes, and the entries that are not (or not statable)."""
+    """One directory of the cache: regular files' sizes, and the entries that are not (or not statable).
 
-    sizes: dict[str, int] = field(default_factory=dict)
-    odd: dict[str, str] = field(default_factory=dict)  # name -> why it is not a regular file
+    A listing by find (``Listing.found``) keeps find's output as it came (``name/size`` entries,
+    NUL-terminated: a name has no "/", a size is decimal, ``-`` for an entry that is not a regular
+    file) and makes the ``sizes`` and ``odd`` dicts from it only when asked: ``matches`` decides
+    the usual case, a tree whose entries are exactly the catalog's ``name/size`` keys, in C.
+    """
+
+    def __init__(self, sizes: dict[str, int] | None = None, odd: dict[str, str] | None = None):
+        self._sizes = {} if sizes is None else sizes
+        self._odd = {} if odd is None else odd  # name -> why it is not a regular file
+        self._output: list[bytes] | None = None  # find's entries in the parts they came in, not parsed yet
+        self._base: Path | None = None
+        self._count = 0
+        self._has_odd = False
+        self._verdict: tuple[TreeSizes, bool] | None = None  # matches(), worked out while find ran
+
+    @classmethod
+    def found(cls, base: Path, output: list[bytes], count: int, has_odd: bool,
+              verdict: tuple[TreeSizes, bool] | None = None) -> Listing:
+        """find's whole output for ``base`` (in parts of whole entries): ``count`` entries, ``has_odd`` if one
+        is ``name/-``."""
+        listing = cls()
+        listing._output, listing._base, listing._count, listing._has_odd = output, Path(base), count, has_odd
+        listing._verdict = verdict
+        return listing
+
+    def matches(self, want: TreeSizes) -> bool:
+        """True when the directory holds exactly the catalog's files with its sizes and nothing else."""
+        if self._output is None:
+            return not self._odd and self._sizes == want.sizes
+        if self._has_odd:
+            return False
+        if self._verdict is not None and self._verdict[0] is want:
+            return self._verdict[1]
+        return _covers(want, self._count, self._output)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        self._parse()
+        return self._sizes
+
+    @property
+    def odd(self) -> dict[str, str]:
+        self._parse()
+        return self._odd
+
+    def _parse(self) -> None:
+        if self._output is None:
+            return
+        output, self._output, self._verdict = b"".join(self._output), None, None
+        for entry in output[:-1].split(b"\0") if output else ():
+            raw, _, size = entry.rpartition(b"/")
+            name = os.fsdecode(raw)  # the name as os.scandir gives it (surrogateescape)
+            if size == b"-":  # a symlink, directory or the like: stat-ed here as scan_tree does
+                _add(self, name, lambda n=raw: os.stat(os.path.join(os.fsencode(self._base), n)))
+            else:
+                self._sizes[name] = int(size)
 
     def __bool__(self) -> bool:
-        return bool(self.sizes or self.odd)
+        return self._count > 0 if self._output is not None else bool(self._sizes or self._odd)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Listing):
+            return NotImplemented
+        return self.sizes == other.sizes and self.odd == other.odd
+
+    def __repr__(self) -> str:
+        return f"Listing(sizes={self.sizes!r}, odd={self.odd!r})"
 
 
-# find prints "name\0size\0" for each regular file and "name\0-\0" for anything else; ``-H``
-# follows the directory itself when it is a symlink (a cache on other storage), as scandir does.
-FIND_EXPRESSION = ("-mindepth", "1", "-maxdepth", "1", "-type", "f", "-printf", "%f\\0%s\\0",
-                   "-o", "-printf", "%f\\0-\\0")
+def _covers(want: TreeSizes, count: int, outputs: list[bytes]) -> bool:
+    """Whether ``count`` entries in ``outputs`` are exactly ``want``'s keys: every key among them, and as many."""
+    unseen = set(want.keys)
+    for output in outputs:
+        unseen.difference_update(output[:-1].split(b"\0"))
+    return not unseen and count == len(want)  # each key seen, no more entries than keys: no other entry
+
+
+# find prints "name/size\0" for each regular file and "name/-\0" for anything else (a name has
+# no "/" and no NUL); ``-H`` follows the directory itself when it is a symlink (a cache on other
+# storage), as scandir does.
+FIND_EXPRESSION = ("-mindepth", "1", "-maxdepth", "1", "-type", "f", "-printf", "%f/%s\\0",
+                   "-o", "-printf", "%f/-\\0")
+ODD_MARK = b"/-\0"  # an entry that is not a regular file; a size is digits, a name has no "/"
+PART = 1 << 20  # find's output is taken in 1 MiB parts
+
+
+class _Taken:
+    """find's output taken in as it comes, whole entries at a time.
+
+    Once the catalog's keys are known (``expect``), each part is also struck off them as it
+    arrives: every key struck off and no more entries than keys is a match (``_covers``), and
+    when find ends only its last part is left to do.
+    """
+
+    def __init__(self):
+        self.parts: list[bytes] = []  # whole entries, as they came
+        self.rest = b""  # an entry not finished yet
+        self.count = 0
+        self.has_odd = False
+        self.well_formed = True  # one "/" per entry: anything else is not our find's output
+        self.want: TreeSizes | None = None
+        self.unseen: set[bytes] | None = None  # the catalog's keys not listed so far
+
+    def expect(self, want: TreeSizes) -> None:
+        self.want, self.unseen = want, set(want.keys)
+        for part in self.parts:
+            self.unseen.difference_update(part[:-1].split(b"\0"))
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.rest + chunk if self.rest else chunk
+        end = data.rfind(b"\0") + 1
+        part, self.rest = data[:end], data[end:]
+        if not part:
+            return
+        entries = part.count(b"\0")
+        self.well_formed = self.well_formed and part.count(b"/") == entries
+        self.has_odd = self.has_odd or ODD_MARK in part
+        self.count += entries
+        self.parts.append(part)
+        if self.unseen is not None and not self.has_odd:
+            self.unseen.difference_update(part[:-1].split(b"\0"))
+
+    def listing(self, base: Path) -> Listing | None:
+        """The Listing, or None if the output was cut short or is not find's."""
+        if self.rest or not self.well_formed:
+            return None
+        verdict = None
+        if self.want is not None and not self.has_odd:
+            verdict = (self.want, not self.unseen and self.count == len(self.want))
+        return Listing.found(base, self.parts, self.count, self.has_odd, verdict)
 
 
 class PendingListing:
@@ -198,27 +316,56 @@ class PendingListing:
 
     A process, not a thread: each stat in a thread waits for the catalog thread's GIL switch
     interval (measured slower than in sequence), and find's stat loop costs less per file than
-    Python's (0.77 s against 1.03-1.15 s for 200,000 files, alternating, on a loaded machine). Its output goes to an
-    unnamed temporary file, not a pipe that would stall it until this process reads.
+    Python's (0.77 s against 1.03-1.15 s for 200,000 files, alternating, on a loaded machine).
+    Its output comes through a socket that a thread only reads, 1 MiB at a time (``MSG_WAITALL``:
+    one wake-up per MiB, where a pipe's reader wakes for each 4 KiB that find writes, each time
+    taking the GIL from the catalog read: 5,000 futex calls for 200,000 files), and queues;
+    ``result(want)`` takes in the parts as they come, striking them off the catalog's keys
+    (``_Taken``), so that little is left when find ends.
     ``result()`` falls back to ``scan_tree`` (os.scandir) without GNU find, when find fails (a
     missing or unreadable directory, an entry that vanished) or lists nothing, so that it decides.
     """
 
     def __init__(self, base: Path):
         self.base = Path(base)
-        self.out = tempfile.TemporaryFile()
+        self.parts: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.reader: threading.Thread | None = None
+        self.failed = False
         argv = ["find", "-H", os.path.abspath(self.base), *FIND_EXPRESSION]
+        self.output, theirs = socket.socketpair()
         try:
-            self.proc = commands.start(argv, what="the cache listing", stdout=self.out, stderr=commands.DEVNULL)
+            self.proc = commands.start(argv, what="the cache listing", stdout=theirs.fileno(), stderr=commands.DEVNULL)
         except (commands.NotInstalled, OSError):
             self.proc = None
+            self.output.close()
+            return
+        finally:
+            theirs.close()  # find's end: ours reads to the end of its output once find has exited
+        self.reader = threading.Thread(target=self._read, name="cache listing", daemon=True)
+        self.reader.start()
 
-    def result(self) -> Listing | None:
+    def _read(self) -> None:
+        try:
+            while chunk := self.output.recv(PART, socket.MSG_WAITALL):
+                self.parts.put(chunk)
+        except OSError:
+            self.failed = True  # the listing falls back to os.scandir
+        finally:
+            self.parts.put(None)
+
+    def result(self, want: TreeSizes | None = None) -> Listing | None:
+        """The listing (find's, or os.scandir's when find could not give it); ``want``: the catalog's keys to
+        compare with while find runs (``Listing.matches``)."""
         try:
             listing = None
-            if self.proc is not None and self.proc.wait() == 0:
-                self.out.seek(0)
-                listing = parse_find(self.base, self.out.read())
+            if self.proc is not None:
+                taken = _Taken()
+                if want is not None:
+                    taken.expect(want)
+                for chunk in iter(self.parts.get, None):
+                    taken.feed(chunk)
+                if self.proc.wait() == 0 and not self.failed:
+                    listing = taken.listing(self.base)
             # nothing listed may be an empty directory or a file where it should be: scandir says which
             return listing or scan_tree(self.base)
         finally:
@@ -226,28 +373,21 @@ class PendingListing:
 
     def close(self) -> None:
         """End find if it still runs (the check failed or was interrupted before it waited)."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.out.close()
+        if self.reader is not None:
+            self.reader.join()  # find has ended: its output is at its end
+        self.output.close()
 
 
 def parse_find(base: Path, output: bytes) -> Listing | None:
-    """The Listing in find's output (``FIND_EXPRESSION``); None if it is cut short."""
-    fields = os.fsdecode(output).split("\0")  # the names as os.scandir gives them (surrogateescape)
-    if fields.pop() != "" or len(fields) % 2:
-        return None
-    names, sizes = fields[0::2], fields[1::2]
-    listing = Listing()
-    if "-" not in sizes:
-        listing.sizes = dict(zip(names, map(int, sizes), strict=True))  # the usual case, built in C
-        return listing
-    for name, size in zip(names, sizes, strict=True):
-        if size == "-":  # a symlink, directory or the like: stat-ed here as scan_tree does
-            _add(listing, name, lambda n=name: os.stat(os.path.join(base, n)))
-        else:
-            listing.sizes[name] = int(size)
-    return listing
+    """The Listing in find's whole output (``FIND_EXPRESSION``); None if it is cut short."""
+    taken = _Taken()
+    taken.feed(output)
+    return taken.listing(base)
 
 
 def _add(listing: Listing, name: str, stat) -> None:
@@ -440,14 +580,20 @@ def read_progress(config: ServerConfig, mode: str) -> Resumed:
 
 def _hash_all(run: _Pass, workers: int, resumable: bool) -> _Pass:
     """Hash ``run``'s rows in ``workers`` threads; save where it got to when it is stopped."""
-    from crdsops.parallel import side_by_side
-
     if not run.rows:
         return run
-    jobs = {f"sha1 worker {i + 1}": run.work for i in range(max(1, min(workers, len(run.batches))))}
+    threads = max(1, min(workers, len(run.batches)))
     run.progress = progress.terminal_bar(sum(r.size for r in run.rows), "sha1") if run.show_progress else None
     try:
-        side_by_side(jobs, own_processes=False)  # it may run inside a restore's job, next to its mysqldump
+        if threads == 1 and threading.current_thread() is threading.main_thread():
+            # one batch (quick mode's mappings, often) in `inv check-cache` itself: no pool to start.
+            # Inside another job (a restore's check), side_by_side as ever: the outer call's stop ends it.
+            run.work()
+        else:
+            from crdsops.parallel import side_by_side
+
+            jobs = {f"sha1 worker {i + 1}": run.work for i in range(threads)}
+            side_by_side(jobs, own_processes=False)  # it may run inside a restore's job, next to its mysqldump
     except BaseException:
         if resumable:
             with interrupts.shielded("saving the check's progress"):
@@ -505,9 +651,10 @@ def check(config: ServerConfig, options: CheckOptions = CheckOptions(), source: 
     # find lists the trees in its own processes while this one reads the catalog (PendingListing)
     pending = {} if source.listed is not None else {tree: PendingListing(root) for tree, root in roots.items()}
     try:
-        expected = catalog_mod.sizes(config, source.database)  # {tree: {name: size}}: compared in C, as dicts
-        flagged = catalog_mod.files(config, "flagged", source.database)
-        listings = source.listed if source.listed is not None else {t: p.result() for t, p in pending.items()}
+        known = catalog_mod.for_quick_check(config, source.database)
+        expected, flagged = known.trees, known.flagged  # {tree: TreeSizes}: compared in C, as sets
+        listings = source.listed if source.listed is not None else {t: p.result(expected[t])
+                                                                     for t, p in pending.items()}
     finally:
         for waiting in pending.values():
             waiting.close()
@@ -534,14 +681,14 @@ def check(config: ServerConfig, options: CheckOptions = CheckOptions(), source: 
     return report
 
 
-def _compare_sizes(report: Report, expected: dict, listings: dict) -> set[str]:
+def _compare_sizes(report: Report, expected: dict[str, TreeSizes], listings: dict) -> set[str]:
     """Missing, wrong-size and orphan files, tree by tree; the names of catalog files not present with their size."""
     bad: set[str] = set()
     for tree in TREES:
-        want, listing = expected[tree], listings[tree] or Listing()
-        have, odd = listing.sizes, listing.odd
-        if want == have and not odd:
+        listing = listings[tree] or Listing()
+        if listing.matches(expected[tree]):
             continue  # the usual case, decided in C
+        want, have, odd = expected[tree].sizes, listing.sizes, listing.odd
         for name, size in sorted(want.items() - have.items()):
             bad.add(name)
             if name in odd:
@@ -560,10 +707,10 @@ def _compare_sizes(report: Report, expected: dict, listings: dict) -> set[str]:
     return bad
 
 
-def _note_flagged(report: Report, flagged: list[CatalogFile], expected: dict, bad: set[str]) -> None:
+def _note_flagged(report: Report, flagged: list[CatalogFile], expected: dict[str, TreeSizes], bad: set[str]) -> None:
     """Rejected and blacklisted files still present (``flagged`` rows): notes (problems with ``strict``)."""
     for row in flagged:
-        if row.name in bad or row.name not in expected[row.tree]:
+        if row.name in bad or not expected[row.tree].lists(row.name, row.size):
             continue
         if row.rejected:
             report.notes.append(Problem("rejected", row.tree, row.name, "rejected in the catalog, still in the cache"))

@@ -19,7 +19,7 @@ from crdsops.config.model import Backups, ServerConfig
 from crdsops.data import manifest as manifest_mod
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
-from crdsops.files import digest, ensure_dir, list_dir, write_atomic
+from crdsops.files import digest, ensure_dir, human, list_dir, write_atomic  # noqa: F401 - human: inventory.human
 from crdsops.runtime.outcomes import BackupRef
 
 STAMP = "%Y%m%dT%H%M%SZ"  # the one name template: private dirs and shared targets use it
@@ -317,10 +317,3 @@ def read_listing(path: Path) -> dict[str, tuple[int, int, str]]:
                 out[parts[0]] = (int(parts[1]), int(parts[2]), parts[3])
     return out
 
-
-def human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"

@@ -21,13 +21,16 @@ import datetime
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crdsops import __version__, commands
 from crdsops.config.model import CHECKOUT, ServerConfig
-from crdsops.data import state
 from crdsops.errors import CrdsOpsError
 from crdsops.files import DirectoryError, make_dirs, write_atomic
 from crdsops.runtime.results import CacheCheckResult
+
+if TYPE_CHECKING:
+    from crdsops.data import state
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ def write(config: ServerConfig) -> Path | None:
     if path is None:
         return None
     make_dirs(path.parent)  # first: what is in the way is named by its config key
+    from crdsops.data import state  # here: every task ends by calling after_task, most with no metrics file
+
     write_atomic(path, text(state.report(config)), mode=FILE_MODE)
     return path
 

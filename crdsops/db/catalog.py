@@ -11,6 +11,7 @@ cache against the catalog it staged, before the swap.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -85,18 +86,90 @@ def files(config: ServerConfig, only: str | None = None, database: str | None = 
     return list(map(CatalogFile._make, rows))  # size is an INTEGER column; the flags are 0/1
 
 
-def sizes(config: ServerConfig, database: str | None = None) -> dict[str, dict[str, int]]:
-    """``{tree: {name: size}}`` of the whole catalog (what quick mode compares with the listing)."""
-    out = {}
+class TreeSizes:
+    """The catalog's files of one cache tree as quick mode compares them with find's listing.
+
+    ``keys``: one ``name/size`` entry (bytes: the name's file-system encoding, the size in
+    decimal) per file, the form ``find -printf '%f/%s'`` prints, so that a tree matching the
+    catalog is decided by one set comparison in C; ``sizes``: ``{name: size}``, built from the
+    keys only when asked (a tree that differs, whose problems are then named one by one).
+    """
+
+    def __init__(self, keys: set[bytes] | None = None, sizes: dict[str, int] | None = None):
+        if keys is None:
+            keys = {f"{name}/{size}".encode(errors="surrogateescape") for name, size in (sizes or {}).items()}
+        self.keys = keys
+        self._sizes = sizes
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        if self._sizes is None:  # the name is what precedes the last "/": a size has none
+            self._sizes = {os.fsdecode(name): int(size) for name, _, size in (k.rpartition(b"/") for k in self.keys)}
+        return self._sizes
+
+    def lists(self, name: str, size: int) -> bool:
+        """Whether the catalog has ``name`` in this tree with this size."""
+        return f"{name}/{size}".encode(errors="surrogateescape") in self.keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class QuickCatalog:
+    """The catalog as quick mode reads it: each tree's ``TreeSizes``, and the rejected or blacklisted files
+    (``flagged``; their ``sha1`` is not read: quick mode only notes them)."""
+
+    trees: dict[str, TreeSizes]
+    flagged: list[CatalogFile]
+
+
+# What one pass over a tree's rows gives quick mode (SQLite): how many rows, their ``name/size``
+# keys joined with NULs, and the flagged ones as ``name/size/RB`` (R and B: 1 or 0) joined the same way.
+_QUICK = ("SELECT count(*), CAST(group_concat(name || '/' || size, char(0)) AS BLOB), "
+          "group_concat(CASE WHEN rejected OR blacklisted THEN name || '/' || size || '/' "
+          "|| (ifnull(rejected, 0) <> 0) || (ifnull(blacklisted, 0) <> 0) END, char(0)) "
+          "FROM {table} {how} WHERE observatory = %s AND filekind = '{kind}'")
+# References are most of a catalog: the table read in order costs less than the index walk with a
+# row lookup per file (0.08 s against 0.14 s of CPU for 200,000 rows). The few mappings: as SQLite plans.
+_HOW = {"reference": "NOT INDEXED", "mapping": ""}
+
+
+def for_quick_check(config: ServerConfig, database: str | None = None) -> QuickCatalog:
+    """What quick mode compares with the listing: one read per tree, off the critical path (find lists meanwhile).
+
+    SQLite joins each row's ``name/size`` (NUL-separated) in C, one string per tree, the flagged
+    rows in the same pass; the mysql client prints one ``name/size`` a line (``--batch`` escapes a
+    newline inside a value) and the flagged rows are a query of their own. Rows the join cannot
+    carry (a NULL, a NUL in a name) are read as rows instead, so the keys say what the catalog says.
+    """
+    if config.database.is_mysql:
+        trees = {}
+        for kind, tree in TREES.items():
+            sql = f"SELECT CONCAT(name, '/', size) FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'"
+            keys = _query(config, sql, database).encode(errors="surrogateescape").split(b"\n")
+            if keys[-1] == b"":
+                keys.pop()
+            trees[tree] = TreeSizes(set(keys))
+        return QuickCatalog(trees, files(config, "flagged", database))
+    trees, flagged = {}, []
     for kind, tree in TREES.items():
-        rows = _query(config, f"SELECT name, size FROM {TABLE} WHERE observatory = %s AND filekind = '{kind}'",
-                      database)
-        if config.database.is_mysql:
-            names, numbers = _columns(rows, 2)
-            out[tree] = dict(zip(names, map(int, numbers), strict=True))
-        else:
-            out[tree] = dict(rows)
-    return out
+        sql = _QUICK.format(table=TABLE, how=_HOW[kind], kind=kind)
+        [(count, joined, marked)] = _query(config, sql, database)
+        keys = set(joined.split(b"\0")) if joined else set()
+        rows = [entry.rsplit("/", 2) for entry in marked.split("\0")] if marked else []
+        # one NUL between each two rows, each its own key: no name of the tree (flagged ones included)
+        # holds a NUL, no row was NULL
+        exact = len(keys) == count and (joined or b"").count(b"\0") == max(0, count - 1)
+        if not exact or any(len(row) != 3 for row in rows):
+            where = f"WHERE observatory = %s AND filekind = '{kind}'"
+            trees[tree] = TreeSizes(sizes=dict(_query(config, f"SELECT name, size FROM {TABLE} {where}", database)))
+            flagged += [row for row in files(config, "flagged", database) if row.filekind == kind]
+            continue
+        trees[tree] = TreeSizes(keys)
+        flagged += [CatalogFile(name, kind, int(size), "", flags[0] == "1", flags[1] == "1")
+                    for name, size, flags in rows]
+    return QuickCatalog(trees, flagged)
 
 
 COUNTS_SQL = (

@@ -21,17 +21,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crdsops.config.model import ServerConfig
 from crdsops.data import cachecheck as lib
 from crdsops.data.cachecheck import CheckOptions, Problem, Report
 from crdsops.errors import CrdsOpsError
-from crdsops.remote import rsync, source, ssh
 from crdsops.runtime import results
 from crdsops.runtime.lifecycle import Operation
-from crdsops.runtime.outcomes import RepairOutcome
 from crdsops.runtime.results import CacheCheckResult
 from crdsops.steps import Plan
+
+# A check without --repair (the nightly's, every mirror's and restore's closing one) needs none of
+# SSH, rsync or the outcomes' records: they are imported where a repair uses them.
+if TYPE_CHECKING:
+    from crdsops.remote import ssh
+    from crdsops.runtime.outcomes import RepairOutcome
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +126,8 @@ class CheckCache(Operation):
         return p
 
     def run(self, plan: Plan) -> RepairOutcome | None:
+        if self.repair is None:
+            return None  # a check only: nothing was to be repaired, and nothing is said about it
         self.repaired = Repaired()
         plan.run()
         self._settle()
@@ -155,6 +162,8 @@ class CheckCache(Operation):
     def outcome(self) -> RepairOutcome | None:
         if self.repair is None or self.facts is None:
             return None
+        from crdsops.runtime.outcomes import RepairOutcome
+
         f, done = self.facts, self.repaired or Repaired()
         src = f.source
         return RepairOutcome(src.config.name if src else "", src.target.where if src else "", len(done.fetched),
@@ -185,6 +194,8 @@ def repair_facts(config: ServerConfig, report: Report, options: RepairOptions) -
                            "--src KIND (e.g. --src test); nothing was changed")
     src = None
     if fetch:
+        from crdsops.remote import source
+
         config_, target, reported = source.identified(config, options.src, options.src_host)
         src = Source(config_, target, reported.cache)
     where, moving = lib.quarantine(config, list(orphans), max_move=options.max_quarantine, dry_run=True,
@@ -193,6 +204,8 @@ def repair_facts(config: ServerConfig, report: Report, options: RepairOptions) -
 
 
 def fetch_argv(src: Source, dest: ServerConfig, listing: Path) -> list[str]:
+    from crdsops.remote import rsync
+
     return rsync.rsync_argv(src.target, src.cache, dest.cache,
                             options=("--ignore-times", f"--files-from={listing}"))
 
@@ -202,6 +215,8 @@ def fetch(dest: ServerConfig, src: Source, files: list[tuple[str, str]]) -> floa
 
     A file the source lacks is not an error here (rsync exit 23/24): the re-check names it.
     """
+    from crdsops.remote import rsync
+
     obs = dest.observatory
     lines = sorted({f"{tree}/{obs}/{name}" for tree, name in files})
     fd, listing = tempfile.mkstemp(prefix=".crdsops-repair-", suffix=".list", dir=dest.layout.run)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 from crdsops.db.catalog import CatalogCounts
 from crdsops.errors import CrdsOpsError
@@ -25,6 +23,9 @@ class RpcError(CrdsOpsError):
 
 def rpc(url: str, method: str, *params, timeout: float = 10.0):
     """Call ``method`` at ``url``/json/ and return its result; raise on any failure."""
+    import urllib.error  # here, not at the top: every task imports this module (the server's pid), few call
+    import urllib.request
+
     body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}).encode()
     request = urllib.request.Request(
         url.rstrip("/") + "/json/", data=body, headers={"Content-Type": "application/json", **PROBE_HEADERS}

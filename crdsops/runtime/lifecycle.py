@@ -25,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from crdsops.config.model import ServerConfig
 from crdsops.errors import CrdsOpsError
 from crdsops.runtime import taskrun
-from crdsops.runtime.outcomes import Outcome
 from crdsops.steps import Plan
+
+if TYPE_CHECKING:  # annotations only: the outcomes' records cost an import every task would pay
+    from crdsops.runtime.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 

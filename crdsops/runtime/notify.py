@@ -46,7 +46,7 @@ class Notifier:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.monitoring.ping_url or self.monitoring.mail_to)
+        return self.monitoring.notifies
 
     def started(self) -> list[str]:
         """Ping ``<url>/start``; return the warnings (empty: delivered, or nothing to send)."""

@@ -34,10 +34,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from crdsops import interrupts, output, steps
 from crdsops.config.model import ServerConfig
-from crdsops.runtime.outcomes import Outcome
+
+if TYPE_CHECKING:  # annotations only: the outcomes' records cost an import every task would pay
+    from crdsops.runtime.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,9 @@ class TaskRun:
                 self.was_running = service.running_pid(config) is not None
             except Exception:  # noqa: BLE001 - a probe for a message; never fail the task on it
                 self.was_running = None
-        if notifying and self.notifies and config is not None and self.notifier is None:
-            from crdsops.runtime.notify import Notifier
+        wanted = notifying and self.notifies and config is not None and config.monitoring.notifies
+        if wanted and self.notifier is None:
+            from crdsops.runtime.notify import Notifier  # smtplib, email, urllib: only when there is someone to tell
 
             self.notifier = Notifier(config, self.task)
             self._warn(self.notifier.started())

@@ -103,11 +103,12 @@ def test_without_a_working_find_the_listing_is_os_scandir(tmp_path, monkeypatch,
     assert list_tree(tmp_path / "nowhere") is None
 
 
-def test_parse_find_rejects_output_cut_short():
-    assert parse_find("/x", b"a\x003\x00b\x00") is None
-    assert parse_find("/x", b"a\x003\x00b") is None
+def test_parse_find_rejects_output_cut_short_or_not_finds():
+    assert parse_find("/x", b"a/3\x00b/1") is None  # cut in the middle of an entry
+    assert parse_find("/x", b"a/3\x00b\x00") is None  # an entry without its size
+    assert parse_find("/x", b"a/3\x00b/1/2\x00") is None  # a name with a "/"
     assert parse_find("/x", b"") == Listing()
-    assert parse_find("/x", b"a\x003\x00b\x0010\x00") == Listing({"a": 3, "b": 10})
+    assert parse_find("/x", b"a/3\x00b/10\x00") == Listing({"a": 3, "b": 10})
 
 
 def test_close_ends_a_find_still_running_and_is_idempotent(tmp_path, monkeypatch):
@@ -115,7 +116,7 @@ def test_close_ends_a_find_still_running_and_is_idempotent(tmp_path, monkeypatch
     pending = PendingListing(tmp_path)
     assert pending.proc.poll() is None
     pending.close()
-    assert pending.proc.returncode is not None and pending.out.closed
+    assert pending.proc.returncode is not None and pending.output.fileno() == -1 and not pending.reader.is_alive()
     pending.close()
 
 
@@ -124,3 +125,39 @@ def test_list_trees_lists_each_tree_of_the_server(cache):
     assert set(listed) == set(cachecheck.TREES)
     assert listed["references"] == scan_tree(cache.refs) and listed["mappings"] == scan_tree(cache.maps)
     assert set(listed["mappings"].sizes) == set(cache.mappings())
+
+
+def test_a_listing_matches_the_catalog_only_when_it_holds_exactly_its_files(tmp_path):
+    from crdsops.db.catalog import TreeSizes
+
+    want = TreeSizes(sizes={"a.fits": 3, "b.fits": 10})
+    assert parse_find(tmp_path, b"b.fits/10\x00a.fits/3\x00").matches(want)
+    for output in (b"a.fits/3\x00",  # one missing
+                   b"a.fits/3\x00b.fits/11\x00",  # a size that differs
+                   b"a.fits/3\x00b.fits/10\x00c.fits/1\x00",  # an orphan
+                   b"a.fits/3\x00b.fits/10\x00sub/-\x00",  # an entry that is not a regular file
+                   b"a.fits/3\x00a.fits/3\x00"):  # as many entries as files, one of them twice
+        assert not parse_find(tmp_path, output).matches(want), output
+    assert Listing({"a.fits": 3, "b.fits": 10}).matches(want) and not Listing({"a.fits": 3}).matches(want)
+
+
+def test_find_output_is_struck_off_the_catalog_in_whatever_parts_it_comes(tmp_path):
+    from crdsops.data.cachecheck import _Taken
+    from crdsops.db.catalog import TreeSizes
+
+    want = TreeSizes(sizes={f"f{i}_drk.fits": i * 7 for i in range(40)})
+    output = b"".join(f"f{i}_drk.fits/{i * 7}\x00".encode() for i in reversed(range(40)))
+    wrong = output.replace(b"f3_drk.fits/21\x00", b"f3_drk.fits/20\x00")
+    for data, matching in ((output, True), (wrong, False)):
+        for known_after in (0, 5, None):  # the catalog's keys known before, during, after the listing
+            taken = _Taken()
+            for n, start in enumerate(range(0, len(data), 7)):  # parts that cut entries anywhere
+                if n == known_after:
+                    taken.expect(want)
+                taken.feed(data[start:start + 7])
+            if known_after is None:
+                taken.expect(want)
+            listing = taken.listing(tmp_path)
+            assert listing.matches(want) is matching
+            assert listing == parse_find(tmp_path, data)
+    assert parse_find(tmp_path, output).sizes == want.sizes

@@ -21,6 +21,7 @@ def test_a_fresh_server_is_clean_and_notes_its_rejected_and_blacklisted_files(ca
     text = cache.check()
     assert text.returncode == 0
     assert text.stdout.splitlines()[-1].startswith("check-cache hst.django: 11 files checked (sizes)")
+    assert "repaired" not in text.stdout + text.stderr  # without --repair nothing is said of a repair
     # a rejected file present fails only under --strict
     strict = cache.check("--strict")
     assert strict.returncode == 1
@@ -49,6 +50,54 @@ def test_missing_truncated_orphan_are_found_by_quick_mode_and_a_flipped_byte_onl
     assert any(line.startswith(f"size        references/hst/{refs[1]}") and "truncated" in line for line in lines)
     assert any(line.startswith(f"damaged     references/hst/{refs[2]}") for line in lines)
     assert "4 problem(s)" in lines[-1]
+
+
+def test_entries_that_are_not_regular_files_are_found_by_quick_mode(cache):
+    refs = add_references(cache, 3)
+    (cache.refs / refs[0]).unlink()
+    (cache.refs / refs[0]).mkdir()  # a directory where a file should be
+    elsewhere = cache.refs.parent / "elsewhere.fits"  # a symlink to the file, where it was: fine
+    (cache.refs / refs[1]).rename(elsewhere)
+    (cache.refs / refs[1]).symlink_to(elsewhere)
+    (cache.refs / "gone_link.fits").symlink_to(cache.refs.parent / "nowhere.fits")
+    os.mkfifo(cache.refs / "a_fifo")
+    result, doc = cache.json()
+    assert result.returncode == 1
+    assert problems_of(doc) == {("missing", refs[0]), ("orphan", "gone_link.fits"), ("orphan", "a_fifo")}
+    details = {p["name"]: p["detail"] for p in doc["problems"]}
+    assert details[refs[0]] == "not a regular file" and "No such file" in details["gone_link.fits"]
+
+
+def test_the_quick_read_of_the_catalog_says_what_its_rows_say(cache):
+    import sqlite3
+
+    from crdsops.db import catalog
+
+    add_references(cache, 5)
+
+    def rows_of(kind):
+        return {r.name: r.size for r in catalog.files(cache.cfg, kind)}
+
+    def flagged():
+        return {(r.name, r.filekind, r.size, bool(r.rejected), bool(r.blacklisted))
+                for r in catalog.files(cache.cfg, "flagged")}
+
+    for odd_name in (None, "a/slash_drk.fits", "a\x00nul_drk.fits"):  # read joined, then joined, then as rows
+        if odd_name:
+            con = sqlite3.connect(cache.cfg.database.name)
+            con.execute("INSERT INTO catalog_catalogfile (name, observatory, filekind, instrument, reftype, size, "
+                        "sha1sum, state, blacklisted, rejected, delivery_date, description) VALUES "
+                        "(?, 'hst', 'reference', 'acs', 'darkfile', 12, '', 'delivered', 1, 0, '2026-01-01', '')",
+                        (odd_name,))
+            con.commit()
+            con.close()
+        read = catalog.for_quick_check(cache.cfg)
+        assert read.trees["references"].sizes == rows_of("reference")
+        assert read.trees["mappings"].sizes == rows_of("mapping")
+        assert {(r.name, r.filekind, r.size, r.rejected, r.blacklisted) for r in read.flagged} == flagged()
+        assert len(read.flagged) == len(flagged()) >= 2
+    result, doc = cache.json()
+    assert ("missing", "a/slash_drk.fits") in problems_of(doc) and ("missing", "a\x00nul_drk.fits") in problems_of(doc)
 
 
 def test_a_damaged_mapping_is_found_in_quick_mode(cache):
