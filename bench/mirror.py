@@ -21,7 +21,7 @@ Figures (medians of the repetitions):
   mirror_sync_vs_rsync_200k    the mirror's catalog-driven cache sync (crdsops.remote.catalog_sync:
                                the source backup's listing, made untimed as `inv backup` makes it,
                                compared by stat with this cache, then `rsync --files-from` into the
-                               cache's incoming directory, one syncfs, each file exchanged with the
+                               cache's incoming directory, its writeback started, each file exchanged with the
                                live one, and the held-back deletions) ÷ `rsync -a --delete` over the
                                same SSH between the same trees; 200,000 files (BENCH_SYNC_FILES), 1%
                                changed before each repetition (the first one has no record of an
@@ -229,7 +229,7 @@ class ListedRounds:
     one plain ``ssh HOST true`` per round, what connecting costs once (key exchange, auth, one
     session), printed beside the ratio as ``mirror_sync_connect_s``. ``pieces``: ours taken apart
     (the plan, the rsync, the rest: deletions and the record; and one ``ssh HOST true`` over the
-    open connection, the session every rsync over it starts with; the syncfs and the exchanges
+    open connection, the session every rsync over it starts with; the writeback and the exchanges
     that put the fetched files in place; the removal of the old contents after it), for the make-up.
     """
 
@@ -260,9 +260,9 @@ class ListedRounds:
             master.run("true")
             piece["session"] = time.perf_counter() - t
         piece["total"] = seconds
-        piece["syncfs"] = res.placing.get("syncfs", 0.0)
+        piece["writeback"] = res.placing.get("writeback", 0.0)
         piece["exchange"] = res.placing.get("exchange", 0.0)
-        piece["rest"] = seconds - sum(piece.get(k, 0) for k in ("plan", "rsync", "syncfs", "exchange"))
+        piece["rest"] = seconds - sum(piece.get(k, 0) for k in ("plan", "rsync", "writeback", "exchange"))
         self.pieces.append(piece)
         return seconds
 
@@ -274,9 +274,9 @@ class ListedRounds:
         """The medians of ours' pieces over ``rounds``, one line."""
         chosen = self.pieces[rounds]
         med = {k: statistics.median(p.get(k, 0.0) for p in chosen)
-               for k in ("total", "plan", "rsync", "syncfs", "exchange", "rest", "session", "removal")}
+               for k in ("total", "plan", "rsync", "writeback", "exchange", "rest", "session", "removal")}
         return (f"ours {med['total']:.2f}s = plan {med['plan']:.2f}s + rsync --files-from {med['rsync']:.2f}s "
-                f"+ syncfs {med['syncfs']:.2f}s + exchanges into place {med['exchange']:.2f}s "
+                f"+ writeback started {med['writeback']:.2f}s + exchanges into place {med['exchange']:.2f}s "
                 f"+ deletions and record {med['rest']:.2f}s; after it, off the path to the new state, removing "
                 f"the replaced old contents {med['removal']:.2f}s; a session over the open connection "
                 f"(`ssh HOST true`) {med['session']:.2f}s")

@@ -18,9 +18,10 @@ pickle and every delivery (name, size, mtime; ``crdsops.data.backup``), so the m
 4. rsync writes them into ``<root>/.crdsops-incoming/`` (:class:`Incoming`, on the file system
    of the trees), not over the live files: creating files under new names is cheap, while a
    rename over an existing file makes ext4 (``auto_da_alloc``) start writing the new file out
-   and free the old one's blocks (with ``discard``, trimmed) for each file in turn, most of a
-   sync that rewrites small files under their names. Once rsync is done, one ``syncfs``
-   writes the new files' data out for all of them, then each is put in place
+   and free the old one's blocks (with ``discard``, trimmed) for each file in turn, a part of a
+   sync that rewrites small files under their names (how much varies: README, the figures). Once rsync is done, the writing out of
+   every new file's data is started (``start_writeback``: what ``auto_da_alloc`` does, for all
+   of them at once and for them only, not the whole file system), then each is put in place
    (``crdsops.files.put_in_place``): exchanged with the live file in one step
    (``renameat2(RENAME_EXCHANGE)``), so no live name is ever missing and each holds its old or
    its new complete content, whenever the sync is cut; a new name is a plain rename. The old
@@ -65,7 +66,7 @@ from crdsops import progress
 from crdsops.data.inventory import human
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
-from crdsops.files import digest, ensure_dir, put_in_place, syncfs
+from crdsops.files import digest, ensure_dir, put_in_place, start_writeback
 from crdsops.remote import rsync
 from crdsops.remote.rsync import SyncResult
 from crdsops.remote.ssh import Target
@@ -220,7 +221,7 @@ class ListedSync(SyncResult):
     record: SyncRecord | None = None
     shortcut: list[str] = field(default_factory=list)  # trees planned from the record, not by a walk
     complete: bool = False  # every name asked for is here (the source may have lost one since its backup)
-    placing: dict[str, float] = field(default_factory=dict)  # seconds: "syncfs", "exchange"
+    placing: dict[str, float] = field(default_factory=dict)  # seconds: "writeback", "exchange"
 
     @property
     def source_files(self) -> int:
@@ -442,22 +443,25 @@ class Incoming:
 
     def place(self, files_from: Path, placing: dict[str, float]) -> list[Path]:
         """Put every fetched file of the list in place (module docstring, 4); the incoming paths now holding old contents."""
+        with open(files_from, "rb") as handle:
+            names = [raw.decode() for raw in handle.read().split(b"\0") if raw]
         start = time.monotonic()
-        syncfs(self.root)  # the data first, for all of them: a live name never points at unwritten blocks
-        placing["syncfs"] = time.monotonic() - start
+        here = []
+        for name in names:  # the data first, all of it started at once: no name ever points at unwritten blocks
+            try:
+                start_writeback(self.root / name)
+                here.append(name)
+            except (FileNotFoundError, OSError):  # not fetched: the source lost it, or the live file is the same
+                continue
+        placing["writeback"] = time.monotonic() - start
         start = time.monotonic()
         replaced = []
-        with open(files_from, "rb") as handle:
-            names = handle.read().split(b"\0")
-        for raw in names:
-            if not raw:
-                continue
-            name = raw.decode()
+        for name in here:
             staged = self.root / name
             try:
                 if put_in_place(staged, self.local_root / name):
                     replaced.append(staged)
-            except FileNotFoundError:  # not fetched: the source lost it, or the live file is the same
+            except FileNotFoundError:
                 continue
         placing["exchange"] = time.monotonic() - start
         return replaced
