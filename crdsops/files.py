@@ -205,6 +205,90 @@ def exchange(a: Path, b: Path) -> None:
     os.rename(between, a)
 
 
+def put_in_place(new: Path, live: Path) -> bool:
+    """Move file ``new`` to ``live`` in one step: ``live`` is never missing; True when its old file now sits at ``new``.
+
+    An existing ``live`` is exchanged with ``new`` (``renameat2(RENAME_EXCHANGE)``): the old
+    content ends at ``new``, for the caller to remove when it chooses (freeing a file's blocks
+    costs more than the exchange, and a rename over a file makes ext4 flush the new file's
+    data first). Where the file system cannot exchange (ENOSYS, EINVAL), ``new`` is renamed
+    over ``live`` (the old content is gone: False). A missing ``live`` is a plain rename
+    (False), its missing directories made with ``new``'s directory's mode. A directory at
+    ``live`` is put back and refused (``IsADirectoryError``); a missing ``new`` is
+    ``FileNotFoundError``.
+    """
+    try:
+        call = _renameat2()
+    except AttributeError:
+        call = None
+    err = errno.EINVAL
+    if call is not None:
+        at_cwd = -100  # AT_FDCWD
+        if call(at_cwd, os.fsencode(new), at_cwd, os.fsencode(live), _RENAME_EXCHANGE) == 0:
+            if stat.S_ISDIR(os.lstat(new).st_mode):  # a directory was in the way: put it back
+                call(at_cwd, os.fsencode(new), at_cwd, os.fsencode(live), _RENAME_EXCHANGE)
+                raise IsADirectoryError(errno.EISDIR, f"a directory is in the way of file {live}", str(live))
+            return True
+        err = ctypes_errno()
+    if err == errno.ENOENT:
+        if not os.path.lexists(new):
+            raise FileNotFoundError(errno.ENOENT, f"nothing to put in place at {new}", str(new))
+        _make_parents(Path(live).parent, Path(new).parent)
+    elif err not in (errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, f"cannot put {new} in place of {live}: {os.strerror(err)}")
+    os.replace(new, live)
+    return False
+
+
+def _make_parents(directory: Path, like: Path) -> None:
+    """``mkdir -p directory``, each directory made with the mode of its counterpart under ``like``."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append((directory, like))
+        directory, like = directory.parent, like.parent
+    for made, model in reversed(missing):
+        try:
+            mode = os.stat(model).st_mode & 0o7777
+        except OSError:
+            mode = 0o755
+        try:
+            os.mkdir(made, mode)
+        except FileExistsError:
+            continue
+        os.chmod(made, mode)  # the umask does not apply
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+
+
+@functools.cache
+def _sync_file_range():
+    import ctypes
+
+    call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return call
+
+
+def start_writeback(path: Path) -> None:
+    """Start writing ``path``'s data to the disk, without waiting (``sync_file_range(SYNC_FILE_RANGE_WRITE)``).
+
+    What ext4's ``auto_da_alloc`` does for a file renamed over another: its blocks are
+    allocated now, so (data=ordered) the journal commit of a later rename or exchange waits
+    for the data, and a crash never leaves the name on unwritten blocks. Only this file's data,
+    unlike ``syncfs``. Where the call is missing, nothing.
+    """
+    try:
+        call = _sync_file_range()
+    except AttributeError:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    finally:
+        os.close(fd)
+
+
 def ctypes_errno() -> int:
     import ctypes
 

@@ -1,4 +1,5 @@
-"""An interrupted cache sync resumes: the next mirror does not send again what arrived before."""
+"""An interrupted cache sync resumes: the next mirror does not send again what arrived before (and was
+left in the cache's incoming directory, not yet placed)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import threading
 import time
 
 from vms import sha256_tree
+
+from crdsops.remote import catalog_sync
 
 
 def _sent(cfg) -> set[str]:
@@ -20,12 +23,13 @@ def test_interrupted_transfer_resumes_without_resending(pair):
         (refs / f"bulk_{i:04d}.fits").write_bytes(bytes([i % 256]) * 100_000)
     pair.ops["test"].inv("backup")
     here = dst.cache / "references" / "hst"
+    incoming = dst.cache / catalog_sync.INCOMING_DIR / "references" / "hst"  # rsync writes there, then places
     cut = threading.Event()
 
     def cutter():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if len(list(here.glob("bulk_*.fits"))) >= 20:
+            if len(list(incoming.glob("bulk_*.fits"))) >= 20:
                 pair.test_host.cut()
                 cut.set()
                 return
@@ -37,8 +41,9 @@ def test_interrupted_transfer_resumes_without_resending(pair):
     thread.join()
     assert cut.is_set()
     assert first.returncode == 1 and "cache sync" in first.stderr and "resumes where this one stopped" in first.stderr
-    done = {f"references/hst/{p.name}" for p in here.glob("bulk_*.fits")}
+    done = {f"references/hst/{p.name}" for p in incoming.glob("bulk_*.fits")}  # arrived whole
     assert 20 <= len(done) < 120
+    assert not list(here.glob("bulk_*.fits"))  # a cut sync placed nothing: the live tree is as it was
 
     again = pair.mirror("--yes")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -46,4 +51,4 @@ def test_interrupted_transfer_resumes_without_resending(pair):
     assert not sent & done, sorted(sent & done)[:5]  # nothing that had arrived is sent again
     assert {f"references/hst/bulk_{i:04d}.fits" for i in range(120)} <= sent | done
     assert sha256_tree(here) == sha256_tree(refs)
-    assert not list(here.glob(".crdsops-partial/*"))  # a resumed partial file is moved into place
+    assert not [p for p in incoming.parent.parent.rglob("*") if p.is_file()]  # resumed partial file placed too
