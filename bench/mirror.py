@@ -20,18 +20,13 @@ Figures (medians of the repetitions):
 
   mirror_sync_vs_rsync_200k    the mirror's catalog-driven cache sync (crdsops.remote.catalog_sync:
                                the source backup's listing, made untimed as `inv backup` makes it,
-                               compared by stat with this cache, then `rsync --files-from` into the
-                               cache's incoming directory, its writeback started, each file exchanged with the
-                               live one, and the held-back deletions) ÷ `rsync -a --delete` over the
-                               same SSH between the same trees; 200,000 files (BENCH_SYNC_FILES), 1%
-                               changed before each repetition (the first one has no record of an
-                               earlier sync, the others do). Ours runs over the mirror's one SSH
-                               connection (crdsops.remote.sshmux), opened before the timing as the
-                               mirror's probes open it; plain rsync opens its own. Target <= 0.2.
-  mirror_sync_replaced_removal_s  beside it: removing the old contents the exchanges left in the
-                               incoming directory, timed after ours in the same rounds and not in
-                               the figure (a mirror does it once the new state serves); plain
-                               rsync pays the same inside its rename over each file.
+                               compared by stat with this cache, then `rsync --files-from` and the
+                               held-back deletions) ÷ `rsync -a --delete` over the same SSH between
+                               the same trees; 200,000 files (BENCH_SYNC_FILES), 1% changed before
+                               each repetition (the first one has no record of an earlier sync, the
+                               others do). Ours runs over the mirror's one SSH connection
+                               (crdsops.remote.sshmux), opened before the timing as the mirror's
+                               probes open it; plain rsync opens its own. Target <= 0.2.
   mirror_sync_connect_s        beside it: one plain `ssh HOST true` in the same rounds, what
                                connecting once costs (the mirror pays it once, for its probes).
   mirror_noop_sync_vs_rsync_200k  the same with nothing changed. Target <= 0.1.
@@ -214,7 +209,6 @@ with open("/proc/self/clear_refs", "w") as refs:
 before = status("VmRSS")
 res = catalog_sync.pull_listed(rsync.Pull(target, sys.argv[3], Path(sys.argv[4])), trees, Path(sys.argv[5]))
 res.delete_extraneous(max_delete=10**9)
-res.remove_replaced()
 after = status("VmHWM")  # the peak since the reset
 print(max(0, after - before) * 1024)
 """
@@ -229,8 +223,7 @@ class ListedRounds:
     one plain ``ssh HOST true`` per round, what connecting costs once (key exchange, auth, one
     session), printed beside the ratio as ``mirror_sync_connect_s``. ``pieces``: ours taken apart
     (the plan, the rsync, the rest: deletions and the record; and one ``ssh HOST true`` over the
-    open connection, the session every rsync over it starts with; the writeback and the exchanges
-    that put the fetched files in place; the removal of the old contents after it), for the make-up.
+    open connection, the session every rsync over it starts with), for the make-up.
     """
 
     def __init__(self, target, src: Path, ours_dir: Path, plain_dir: Path, work: Path):
@@ -254,31 +247,20 @@ class ListedRounds:
             res.delete_extraneous(max_delete=10**9, must_have=("references/hst",))
             seconds = time.perf_counter() - t
             t = time.perf_counter()
-            res.remove_replaced()  # a mirror does it once the new state serves, off the path to it
-            piece["removal"] = time.perf_counter() - t
-            t = time.perf_counter()
             master.run("true")
             piece["session"] = time.perf_counter() - t
         piece["total"] = seconds
-        piece["writeback"] = res.placing.get("writeback", 0.0)
-        piece["exchange"] = res.placing.get("exchange", 0.0)
-        piece["rest"] = seconds - sum(piece.get(k, 0) for k in ("plan", "rsync", "writeback", "exchange"))
+        piece["rest"] = seconds - piece.get("plan", 0) - piece.get("rsync", 0)
         self.pieces.append(piece)
         return seconds
-
-    def removal(self, rounds: slice) -> float:
-        """The median seconds of removing the replaced files' old contents over ``rounds`` (not in ours)."""
-        return statistics.median(p.get("removal", 0.0) for p in self.pieces[rounds])
 
     def make_up(self, rounds: slice) -> str:
         """The medians of ours' pieces over ``rounds``, one line."""
         chosen = self.pieces[rounds]
         med = {k: statistics.median(p.get(k, 0.0) for p in chosen)
-               for k in ("total", "plan", "rsync", "writeback", "exchange", "rest", "session", "removal")}
+               for k in ("total", "plan", "rsync", "rest", "session")}
         return (f"ours {med['total']:.2f}s = plan {med['plan']:.2f}s + rsync --files-from {med['rsync']:.2f}s "
-                f"+ writeback started {med['writeback']:.2f}s + exchanges into place {med['exchange']:.2f}s "
-                f"+ deletions and record {med['rest']:.2f}s; after it, off the path to the new state, removing "
-                f"the replaced old contents {med['removal']:.2f}s; a session over the open connection "
+                f"+ deletions and record {med['rest']:.2f}s; a session over the open connection "
                 f"(`ssh HOST true`) {med['session']:.2f}s")
 
     def plain(self) -> float:
@@ -338,9 +320,8 @@ def _timing(module, name: str, into: dict, key: str):
         setattr(module, name, real)
 
 
-def bench_listed_sync(where: Path) -> tuple[float, float, float, float, float, float]:
-    """(1% changed ratio, nothing changed ratio, peak RSS bytes per file, connect seconds, plan seconds, removal
-    seconds of the replaced old contents): the catalog-driven sync."""
+def bench_listed_sync(where: Path) -> tuple[float, float, float, float]:
+    """(1% changed ratio, nothing changed ratio, peak RSS bytes per file, connect seconds): the catalog-driven sync."""
     import json
 
     from sshd import SshLab
@@ -382,7 +363,7 @@ def bench_listed_sync(where: Path) -> tuple[float, float, float, float, float, f
             capture_output=True, text=True, check=True)
         rss = int(child.stdout.strip().splitlines()[-1]) / LISTED_FILES
         plan = statistics.median(p.get("plan", 0.0) for p in sides.pieces[:SYNC_REPEATS])
-        return changed, idle, rss, statistics.median(sides.connects), plan, sides.removal(slice(0, SYNC_REPEATS))
+        return changed, idle, rss, statistics.median(sides.connects), plan
     finally:
         lab.close()
 
@@ -592,12 +573,9 @@ def main() -> int:
                 print(f"mirror_cache_sync_vs_rsync = {ratio:.2f} (target <= 1.2)", flush=True)
                 shutil.rmtree(tmp / "sync", ignore_errors=True)
             if not ONLY or "noop" in ONLY:
-                changed, idle, rss, connect, plan, removal = bench_listed_sync(tmp / "listed")
+                changed, idle, rss, connect, plan = bench_listed_sync(tmp / "listed")
                 n, big = SCALE_NAME, "_1m" if SCALE_NAME == "1m" else ""
                 print(f"mirror_sync_vs_rsync_{n} = {changed:.3f} (target <= 0.2)", flush=True)
-                print(f"mirror_sync_replaced_removal_s{big} = {removal:.2f} (no target: removing the old contents of "
-                      "the files the 1%-changed sync replaced, after it, as a mirror does once the new state "
-                      "serves; not in the figure above)", flush=True)
                 print(f"mirror_sync_connect_s = {connect:.2f} (no target: one `ssh HOST true`, what connecting "
                       "costs once; the mirror pays it once, for its probes, not in the sync above)", flush=True)
                 print(f"mirror_noop_sync_vs_rsync_{n} = {idle:.3f} (target <= 0.1)", flush=True)

@@ -14,28 +14,7 @@ pickle and every delivery (name, size, mtime; ``crdsops.data.backup``), so the m
 3. runs one ``rsync --files-from`` over the checked SSH for exactly those names (none: no
    rsync at all), with ``--partial-dir`` so an interrupted transfer resumes where it
    stopped, ``--ignore-missing-args`` for files the source deleted since its backup,
-   ``--bwlimit`` when asked, and a progress bar on a terminal;
-4. rsync writes them into ``<root>/.crdsops-incoming/`` (:class:`Incoming`, on the file system
-   of the trees), not over the live files: creating files under new names is cheap, while a
-   rename over an existing file makes ext4 (``auto_da_alloc``) start writing the new file out
-   and free the old one's blocks (with ``discard``, trimmed) for each file in turn, a part of a
-   sync that rewrites small files under their names (how much varies: README, the figures). Once rsync is done, the writing out of
-   every new file's data is started (``start_writeback``: what ``auto_da_alloc`` does, for all
-   of them at once and for them only, not the whole file system), then each is put in place
-   (``crdsops.files.put_in_place``): exchanged with the live file in one step
-   (``renameat2(RENAME_EXCHANGE)``), so no live name is ever missing and each holds its old or
-   its new complete content, whenever the sync is cut; a new name is a plain rename. The old
-   contents end at the incoming names; they are removed later (``remove_replaced``), when the
-   caller says so: a mirror does it in its deletion step, once the new state serves, off the
-   path to it. When the fetched files are large (``DELTA_MIN_AVERAGE``), the live files are
-   also the basis of rsync's delta transfer (``--compare-dest``), as they were when rsync wrote
-   over them: a repaired reference sends what differs. For small files the basis costs more
-   than it saves (reading each old file and sending its checksums: 2,000 files of 1-2 KB,
-   0.2 s more), and a CRDS file is immutable by name: a rewrite is a repair, most often
-   whole. What an interrupted sync leaves there (complete new files not yet placed, rsync's
-   partial files, replaced old contents) is reused by the next sync when it asks for the same
-   name and the file is what its listing says (rsync sends again only what differs), and
-   removed otherwise: an old content never goes back in place.
+   ``--bwlimit`` when asked, and a progress bar on a terminal.
 
 A sync that ended (its deletions done) records what it left (``<root>/mirror/<label>.synced/``):
 each tree's listing and the mtime of every directory of the tree. The next sync trusts that
@@ -53,7 +32,6 @@ it sent), for the operator and the tests.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -66,7 +44,7 @@ from crdsops import progress
 from crdsops.data.inventory import human
 from crdsops.data.manifest import Manifest
 from crdsops.errors import CrdsOpsError
-from crdsops.files import digest, ensure_dir, put_in_place, start_writeback
+from crdsops.files import digest, ensure_dir
 from crdsops.remote import rsync
 from crdsops.remote.rsync import SyncResult
 from crdsops.remote.ssh import Target
@@ -74,8 +52,6 @@ from crdsops.remote.ssh import Target
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".crdsops-partial"  # rsync keeps a cut-off file here, per directory, and resumes it
-INCOMING_DIR = ".crdsops-incoming"  # under the synced root: where rsync writes what it fetches (Incoming)
-DELTA_MIN_AVERAGE = 1 << 20  # bytes a fetched file, on average, from which the live files are rsync's delta basis
 
 
 class ListingRefused(CrdsOpsError):
@@ -221,7 +197,6 @@ class ListedSync(SyncResult):
     record: SyncRecord | None = None
     shortcut: list[str] = field(default_factory=list)  # trees planned from the record, not by a walk
     complete: bool = False  # every name asked for is here (the source may have lost one since its backup)
-    placing: dict[str, float] = field(default_factory=dict)  # seconds: "writeback", "exchange"
 
     @property
     def source_files(self) -> int:
@@ -356,115 +331,11 @@ def _set_difference(new_path: Path, old_path: Path):
 
 
 def listed_argv(target: Target, remote_root: str, local_root: Path, files_from: Path,
-                bwlimit: str | None = None, live: Path | None = None) -> list[str]:
-    """The rsync of exactly the names in ``files_from`` (NUL-separated) into ``local_root``, resumable, sizes in
-    its itemized list; ``live``: the tree the files are for, when ``local_root`` is its incoming directory
-    (a file identical there is not fetched; a changed one is the basis of the delta transfer)."""
+                bwlimit: str | None = None) -> list[str]:
+    """The rsync of exactly the names in ``files_from`` (NUL-separated), resumable, sizes in its itemized list."""
     options = (f"--files-from={files_from}", "--from0", "--ignore-missing-args", f"--partial-dir={PARTIAL_DIR}",
-               "--out-format=%i %l %n", *((f"--compare-dest={live}",) if live is not None else ()),
-               *((f"--bwlimit={bwlimit}",) if bwlimit else ()))
+               "--out-format=%i %l %n", *((f"--bwlimit={bwlimit}",) if bwlimit else ()))
     return rsync.rsync_argv(target, remote_root, local_root, options=options)
-
-
-class Incoming:
-    """``<root>/.crdsops-incoming``: where a catalog-driven sync's rsync writes, then each file is put in place.
-
-    It must be on the file system of every tree it fills (an exchange cannot cross file
-    systems); where it is not, rsync writes into the trees as before (:meth:`usable`). What an
-    earlier sync left there is kept only when this one fetches it as the listing has it
-    (:meth:`keep_only`): rsync then sends again only what differs from it.
-    """
-
-    def __init__(self, local_root: Path):
-        self.local_root = Path(local_root)
-        self.root = self.local_root / INCOMING_DIR
-
-    def usable(self, trees) -> bool:
-        ensure_dir(self.root)
-        device = os.stat(self.root).st_dev
-        return all(os.stat(self.local_root / tree).st_dev == device for tree in trees)
-
-    def leftovers(self):
-        """(path, the name it stands for, whether it is rsync's partial file) of every file here."""
-        stack = [("", str(self.root))]
-        while stack:
-            prefix, directory = stack.pop()
-            try:
-                entries = os.scandir(directory)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((prefix + entry.name + "/", entry.path))
-                        continue
-                    parent, _, base = prefix.rstrip("/").rpartition("/")
-                    if base == PARTIAL_DIR:  # rsync's, resuming <parent>/<name>
-                        yield Path(entry.path), f"{parent}/{entry.name}" if parent else entry.name, True
-                    else:
-                        yield Path(entry.path), prefix + entry.name, False
-
-    def keep_only(self, result: ListedSync | None) -> int:
-        """Remove what an earlier sync left here unless this one fetches its name and it is what the
-        listing says (its size and mtime; a partial file only needs the name); how many went.
-
-        A replaced file's old content left here (a sync killed before removing it) is not what
-        the listing says, so it never goes back in place."""
-        leftovers = list(self.leftovers())
-        if not leftovers:
-            return 0
-        wanted = self._wanted(result, {name for _, name, _ in leftovers}) if result is not None else {}
-        gone = 0
-        for path, name, partial in leftovers:
-            key = wanted.get(name)
-            if key is not None and not partial:
-                st = os.lstat(path)
-                if _key(st.st_size, st.st_mtime_ns // 1_000_000_000) != key:
-                    key = None
-            if key is None:
-                path.unlink(missing_ok=True)
-                gone += 1
-        if gone:
-            log.info(f"removed {gone} file(s) an earlier sync left in {self.root}")
-        return gone
-
-    @staticmethod
-    def _wanted(result: ListedSync, names: set[str]) -> dict[str, int]:
-        """{name: its listing's size and mtime key} of those of ``names`` this sync fetches."""
-        with open(result.files_from, "rb") as handle:
-            names &= {n.decode() for n in handle.read().split(b"\0") if n}
-        wanted = {}
-        for tree, listing in result.listings.items():
-            for name, size, mtime_s in listing_entries(listing):
-                full = f"{tree}/{name}"
-                if full in names:
-                    wanted[full] = _key(size, mtime_s)
-        return wanted
-
-    def place(self, files_from: Path, placing: dict[str, float]) -> list[Path]:
-        """Put every fetched file of the list in place (module docstring, 4); the incoming paths now holding old contents."""
-        with open(files_from, "rb") as handle:
-            names = [raw.decode() for raw in handle.read().split(b"\0") if raw]
-        start = time.monotonic()
-        here = []
-        for name in names:  # the data first, all of it started at once: no name ever points at unwritten blocks
-            try:
-                start_writeback(self.root / name)
-                here.append(name)
-            except (FileNotFoundError, OSError):  # not fetched: the source lost it, or the live file is the same
-                continue
-        placing["writeback"] = time.monotonic() - start
-        start = time.monotonic()
-        replaced = []
-        for name in here:
-            staged = self.root / name
-            try:
-                if put_in_place(staged, self.local_root / name):
-                    replaced.append(staged)
-            except FileNotFoundError:
-                continue
-        placing["exchange"] = time.monotonic() - start
-        return replaced
 
 
 def pull_listed(spec: rsync.Pull, trees: dict[str, Path], work: Path) -> ListedSync:
@@ -481,32 +352,17 @@ def pull_listed(spec: rsync.Pull, trees: dict[str, Path], work: Path) -> ListedS
     log_path = Path(work) / f"{label}.rsync.log"
     log.info(f"{label} sync from {target.name} by its backup's listing: {result.source_files} files there, "
              f"{result.fetch} new or changed ({human(result.fetch_bytes)}), {len(result.extra)} not at the source")
-    incoming = Incoming(local_root)
     if not result.fetch:
-        incoming.keep_only(None)
         log_path.write_text("")
         result.seconds = time.monotonic() - start
         result.complete = True
         return result
-    if incoming.usable(trees):
-        incoming.keep_only(result)
-        delta = result.fetch_bytes >= DELTA_MIN_AVERAGE * result.fetch
-        argv = listed_argv(target, spec.remote_root, incoming.root, result.files_from, spec.bwlimit,
-                           live=local_root if delta else None)
-    else:
-        log.info(f"{incoming.root} is not on the file system of every tree: rsync writes into the trees")
-        with contextlib.suppress(OSError):
-            incoming.root.rmdir()
-        incoming = None
-        argv = listed_argv(target, spec.remote_root, local_root, result.files_from, spec.bwlimit)
+    argv = listed_argv(target, spec.remote_root, local_root, result.files_from, spec.bwlimit)
     with open(log_path, "w") as itemized, _Transferring(result, label, itemized) as seen:
         rsync.run_rsync(argv, target, f"{label} sync", "nothing was deleted here; run the mirror again: it "
                         "resumes where this one stopped", seen.line)
-    if incoming is not None:
-        result.replaced = incoming.place(result.files_from, result.placing)
     result.seconds = time.monotonic() - start
-    log.info(f"{label} sync: {result.transferred} files copied in {result.seconds:.1f}s"
-             + (f" ({len(result.replaced)} replaced: their old contents go later)" if result.replaced else ""))
+    log.info(f"{label} sync: {result.transferred} files copied in {result.seconds:.1f}s")
     result.complete = _all_here(local_root, result.files_from)
     return result
 

@@ -26,11 +26,8 @@ which a backup only lists, come from the source host by rsync over SSH.
    (context and counts, answering as this server); on failure the reverse swap; once healthy,
    the safety backup of the old state the swap kept, and the old state dropped once it
    verifies (``staging.keep_safely``: kept, with a warning, if that backup fails);
-5. once the new state is live: remove the old contents of the files the sync replaced (it put
-   each new file in place in one step and kept the old one aside: ``catalog_sync``), then delete
-   files the source no longer has (capped, and refused when the source looks empty); then the
-   quick cache check. A mirror that stops before this step removes those old contents on its
-   way out.
+5. once the new state is live: delete files the source no longer has (capped, and
+   refused when the source looks empty); then the quick cache check.
 
 One SSH connection to the source carries all of it: the probes, ``inv backup`` there, the
 backup fetch and every rsync ride an OpenSSH ControlMaster that the probes open and the
@@ -148,10 +145,7 @@ class Mirror(Operation):
         try:
             yield
         finally:
-            try:
-                self._remove_replaced()  # a mirror that stopped before its deletion step
-            finally:
-                self.master.close()
+            self.master.close()
 
     def probe(self) -> MirrorFacts:
         self.facts = probe(self.config, self.src, self.options, self.upward, self.master)
@@ -222,18 +216,8 @@ class Mirror(Operation):
         log.info(f"{self.config.name} now serves {self.src.name}'s state of {m.made} "
                  f"(context {m.counts.operational_context})")
 
-    def _remove_replaced(self) -> None:
-        """Remove the old contents of the files the syncs replaced (kept until now: removing costs more than replacing)."""
-        for label, sync in self.syncs.items():
-            try:
-                sync.remove_replaced()
-            except OSError as err:
-                log.warning(f"could not remove every old content of the files the {label} sync replaced ({err}); "
-                            "the next mirror removes them")
-
     def delete_extraneous(self) -> None:
         failpoints.hit("mirror.deleting")
-        self._remove_replaced()  # the new state serves: the old contents of replaced files go first
         # An unmounted source cache lists nothing; only a backup with no references allows that.
         must_have = (f"references/{self.config.observatory}",) if self.backup.manifest.counts.references else ()
         max_delete = self.options.max_delete
@@ -411,8 +395,7 @@ class MirrorPlanner:
                                                  if m.options.bwlimit else ""), m.stage, name="staging")
         p.add(staging.swap_text(d, f.running, f"answers as {d.name} with context {counts.operational_context} "
                                 "and the backup's counts"), m.swap, name="swapping in")
-        p.add("then remove the old contents of the files the sync replaced, and delete files the source no "
-              "longer has (capped; refused if the source looks empty)",
+        p.add("then delete files the source no longer has (capped; refused if the source looks empty)",
               m.delete_extraneous, name="deleting what the source no longer has")
         return p
 

@@ -45,7 +45,6 @@ class SyncResult:
     listed: dict[str, set[str]] = field(default_factory=dict)  # tree -> relative file names at the source
     transferred: int = 0
     seconds: float = 0.0
-    replaced: list[Path] = field(default_factory=list)  # old contents a sync moved aside (catalog_sync), to remove
 
     @property
     def source_files(self) -> int:
@@ -97,21 +96,6 @@ class SyncResult:
             path.unlink(missing_ok=True)
         log.info(f"deleted {len(extra)} file(s) the source no longer has")
         return extra
-
-
-    def remove_replaced(self) -> int:
-        """Remove the old contents of the files the sync replaced (none for a full pass: rsync wrote in place)."""
-        gone = 0
-        for path in self.replaced:
-            try:
-                path.unlink()
-                gone += 1
-            except FileNotFoundError:
-                pass
-        self.replaced = []
-        if gone:
-            log.info(f"removed the old contents of {gone} replaced file(s)")
-        return gone
 
 
 def rsync_argv(target: Target, remote_root: str, local_root: Path, sources: list[str] | tuple[str, ...] = ("",),
