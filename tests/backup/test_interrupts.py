@@ -21,11 +21,11 @@ RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup
                   "backup.manifest", "backup.renamed"]
 RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step
 # The random moments fall within a run, timed from the moment the lock appears: on a 2-core machine
-# a backup holds it 0.10-0.2 s (since it counts the catalog in SQL, not with Django's start: 0.5-0.65 s
+# a backup holds it 0.08-0.2 s (since it counts the catalog in SQL, not with Django's start: 0.5-0.65 s
 # before), a restore 0.7-0.9 s (1.1-2.2 s before its warm-up overlapped the load), and longer
 # under load. Most runs must really be cut short (assert_mostly_interrupted); the failpoints cover
 # the last steps for certain.
-BACKUP_DELAYS = (0, 0.1)
+BACKUP_DELAYS = (0, 0.06)
 RESTORE_DELAYS = (0, 0.6)
 
 
