@@ -85,6 +85,14 @@ def at_moment(args: list[str], env: dict, lock: Path, delay: float, sig: str, gr
     return Interrupted(proc.returncode, out, err, SIGNALS[sig], delay, (ended or time.monotonic()) - locked)
 
 
+def moments_within(args: list[str], env: dict, lock: Path, share: float = 0.6) -> tuple[float, float]:
+    """The range of random moments for ``args``: the first ``share`` of one whole run timed here, now,
+    from the lock appearing to the run's end (a fixed range outgrows a task that got faster)."""
+    run = at_moment(args, env, lock, 600.0, "sigterm", group=False)  # never due: it finishes first
+    assert run.finished_first, run.describe()
+    return 0.0, share * run.lasted
+
+
 def assert_mostly_interrupted(runs: list[Interrupted], what: str, at_least: float = 0.5) -> None:
     """At least ``at_least`` of the random-moment ``runs`` were cut short (not finished before the signal)."""
     first = [run for run in runs if run.finished_first]

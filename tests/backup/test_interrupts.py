@@ -8,7 +8,14 @@ from __future__ import annotations
 import random
 import subprocess
 
-from interrupting import assert_mostly_interrupted, at_failpoint, at_moment, kept_answering, leftovers
+from interrupting import (
+    assert_mostly_interrupted,
+    at_failpoint,
+    at_moment,
+    kept_answering,
+    leftovers,
+    moments_within,
+)
 from support import CHECKOUT, INV
 
 from crdsops.data import manifest
@@ -20,13 +27,10 @@ BACKUP_POINTS = ["backup.started", "backup.dumped", "backup.manifest", "backup.r
 RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
                   "backup.manifest", "backup.renamed"]
 RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step
-# The random moments fall within a run, timed from the moment the lock appears: on a 2-core machine
-# a backup holds it 0.08-0.2 s (since it counts the catalog in SQL, not with Django's start: 0.5-0.65 s
-# before), a restore 0.7-0.9 s (1.1-2.2 s before its warm-up overlapped the load), and longer
-# under load. Most runs must really be cut short (assert_mostly_interrupted); the failpoints cover
-# the last steps for certain.
-BACKUP_DELAYS = (0, 0.06)
-RESTORE_DELAYS = (0, 0.6)
+# The random moments fall within the first 60% of a run timed on the spot (moments_within), from
+# the moment the lock appears: a quiet 2-core machine's SQLite backup holds it 0.08-0.2 s, a
+# restore 0.7-0.9 s, and longer under load. Most runs must really be cut short
+# (assert_mostly_interrupted); the failpoints cover the last steps for certain.
 
 
 def _schema(server):
@@ -62,8 +66,9 @@ def _backup_interrupts(server):
             server.inv("backup")  # the next run succeeds (Ops.inv raises on a non-zero exit)
     rng = random.Random(10)
     runs = []
+    delays = moments_within(["backup"], server.ops.env, server.cfg.layout.lock)
     for i in range(RANDOM_RUNS):
-        run = at_moment(["backup"], server.ops.env, server.cfg.layout.lock, rng.uniform(*BACKUP_DELAYS),
+        run = at_moment(["backup"], server.ops.env, server.cfg.layout.lock, rng.uniform(*delays),
                         ("sigint", "sigterm")[i % 2], group=bool(i % 3))
         runs.append(run)
         _after_interrupt(server, run, [state])
@@ -75,6 +80,7 @@ def _backup_interrupts(server):
 def _restore_interrupts(server):
     server.inv("backup")
     new = (server.rows(), server.support_files())  # what the backup holds
+    delays = moments_within(["restore", "--yes"], server.ops.env, server.cfg.layout.lock)
 
     def move_on():  # the live state differs from the backup's: a restore has something to do
         server.sql("UPDATE catalog_catalogfile SET description = 'moved on' WHERE id = 1")
@@ -91,7 +97,7 @@ def _restore_interrupts(server):
             assert not run.finished_first, f"{where}: {run.describe()}"
         else:
             run = at_moment(["restore", "--yes"], server.ops.env, server.cfg.layout.lock,
-                            rng.uniform(*RESTORE_DELAYS), sig, group=bool(where % 3))
+                            rng.uniform(*delays), sig, group=bool(where % 3))
             runs.append(run)
         _after_interrupt(server, run, [old, new])
         # the next run succeeds and leaves the backup's state
