@@ -35,7 +35,10 @@ class JobsFailed(CrdsOpsError):
     def __init__(self, failures: list[tuple[str, BaseException]], stopped: list[str] | None = None):
         self.failures = failures
         self.stopped = stopped or []
-        super().__init__("; ".join(f"{label}: {interrupts.describe(err)}" for label, err in failures))
+        by_cause: dict[str, list[str]] = {}  # jobs that failed for one cause (a refused login) say it once
+        for label, err in failures:
+            by_cause.setdefault(interrupts.describe(err), []).append(label)
+        super().__init__("; ".join(f"{', '.join(labels)}: {cause}" for cause, labels in by_cause.items()))
 
 
 @dataclass

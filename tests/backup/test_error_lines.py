@@ -50,7 +50,8 @@ def test_a_wrong_password_is_one_line_with_the_cause_and_the_fix(vm_kind_server)
     ops, account, option_file = vm_kind_server
     cfg = ops.config("hst", "dev")
     # enough references that their listing is still running when mysqldump is refused: it is
-    # stopped then (as are the catalog counts, the archives), and must not be reported
+    # stopped then (as are the archives), and must not be reported; the catalog counts, refused
+    # alike, may fail first: the cause is said once for both (parallel.JobsFailed)
     for i in range(20000):
         (cfg.layout.references / f"pad_{i:05d}_drk.fits").write_bytes(b"x" * 2880)
     mysql.write_option_file(option_file, account.user, "not-" + account.password)

@@ -300,3 +300,13 @@ def test_archived_binlogs_before_the_oldest_kept_backup_go_and_their_sums_with_t
     assert [p.name for p in binlogs.archived(cfg)] == [f"binlog.{n:06d}" for n in range(3, 6)]
     assert sorted(binlogs.read_sums(cfg)) == ["binlog.000003", "binlog.000004"]
     assert binlogs.prune_before(cfg, "binlog.000009") == ["binlog.000003", "binlog.000004"], "the open one stays"
+
+
+def test_jobs_that_fail_for_one_cause_say_it_once():
+    """A refused login fails the dump and the catalog counts alike: one line names both, the cause once."""
+    from crdsops.parallel import JobsFailed
+
+    refused = CrdsOpsError("MySQL refused the login")
+    err = JobsFailed([("dump", refused), ("counts", CrdsOpsError("MySQL refused the login")),
+                      ("support:config", CrdsOpsError("disk full"))])
+    assert str(err) == "dump, counts: MySQL refused the login; support:config: disk full"
