@@ -385,15 +385,21 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
     saying so, or the interrupt). On success, ``keep_safely``: the safety backup of the old state,
     then the old state dropped.
     """
-    swap = _Swap(config, staged)
     what = what or f"restore of {config.name}"
+    swap = None
     try:
+        swap = _Swap(config, staged)  # inside: an interrupt while it looks at the server leaves no staging
         swap.swap_in_and_check(manifest)
     except BaseException as err:
         reason = interrupts.describe(err)
         log.info(f"{what} failed ({reason})")
         with interrupts.shielded("the rollback"):
-            swap.roll_back()
+            if swap is None:  # nothing was swapped yet
+                cleanup.every({"the staged database": staged.engine.discard_staging,
+                               "the staged support directories": staged.support.discard_staging,
+                               "the precomputed server info": lambda: _drop_warm(config)})
+            else:
+                swap.roll_back()
         if isinstance(err, KeyboardInterrupt):
             raise
         raise CrdsOpsError(f"{what} failed ({reason}); rolled back to the state before") from None
