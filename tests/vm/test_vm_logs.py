@@ -30,6 +30,11 @@ def test_rotation_takes_apache_onto_new_logs_gracefully(vm):
         with ClientLoad(cfg.local_url, "hst") as load, Markers(cfg.local_url) as markers:
             for _ in range(2):  # the second compresses the first (delaycompress)
                 time.sleep(1.1)  # a rotated log's name is dated to the second
+                # notifempty: wait until Apache, reopened by the graceful, wrote to its new log
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and not (layout.apache_access_log.exists()
+                                                           and layout.apache_access_log.stat().st_size):
+                    time.sleep(0.1)
                 vm.inv("rotate-logs", "--force")
             time.sleep(1)
         time.sleep(0.5)
