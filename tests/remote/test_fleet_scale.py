@@ -163,19 +163,17 @@ def test_bad_limits_are_one_line(fake_fleet):
     assert result.stderr.strip() == "error: --parallel must be at least 1 and --timeout at least 0 (0: no limit)"
 
 
-def connections_during(fleet: FakeFleet, run) -> dict[str, int]:
-    """kind -> the SSH connections its sshd accepted while ``run()`` ran."""
+def connections_during(fleet: FakeFleet, run) -> tuple[object, dict[str, int]]:
+    """(what ``run()`` returned, kind -> the SSH connections its sshd accepted while it ran)."""
     before = fleet.accepted()
-    run()
-    return {kind: count - before[kind] for kind, count in fleet.accepted().items()}
+    result = run()
+    return result, {kind: count - before[kind] for kind, count in fleet.accepted().items()}
 
 
 def test_fleet_upgrade_carries_every_step_on_one_connection_per_host(fresh_log):
     """dev and test: the upgrade, then the gate; ops: the upgrade; each host's sshd accepts one connection."""
-    ran = {}
-    counts = connections_during(fresh_log, lambda: ran.update(
-        result=fresh_log.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--yes", timeout=90)))
-    result = ran["result"]
+    result, counts = connections_during(fresh_log, lambda: fresh_log.inv(
+        "fleet-upgrade", "--obs", "hst", "--to", "good", "--yes", timeout=90))
     assert result.returncode == 0, result.stdout + result.stderr
     steps = [ln.split(":")[0] for ln in result.stdout.splitlines() if re.match(r"(dev|test|ops) (upgrade|gate): ", ln)]
     assert steps == ["dev upgrade", "dev gate", "test upgrade", "test gate", "ops upgrade"], result.stdout
@@ -183,10 +181,8 @@ def test_fleet_upgrade_carries_every_step_on_one_connection_per_host(fresh_log):
 
 
 def test_fleet_upgrade_dry_run_probes_each_host_on_one_connection(fresh_log):
-    ran = {}
-    counts = connections_during(fresh_log, lambda: ran.update(
-        result=fresh_log.inv("fleet-upgrade", "--obs", "hst", "--to", "good", "--dry-run", timeout=90)))
-    result = ran["result"]
+    result, counts = connections_during(fresh_log, lambda: fresh_log.inv(
+        "fleet-upgrade", "--obs", "hst", "--to", "good", "--dry-run", timeout=90))
     assert result.returncode == 0, result.stdout + result.stderr
     for kind in ("dev", "test", "ops"):
         assert re.search(rf"^{kind} probe: hst\.{kind} .* ok +\(exit 0\) hst\.{kind} ran inv upgrade --to good "
@@ -210,7 +206,7 @@ def test_one_connection_per_host_for_several_runs_and_closed_after(fake_fleet):
                 assert [r.state for r in results] == ["ok"] * 3, [r.line() for r in results]
             assert all(fake_fleet.hosts[kind].sessions() for kind in KINDS)  # open between the runs
 
-    assert connections_during(fake_fleet, two_runs) == {kind: 1 for kind in KINDS}
+    assert connections_during(fake_fleet, two_runs)[1] == {kind: 1 for kind in KINDS}
     deadline = time.monotonic() + 5
     while any(h.sessions() for h in fake_fleet.hosts.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
