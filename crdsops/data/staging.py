@@ -230,12 +230,7 @@ class Staging:
         return True
 
     def discard(self) -> list[str]:
-        """Remove every staged part, each whatever the others raised; what could not be removed."""
-        return cleanup.every({
-            "the staged database": self.engine.discard_staging,
-            "the staged support directories": self.support.discard_staging,
-            "the precomputed server info": lambda: _drop_warm(self.config),
-        })
+        return discard_staged(self.config, self.engine, self.support)
 
 
 def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, what: str = "",
@@ -260,6 +255,15 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
     took = dict(outcome.seconds)
     log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
     return Staged(staging.engine, staging.support, None, took, staging.listed, staging.generation)
+
+
+def discard_staged(config: ServerConfig, engine: Engine, support: SupportRestore) -> list[str]:
+    """Remove every staged part, each whatever the others raised; what could not be removed."""
+    return cleanup.every({
+        "the staged database": engine.discard_staging,
+        "the staged support directories": support.discard_staging,
+        "the precomputed server info": lambda: _drop_warm(config),
+    })
 
 
 def _drop_warm(config: ServerConfig) -> None:
@@ -395,9 +399,9 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
         log.info(f"{what} failed ({reason})")
         with interrupts.shielded("the rollback"):
             if swap is None:  # nothing was swapped yet
-                cleanup.every({"the staged database": staged.engine.discard_staging,
-                               "the staged support directories": staged.support.discard_staging,
-                               "the precomputed server info": lambda: _drop_warm(config)})
+                left = discard_staged(config, staged.engine, staged.support)
+                if left:
+                    log.warning(f"could not remove {', '.join(left)}: remove it by hand")
             else:
                 swap.roll_back()
         if isinstance(err, KeyboardInterrupt):
