@@ -149,6 +149,10 @@ class Restore(Operation):
               self._swap, name="swapping in")
         return p
 
+    def run(self, plan: Plan) -> RestoreOutcome | None:
+        with staging.discarded_unless_swapped(self.config, swapped=lambda: self.held is not None):
+            return super().run(plan)
+
     def _stage(self) -> None:
         backup, m = self.facts.backup, self.facts.manifest
         log.info(f"backup {backup} verified ({len(m.files)} files): {m.server.name}, made {m.made}")

@@ -252,6 +252,7 @@ def stage_while_serving(config: ServerConfig, backup: Path, manifest: Manifest, 
             raise CrdsOpsError(f"{what or 'restore of ' + config.name} stopped before the swap ({err}); "
                                f"nothing was changed, the server state is as it was{also}") from None
         raise
+    failpoints.hit("restore.staging_ended")  # past this try: discarded_unless_swapped removes the staging
     took = dict(outcome.seconds)
     log.info(f"staged: {', '.join(f'{k} in {v:.1f}s' for k, v in took.items())}")
     return Staged(staging.engine, staging.support, None, took, staging.listed, staging.generation)
@@ -264,6 +265,27 @@ def discard_staged(config: ServerConfig, engine: Engine, support: SupportRestore
         "the staged support directories": support.discard_staging,
         "the precomputed server info": lambda: _drop_warm(config),
     })
+
+
+@contextlib.contextmanager
+def discarded_unless_swapped(config: ServerConfig, swapped: Callable[[], bool]):
+    """Around a restore's or a mirror's steps: a failure or an interrupt before ``swapped()``
+    removes whatever is staged under ``config``'s staging names.
+
+    ``stage_while_serving`` and ``swap_and_check`` each remove the staging on their own failures;
+    this covers the moments between them (a signal just after the staging jobs ended, or between
+    the two steps), where no one else would. Removing is idempotent: after their own clean-up it
+    finds nothing.
+    """
+    try:
+        yield
+    except BaseException:
+        if not swapped():
+            with interrupts.shielded():
+                left = discard_staged(config, engine_for(config), SupportRestore(config))
+            if left:
+                log.warning(f"could not remove {', '.join(left)}: remove it by hand")
+        raise
 
 
 def _drop_warm(config: ServerConfig) -> None:

@@ -161,6 +161,10 @@ class Mirror(Operation):
         if not confirm(plan.confirm, yes):
             raise NotConfirmed("not confirmed (use --yes to skip the question); nothing changed")
 
+    def run(self, plan: Plan) -> MirrorOutcome | None:
+        with staging.discarded_unless_swapped(self.config, swapped=lambda: self.held is not None):
+            return super().run(plan)
+
     def outcome(self) -> MirrorOutcome | None:
         if self.src is None:
             return None

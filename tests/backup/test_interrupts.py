@@ -24,7 +24,7 @@ BACKUP_POINTS = ["backup.started", "backup.dumped", "backup.manifest", "backup.r
                  "backup.shared_copied", "backup.published"]
 # a restore's own points, and those of the safety backup it takes once the new state serves (from the old
 # state the swap kept: an interrupt there leaves the new state serving and the old one kept)
-RESTORE_POINTS = ["restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
+RESTORE_POINTS = ["restore.staging_ended", "restore.staged", "restore.swapped", "restore.health", "backup.started", "backup.dumped",
                   "backup.manifest", "backup.renamed"]
 RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step
 # The random moments fall within the first 60% of a run timed on the spot (moments_within), from

@@ -16,8 +16,8 @@ from vms import sha256_tree
 
 from crdsops.runtime import health
 
-POINTS = ["mirror.staging", "restore.staged", "restore.swapped", "restore.health", "mirror.deleting",
-          "backup.started", "backup.dumped", "backup.renamed"]
+POINTS = ["mirror.staging", "restore.staging_ended", "restore.staged", "restore.swapped", "restore.health",
+          "mirror.deleting", "backup.started", "backup.dumped", "backup.renamed"]
 RANDOM_RUNS = 8  # few: each costs a run and a recovery; the failpoints above cover every named step
 # Within a run, timed from the moment the lock appears: on a 2-core machine a mirror holds it
 # 2.2-2.5 s (SQLite) or 2.7-3.4 s (MariaDB), longer under load; most runs must be cut short.
