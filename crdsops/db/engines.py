@@ -266,14 +266,13 @@ class MysqlEngine(Engine):
             comp = compress_stream(dump.stdout, out)
         finally:
             dump.stdout.close()  # the compressor holds the pipe now
-        errors = []
-        for label, proc in (("mysqldump", dump), ("compressor", comp)):
-            err = proc.stderr.read().decode(errors="replace")
-            if proc.wait() != 0:
-                errors.append(self.mysql.explain(err, self.config) if label == "mysqldump"
-                              else stage_failure(label, proc.returncode, err))
-        if errors:
-            raise CrdsOpsError(f"dumping {schema} failed: {errors[0]}")
+        dump_err, comp_err = (proc.stderr.read().decode(errors="replace") for proc in (dump, comp))
+        if dump.wait() != 0:
+            # explained as the mysql client's errors are: the backup's counts job, failing for the
+            # same cause (a server down), then reads the same and the two are reported as one
+            raise self.mysql.explain(dump_err, self.config, database=schema)
+        if comp.wait() != 0:
+            raise CrdsOpsError(f"dumping {schema} failed: {stage_failure('compressor', comp.returncode, comp_err)}")
         return binlog_position(out) if binlog else None
 
     def migrations(self, old: bool = False) -> list[list[str]]:
