@@ -119,6 +119,16 @@ def _directory_error(path: Path, err: OSError) -> DirectoryError:
     return error(path, obstacle, f"cannot hold directory {path} ({err.strerror})", "fix that path")
 
 
+def staged_beside(target: Path) -> Path:
+    """Where a swap stages the new state of the file or directory ``target`` (restore, mirror)."""
+    return target.with_name(target.name + ".crdsops-new")
+
+
+def kept_beside(target: Path) -> Path:
+    """Where a swap keeps the old state of ``target`` until the safety backup of it verifies."""
+    return target.with_name(target.name + ".crdsops-old")
+
+
 def make_dirs(path: Path) -> None:
     """``mkdir -p path``; what is in the way is a ``DirectoryError`` (one line, the config key named)."""
     try:

@@ -61,7 +61,7 @@ from crdsops.data.manifest import (
 from crdsops.db.compression import compress_stream, compression, finish
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
-from crdsops.files import digest, ensure_dir, fsync_dir, write_atomic
+from crdsops.files import digest, ensure_dir, fsync_dir, kept_beside, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.db.catalog import counts as catalog_counts
 from crdsops.runtime.lifecycle import Operation
@@ -75,11 +75,6 @@ def support_dirs(config: ServerConfig) -> dict[str, Path]:
     """What a backup carries besides the database, by label."""
     layout = config.layout
     return {"catalogs": layout.catalogs, "config": layout.cache_tree("config"), "mappings": layout.mappings}
-
-
-def kept_old(target: Path) -> Path:
-    """Where a restore's swap keeps the support directory it replaced, until the safety backup of it verifies."""
-    return target.with_name(target.name + ".crdsops-old")
 
 
 @dataclass(frozen=True)
@@ -125,7 +120,7 @@ class BackupRun:
     """One backup being made (``inv backup``'s, or a restore's safety backup): its steps and what they made.
 
     ``kept_old``: of the old state a restore's swap kept aside (the database ``Engine.old``, the support
-    directories ``kept_old(target)``), not of the live one; the listings of the cache are the live ones
+    directories ``files.kept_beside(target)``), not of the live one; the listings of the cache are the live ones
     (a swap does not touch the cache)."""
 
     def __init__(self, config: ServerConfig, purpose: str = "backup", publish: bool = True,
@@ -168,7 +163,7 @@ class BackupRun:
 
     def _source(self, target: Path) -> Path:
         """What is archived for the support directory ``target``."""
-        return kept_old(target) if self.kept_old else target
+        return kept_beside(target) if self.kept_old else target
 
     def _describe_engine(self) -> str:
         engine = engine_for(self.config)

@@ -44,12 +44,12 @@ from pathlib import Path
 
 from crdsops import cleanup, commands, failpoints, interrupts
 from crdsops.config.model import ServerConfig
-from crdsops.data.backup import create, kept_old, support_dirs
+from crdsops.data.backup import create, support_dirs
 from crdsops.data.manifest import Manifest
 from crdsops.db.compression import open_decompressed
 from crdsops.db.engines import Engine, engine_for
 from crdsops.errors import CrdsOpsError
-from crdsops.files import exchange, write_atomic
+from crdsops.files import exchange, kept_beside, staged_beside, write_atomic
 from crdsops.parallel import JobsFailed, side_by_side
 from crdsops.runtime import health, service, taskrun
 from crdsops.runtime.environ import manage, manage_failure, start_manage
@@ -70,13 +70,8 @@ class SupportRestore:
         self.targets = support_dirs(config)
         self.swapped: list[str] = []
 
-    @staticmethod
-    def staging(target: Path) -> Path:
-        return target.with_name(target.name + ".crdsops-new")
-
-    @staticmethod
-    def old(target: Path) -> Path:
-        return kept_old(target)
+    staging = staticmethod(staged_beside)
+    old = staticmethod(kept_beside)
 
     def stage(self, backup: Path, manifest: Manifest) -> None:
         for label, target in self.targets.items():

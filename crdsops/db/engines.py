@@ -45,6 +45,7 @@ from crdsops.config.model import ServerConfig
 from crdsops.db.compression import compress_stream, compression, finish, open_decompressed, stage_failure
 from crdsops.db.mysql_loader import MysqlLoader, UseClient
 from crdsops.errors import CrdsOpsError
+from crdsops.files import kept_beside, staged_beside
 
 # --- engines -----------------------------------------------------------------------------
 
@@ -121,11 +122,11 @@ class SqliteEngine(Engine):
 
     @property
     def staging(self) -> Path:
-        return self.live.with_name(self.live.name + ".crdsops-new")
+        return staged_beside(self.live)
 
     @property
     def old(self) -> Path:
-        return self.live.with_name(self.live.name + ".crdsops-old")
+        return kept_beside(self.live)
 
     def create_dump(self, out: Path, old: bool = False) -> None:
         source = self.old if old else self.live

@@ -154,9 +154,10 @@ class Connections:
         every later step of this task, without another attempt).
         """
         key = self.key(target)
+        stopped = f"{target.where}: the fleet run was stopped before this host's step"
         with self._guard:
             if self._closed:
-                raise CrdsOpsError(f"{target.where}: the fleet run was stopped before this host's step")
+                raise CrdsOpsError(stopped)
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # two steps on one host at once (two kinds on one VM) connect once
             if key in self._failed:
@@ -178,7 +179,7 @@ class Connections:
             with self._guard:
                 if self._closed:  # close() came while this one was connecting: it must not outlive the task
                     _close(conn)
-                    raise CrdsOpsError(f"{target.where}: the fleet run was stopped before this host's step")
+                    raise CrdsOpsError(stopped)
                 self._conns[key] = conn
             return conn
 
