@@ -350,10 +350,11 @@ class ServerState:
 
 
 def fleet_status(observatory: str, targets: list[remote.Target], parallel: int,
-                 timeout: float | None) -> list[ServerState]:
-    """`inv status --json` on every target in parallel, each compared with its mirror source."""
+                 timeout: float | None, hosts: Connections | None = None) -> list[ServerState]:
+    """`inv status --json` on every target in parallel, each compared with its mirror source
+    (``hosts``: ``run_fleet``'s, when the task reaches several observatories)."""
     states = [ServerState(res, observatory, _status_document(res))
-              for res in run_fleet(targets, ["status", "--json"], parallel, timeout)]
+              for res in run_fleet(targets, ["status", "--json"], parallel, timeout, hosts)]
     by_name = {s.name: s for s in states if s.report is not None}
     for each in states:
         _compare(each, by_name, states)

@@ -88,11 +88,12 @@ def fleet_status(c, obs=None, kinds=None, verbose=False, json_=False, html=None,
 
     parallel, timeout = _limits(parallel, timeout)
     fleets = {}
-    for observatory, targets in _targets_by_observatory(obs, kinds).items():
-        if not json_:
-            print(f"running `inv status --json` on {len(targets)} host(s) of {observatory}, "
-                  f"{_pace(parallel, timeout)} ...", flush=True)
-        fleets[observatory] = fleet.fleet_status(observatory, targets, parallel, timeout)
+    with fleet.Connections(timeout) as hosts:  # a host serving two observatories is logged in to once
+        for observatory, targets in _targets_by_observatory(obs, kinds).items():
+            if not json_:
+                print(f"running `inv status --json` on {len(targets)} host(s) of {observatory}, "
+                      f"{_pace(parallel, timeout)} ...", flush=True)
+            fleets[observatory] = fleet.fleet_status(observatory, targets, parallel, timeout, hosts)
     states = [s for each in fleets.values() for s in each]
     failed = [s for s in states if s.state in ("DOWN", "FAILED", "TIMEOUT", "UNREACHABLE")]
     warned = [s for s in states if s.state == "WARN"]

@@ -54,6 +54,8 @@ class FakeFleet:
             script.chmod(0o755)
             self.checkouts[kind] = checkout
             overrides[("hst", kind)] = vm_overrides(where, address, self.lab.ssh_section(host, checkout))
+            # the same VM serves jwst too (a fleet task of every observatory reaches it twice)
+            overrides[("jwst", kind)] = vm_overrides(where / "jwst", address, self.lab.ssh_section(host, checkout))
         self.env = dict(os.environ, CRDSOPS_CONFIGS=str(make_configs(where, overrides)),
                         CRDSOPS_STATE=str(where / "control-installed.json"))
 
@@ -188,6 +190,15 @@ def test_fleet_upgrade_dry_run_probes_each_host_on_one_connection(fresh_log):
         assert re.search(rf"^{kind} probe: hst\.{kind} .* ok +\(exit 0\) hst\.{kind} ran inv upgrade --to good "
                          rf"--dry-run$", result.stdout, re.M), result.stdout
     assert counts == {"dev": 1, "test": 1, "ops": 1}, counts
+
+
+def test_fleet_status_of_every_observatory_logs_in_to_each_host_once(fresh_log):
+    """hst and jwst servers on the same three VMs: `inv status` runs twice on each, over one login."""
+    result, counts = connections_during(fresh_log, lambda: fresh_log.inv("fleet-status", timeout=90))
+    for name in ("hst.test", "hst.dev", "hst.ops", "jwst.test", "jwst.dev", "jwst.ops"):
+        assert name in result.stdout, result.stdout + result.stderr
+    assert "host(s) of hst" in result.stdout and "host(s) of jwst" in result.stdout, result.stdout
+    assert counts == {kind: 1 for kind in KINDS}, counts
 
 
 def test_one_connection_per_host_for_several_runs_and_closed_after(fake_fleet):
