@@ -58,7 +58,7 @@ from crdsops.data.inventory import (
 from crdsops.data.manifest import (
     BinlogPosition, DatabaseDump, FileEntry, Listings, Manifest, ServerIdentity, SupportArchive,
 )
-from crdsops.db.compression import compress_stream, compression, finish
+from crdsops.db.compression import Checked, compress_stream, compression, finish
 from crdsops.db.engines import engine_for
 from crdsops.errors import CrdsOpsError
 from crdsops.files import digest, ensure_dir, fsync_dir, kept_beside, write_atomic
@@ -134,6 +134,7 @@ class BackupRun:
         self.final: Path | None = None
         self.manifest: Manifest | None = None
         self.hashed: dict[str, FileEntry] = {}  # sha256s computed as each file was finished
+        self.tested: dict[str, str | None] = {}  # compressed file -> what is wrong (None: decompressed as written)
         self.published = False
 
     def plan(self, facts: BackupFacts | None = None) -> Plan:
@@ -149,9 +150,10 @@ class BackupRun:
         p.add(f"side by side, into a new dated directory under {b.private_dir} (written as .tmp-*): dump the "
               f"{facts.engine} database ({compression().name}); {archives}; list {config.layout.references} "
               f"(name, size, sha1) and {config.layout.deliveries}; record the stack's packages; hash each file "
-              "as it is finished", self._make_contents, name=f"{what}: dumping")
-        p.add("write manifest.json last; rename the directory into place; verify it (sizes; every compressed "
-              "file read to its end)", self._seal, name=f"{what}: sealing")
+              "(the compressed ones hashed and decompressed to their end as they are written)",
+              self._make_contents, name=f"{what}: dumping")
+        p.add("write manifest.json last; rename the directory into place; verify it (sizes, and every "
+              "compressed file decompressed to its end)", self._seal, name=f"{what}: sealing")
         if self.publish:
             p.add(f"publish it as the shared latest {shared_latest(config)} (copied and checked against the "
                   "manifest's sha256s as it is copied; atomic replace)", self._publish, name=f"{what}: publishing")
@@ -228,7 +230,8 @@ class BackupRun:
         previous = newest_listing(self.listed)
         hashed = self._hashed
         jobs = {
-            "dump": hashed(engine.dump_file_name(), lambda out: engine.create_dump(out, old=old)),
+            "dump": self._checked(engine.dump_file_name(),
+                                  lambda out, checked: engine.create_dump(out, old=old, checked=checked)),
             "counts": lambda: catalog_counts(config, database=str(engine.old) if old else None),
             "packages": hashed(listings.packages, lambda out: _package_list(config, out)),
             "references": hashed(listings.references, lambda out: _list_references(config, out, previous)),
@@ -236,8 +239,23 @@ class BackupRun:
             "pickles": hashed(listings.pickles, lambda out: _list_tree(config.layout.cache_tree("pickles"), out)),
         }
         for label, archive in support.items():
-            jobs["support:" + label] = hashed(archive.file, functools.partial(_pack, self._source(Path(archive.target))))
+            jobs["support:" + label] = self._checked(archive.file,
+                                                     functools.partial(_pack, self._source(Path(archive.target))))
         return jobs
+
+    def _checked(self, rel: str, make):
+        """A job that makes the compressed ``rel``, its bytes hashed and tested as they are written
+        (``compression.Checked``): the seal reads none of them again."""
+        def job():
+            out, checked = self.tmp / rel, Checked()
+            result = make(out, checked)
+            size = out.stat().st_size
+            if size != checked.size:  # what passed through is not what the file holds
+                raise CrdsOpsError(f"{out} holds {size} bytes, {checked.size} were written to it")
+            self.hashed[rel] = FileEntry(size, checked.sha256)
+            self.tested[rel] = checked.problem
+            return result
+        return job
 
     def _hashed(self, rel: str, make):
         """A job that makes ``rel`` in the backup being built, then keeps its size and sha256."""
@@ -256,7 +274,7 @@ class BackupRun:
         self.tmp = None
         fsync_dir(config.backups.private_dir)
         failpoints.hit("backup.renamed")
-        problems = manifest_mod.verify(self.final, deep=True, hashes=False)
+        problems = manifest_mod.verify(self.final, deep=True, hashes=False, tested=self.tested)
         record_verification(config, self.final, problems)
         if problems:
             raise CrdsOpsError(f"backup {self.final} does not verify ({'; '.join(problems[:3])}); it was not published")
@@ -408,7 +426,7 @@ def _list_tree(base: Path, out: Path) -> None:
     write_atomic(out, "\n".join(lines) + "\n")
 
 
-def _pack(directory: Path, out: Path) -> None:
+def _pack(directory: Path, out: Path, checked: Checked | None = None) -> None:
     """``tar`` the contents of ``directory`` (owners and modes kept), compressed, into ``out``."""
     if directory.exists():
         argv = ["tar", "-C", str(directory), "-cf", "-", "."]
@@ -416,13 +434,16 @@ def _pack(directory: Path, out: Path) -> None:
         argv = ["tar", "-cf", "-", "--files-from=/dev/null"]
     tar = commands.start(argv, what=f"archiving {directory}", stdout=commands.PIPE, stderr=commands.PIPE)
     try:
-        comp = compress_stream(tar.stdout, out)
+        comp = compress_stream(tar.stdout, out, checked)
     finally:
         tar.stdout.close()
     try:
         finish([("tar", tar), ("compressor", comp)])
     except CrdsOpsError as err:
         raise CrdsOpsError(f"archiving {directory} failed: {err}") from None
+    finally:
+        if checked is not None:
+            checked.wait()
 
 
 def _private_modes(directory: Path) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from crdsops import cleanup, commands
 from crdsops.config.model import ServerConfig
-from crdsops.db.compression import compress_stream, compression, finish, open_decompressed, stage_failure
+from crdsops.db.compression import Checked, compress_stream, compression, finish, open_decompressed, stage_failure
 from crdsops.db.mysql_loader import MysqlLoader, UseClient
 from crdsops.errors import CrdsOpsError
 from crdsops.files import kept_beside, staged_beside
@@ -78,8 +78,9 @@ class Engine:
     def dump_file_name(self) -> str:
         return self.dump_name + compression().suffix
 
-    def create_dump(self, out: Path, old: bool = False) -> None:
-        """Dump the live database into ``out``; ``old``: the old state a swap kept aside instead."""
+    def create_dump(self, out: Path, old: bool = False, checked: Checked | None = None) -> None:
+        """Dump the live database into ``out``; ``old``: the old state a swap kept aside instead;
+        ``checked``: hash and test the compressed bytes as they are written (``compression.Checked``)."""
         raise NotImplementedError
 
     def restore_dump(self, dump: Path) -> None:
@@ -128,7 +129,7 @@ class SqliteEngine(Engine):
     def old(self) -> Path:
         return kept_beside(self.live)
 
-    def create_dump(self, out: Path, old: bool = False) -> None:
+    def create_dump(self, out: Path, old: bool = False, checked: Checked | None = None) -> None:
         source = self.old if old else self.live
         if not source.exists():
             raise CrdsOpsError(f"SQLite database {source} does not exist"
@@ -144,8 +145,12 @@ class SqliteEngine(Engine):
                 dst.close()
                 src.close()
             with open(tmp, "rb") as source:
-                proc = compress_stream(source, out)
-                finish([("compressor", proc)])
+                proc = compress_stream(source, out, checked)
+                try:
+                    finish([("compressor", proc)])
+                finally:
+                    if checked is not None:
+                        checked.wait()
         except sqlite3.Error as err:
             raise CrdsOpsError(f"cannot read SQLite database {source} ({err})") from None
         finally:
@@ -247,7 +252,7 @@ class MysqlEngine(Engine):
     def _sql(self, sql: str, database: str | None = None) -> str:
         return self.mysql.run_sql(self.config, sql, database=database)
 
-    def create_dump(self, out: Path, old: bool = False) -> dict | None:
+    def create_dump(self, out: Path, old: bool = False, checked: Checked | None = None) -> dict | None:
         """The dump; with a binary log, also its snapshot's coordinates ({file, position}).
 
         ``--master-data=2`` writes them as a comment. MariaDB's dump reads them from the
@@ -264,15 +269,20 @@ class MysqlEngine(Engine):
         dump = commands.start(self.mysql.mysqldump_argv(self.config, *extra, database=schema),
                               what=f"dumping {schema}", stdout=commands.PIPE, stderr=commands.PIPE)
         try:
-            comp = compress_stream(dump.stdout, out)
+            comp = compress_stream(dump.stdout, out, checked)
         finally:
             dump.stdout.close()  # the compressor holds the pipe now
-        dump_err, comp_err = (proc.stderr.read().decode(errors="replace") for proc in (dump, comp))
-        if dump.wait() != 0:
+        try:
+            dump_err, comp_err = (proc.stderr.read().decode(errors="replace") for proc in (dump, comp))
+            dump.wait(), comp.wait()
+        finally:
+            if checked is not None:
+                checked.wait()
+        if dump.returncode != 0:
             # explained as the mysql client's errors are: the backup's counts job, failing for the
             # same cause (a server down), then reads the same and the two are reported as one
             raise self.mysql.explain(dump_err, self.config, database=schema)
-        if comp.wait() != 0:
+        if comp.returncode != 0:
             raise CrdsOpsError(f"dumping {schema} failed: {stage_failure('compressor', comp.returncode, comp_err)}")
         return binlog_position(out) if binlog else None
 
