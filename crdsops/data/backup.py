@@ -219,7 +219,7 @@ class BackupRun:
             crdsops_version=__version__, purpose=self.purpose,
             database=DatabaseDump(engine=config.database.engine, name=config.database.name,
                                   file=engine.dump_file_name(), compression=compression().name,
-                                  migrations=engine.migrations(old=self.kept_old), counts=results["counts"],
+                                  migrations=results["migrations"], counts=results["counts"],
                                   binlog=BinlogPosition.from_dict(results["dump"]) if results["dump"] else None),
             support=support, listings=Listings(packages_from=results["packages"]),
         )
@@ -233,6 +233,7 @@ class BackupRun:
             "dump": self._checked(engine.dump_file_name(),
                                   lambda out, checked: engine.create_dump(out, old=old, checked=checked)),
             "counts": lambda: catalog_counts(config, database=str(engine.old) if old else None),
+            "migrations": lambda: engine.migrations(old=old),
             "packages": hashed(listings.packages, lambda out: _package_list(config, out)),
             "references": hashed(listings.references, lambda out: _list_references(config, out, previous)),
             "deliveries": hashed(listings.deliveries, lambda out: _list_tree(config.layout.deliveries, out)),

@@ -21,6 +21,8 @@ INSERT INTO catalog_catalogfile (name, observatory, filekind, instrument, reftyp
     blacklisted, rejected, delivery_date, description) VALUES
   ('jwst_other_0001.fits', 'jwst', 'reference', 'nircam', 'flat', 5, 'x', 'operational', 0, 0,
    '2031-01-01 00:00:00', 'another observatory'),
+  ('jwst_other_0002.rmap', 'jwst', 'mapping', 'nircam', 'flat', 5, 'z', 'operational', 0, 0,
+   '2031-01-01 00:00:00', 'another observatory'),
   ('hst_extra_0001.rmap', 'hst', 'mapping', 'acs', 'biasfile', 5, 'y', 'operational', 1, 0,
    '2031-01-01 00:00:00', 'blacklisted: counted all the same')
 """
