@@ -36,6 +36,8 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +81,8 @@ def support_dirs(config: ServerConfig) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class BackupFacts:
-    """What ``inv backup`` finds before it starts: the private backups (listed once per run) and the sources."""
+    """What ``inv backup`` finds before it starts: the sources (the private backups are listed beside the dump)."""
 
-    listed: tuple[Entry, ...]  # the private backups, newest first
     engine: str  # the database, as ``Engine.describe`` names it
     support: dict[str, bool]  # label -> whether its directory exists
 
@@ -98,11 +99,11 @@ class Backup(Operation):
 
     def probe(self) -> BackupFacts:
         config = self.config
-        return BackupFacts(tuple(private_backups(config)), engine_for(config).describe(),
+        return BackupFacts(engine_for(config).describe(),
                            {label: path.exists() for label, path in support_dirs(config).items()})
 
     def plan(self, facts: BackupFacts) -> Plan:
-        self.made = BackupRun(self.config, listed=list(facts.listed))
+        self.made = BackupRun(self.config)
         return self.made.plan(facts)
 
     def run(self, plan: Plan) -> BackupOutcome:
@@ -127,7 +128,11 @@ class BackupRun:
                  retention: bool = True, listed: list[Entry] | None = None, kept_old: bool = False):
         self.config, self.purpose = config, purpose
         self.publish, self.retention, self.kept_old = publish, retention, kept_old
-        self.listed = private_backups(config) if listed is None else listed  # listed once per run
+        # The private backups, listed once per run, on first use: by the references job beside the
+        # dump (reading their manifests and the newest references listing, 200,000 lines on HST,
+        # is no longer done before the dump starts)
+        self._listed = listed
+        self._listing = threading.Lock()
         self.say = log.info if purpose == "backup" else log.debug  # a safety backup is one step of another task
         self.started: datetime.datetime | None = None
         self.tmp: Path | None = None
@@ -139,7 +144,7 @@ class BackupRun:
 
     def plan(self, facts: BackupFacts | None = None) -> Plan:
         config, b = self.config, self.config.backups
-        facts = facts or BackupFacts((), self._describe_engine(),
+        facts = facts or BackupFacts(self._describe_engine(),
                                      {label: self._source(path).exists() for label, path in support_dirs(config).items()})
         what = "safety backup" if self.purpose == "safety" else "backup"
         p = Plan(f"backing up {config.name}" if self.purpose == "backup" else f"a safety backup of {config.name}")
@@ -163,6 +168,14 @@ class BackupRun:
             p.add(offsite.plan_text(config), self._offsite, name=f"{what}: off-site copy")
         return p
 
+    @property
+    def listed(self) -> list[Entry]:
+        """The private backups before this one, newest first."""
+        with self._listing:
+            if self._listed is None:
+                self._listed = private_backups(self.config)
+            return self._listed
+
     def _source(self, target: Path) -> Path:
         """What is archived for the support directory ``target``."""
         return kept_beside(target) if self.kept_old else target
@@ -183,7 +196,7 @@ class BackupRun:
                 self._discard()
             if isinstance(err, KeyboardInterrupt):
                 raise
-            full = _full_disk(config, err, self.listed)
+            full = _full_disk(config, err, lambda: self.listed)
             if full:
                 raise CrdsOpsError(full) from None
             if isinstance(err, JobsFailed):
@@ -227,7 +240,6 @@ class BackupRun:
     def _jobs(self, engine, support: dict[str, SupportArchive]) -> dict:
         """The side-by-side jobs of the contents; each hashes the file it made once it is finished."""
         config, listings, old = self.config, Listings(), self.kept_old
-        previous = newest_listing(self.listed)
         hashed = self._hashed
         jobs = {
             "dump": self._checked(engine.dump_file_name(),
@@ -235,7 +247,8 @@ class BackupRun:
             "counts": lambda: catalog_counts(config, database=str(engine.old) if old else None),
             "migrations": lambda: engine.migrations(old=old),
             "packages": hashed(listings.packages, lambda out: _package_list(config, out)),
-            "references": hashed(listings.references, lambda out: _list_references(config, out, previous)),
+            "references": hashed(listings.references,
+                                 lambda out: _list_references(config, out, newest_listing(self.listed))),
             "deliveries": hashed(listings.deliveries, lambda out: _list_tree(config.layout.deliveries, out)),
             "pickles": hashed(listings.pickles, lambda out: _list_tree(config.layout.cache_tree("pickles"), out)),
         }
@@ -351,7 +364,7 @@ def remove_leftovers(config: ServerConfig) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _full_disk(config: ServerConfig, err: BaseException, listed: list[Entry]) -> str | None:
+def _full_disk(config: ServerConfig, err: BaseException, listed: Callable[[], list[Entry]]) -> str | None:
     """The one line for a backup that ran out of space, naming the disk and the space needed."""
     text = str(err)
     hit = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or any(
@@ -369,7 +382,7 @@ def _full_disk(config: ServerConfig, err: BaseException, listed: list[Entry]) ->
         return None
     free, label, where = min(disks)  # the fuller of the two disks a backup writes to
     return (f"the backup disk is full: {where} ({label}) has {human(free)} free, a backup of "
-            f"{config.name} needs about {human(_needed(config, listed))}; the partial backup was removed. "
+            f"{config.name} needs about {human(_needed(config, listed()))}; the partial backup was removed. "
             f"Free space there (`inv backups` lists the backups; the backups.keep* keys set which stay) "
             f"or move {label}")
 
