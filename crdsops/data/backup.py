@@ -125,13 +125,13 @@ class BackupRun:
     (a swap does not touch the cache)."""
 
     def __init__(self, config: ServerConfig, purpose: str = "backup", publish: bool = True,
-                 retention: bool = True, listed: list[Entry] | None = None, kept_old: bool = False):
+                 retention: bool = True, kept_old: bool = False):
         self.config, self.purpose = config, purpose
         self.publish, self.retention, self.kept_old = publish, retention, kept_old
         # The private backups, listed once per run, on first use: by the references job beside the
         # dump (reading their manifests and the newest references listing, 200,000 lines on HST,
         # is no longer done before the dump starts)
-        self._listed = listed
+        self._listed: list[Entry] | None = None
         self._listing = threading.Lock()
         self.say = log.info if purpose == "backup" else log.debug  # a safety backup is one step of another task
         self.started: datetime.datetime | None = None
