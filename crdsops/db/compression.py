@@ -142,19 +142,16 @@ def compress_stream(source, out: Path, checked: Checked | None = None) -> comman
     """
     comp = compression_of(out) or compression()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if checked is None:
-        try:
-            return commands.start(list(comp.compress), what=f"compressing {out}", stdin=source, stdout=fd,
-                                  stderr=commands.PIPE)
-        finally:
-            os.close(fd)
     try:
-        proc = commands.start(list(comp.compress), what=f"compressing {out}", stdin=source, stdout=commands.PIPE,
-                              stderr=commands.PIPE)
+        proc = commands.start(list(comp.compress), what=f"compressing {out}", stdin=source,
+                              stdout=fd if checked is None else commands.PIPE, stderr=commands.PIPE)
     except BaseException:
         os.close(fd)
         raise
-    checked.start(comp, proc.stdout, fd)  # the copier owns fd and the compressor's stdout from here
+    if checked is None:
+        os.close(fd)  # the compressor holds it now
+    else:
+        checked.start(comp, proc.stdout, fd)  # the copier owns fd and the compressor's stdout from here
     return proc
 
 
