@@ -402,24 +402,22 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
     """Swap the staged state in under the running server, health check against ``manifest``;
     return the seconds requests were held (a server that was down is started after the swap).
 
-    On any failure or interrupt: the reverse swap, held the same way, and raise (CrdsOpsError
-    saying so, or the interrupt). On success, ``keep_safely``: the safety backup of the old state,
+    On any failure or interrupt once something was swapped: the reverse swap, held the same
+    way, and raise (CrdsOpsError saying so, or the interrupt). On success, ``keep_safely``: the safety backup of the old state,
     then the old state dropped.
     """
     what = what or f"restore of {config.name}"
     swap = None
     try:
-        swap = _Swap(config, staged)  # inside: an interrupt while it looks at the server leaves no staging
+        swap = _Swap(config, staged)
         swap.swap_in_and_check(manifest)
     except BaseException as err:
         reason = interrupts.describe(err)
         log.info(f"{what} failed ({reason})")
-        with interrupts.shielded("the rollback"):
-            if swap is None:  # nothing was swapped yet
-                left = discard_staged(config, staged.engine, staged.support)
-                if left:
-                    log.warning(f"could not remove {', '.join(left)}: remove it by hand")
-            else:
+        # nothing swapped yet (stopped while _Swap looked at the server): the caller's
+        # discarded_unless_swapped removes the staging, as for any stop before the swap
+        if swap is not None:
+            with interrupts.shielded("the rollback"):
                 swap.roll_back()
         if isinstance(err, KeyboardInterrupt):
             raise
