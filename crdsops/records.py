@@ -74,8 +74,8 @@ def to_json(value: Any) -> Any:
     """A value made of JSON's types: records and mappings as dicts, datetimes in ISO 8601, paths as strings."""
     if isinstance(value, Record):
         return value.as_dict()
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(timespec="seconds")
+    if isinstance(value, datetime.datetime):  # to the second, or the millisecond when it is kept so
+        return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):

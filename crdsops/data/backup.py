@@ -228,7 +228,7 @@ class BackupRun:
         _private_modes(self.tmp)
         self.manifest = Manifest(
             server=ServerIdentity(config.observatory, config.kind, config.host, config.url, config.tier),
-            created=self.started.replace(microsecond=0), finished=utcnow().replace(microsecond=0),
+            created=self.started.replace(microsecond=self.started.microsecond // 1000 * 1000), finished=utcnow().replace(microsecond=0),
             crdsops_version=__version__, purpose=self.purpose,
             database=DatabaseDump(engine=config.database.engine, name=config.database.name,
                                   file=engine.dump_file_name(), compression=compression().name,

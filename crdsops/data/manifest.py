@@ -5,7 +5,8 @@ A backup is a directory; ``manifest.json`` is the last file written into it. The
 
     format            "crdsops-backup/1"
     server            {observatory, kind, tier, host, url}
-    created           ISO 8601 UTC time the backup was started (retention dates by this)
+    created           ISO 8601 UTC time the backup was started, to the millisecond (retention dates
+                      by this; a point-in-time restore orders it against the swaps in the audit log)
     finished          when it was complete
     crdsops_version
     purpose           "backup" | "safety"

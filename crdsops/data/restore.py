@@ -240,8 +240,19 @@ def _swapped_between(config: ServerConfig, start: datetime.datetime, end: dateti
     for entry in audit.history(config.layout, limit=None):
         if entry.task not in ("restore", "mirror") or not entry.ok or entry.when is None:
             continue
-        # the server's lock serializes backups and swaps: one that started at or after the backup
-        # (whole seconds both) ran after it
-        if entry.when >= start and (end is None or entry.when <= end):
+        # the server's lock serializes backups and swaps (it refuses, never waits): one that began
+        # at or after the backup ran after it
+        if _at_or_after(entry.when, start) and (end is None or entry.when <= end):
             return f"the {entry.task} of {entry.when:%Y-%m-%d %H:%M:%S} UTC"
     return ""
+
+
+def _at_or_after(swap: datetime.datetime, backup: datetime.datetime) -> bool:
+    """Whether the swap began at or after the backup, as exactly as both times are known.
+
+    Both are kept to the millisecond; a time kept to the second (an older audit line or manifest)
+    is compared by its second, so a swap in the backup's second counts as after it (refused)."""
+    if swap.microsecond and backup.microsecond:
+        return swap >= backup
+    return swap.replace(microsecond=0) >= backup.replace(microsecond=0)
+

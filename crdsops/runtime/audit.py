@@ -5,7 +5,7 @@ ends, whether it succeeded, failed or was interrupted; ``inv history`` and ``inv
 read it. A line (schema 1) says::
 
     schema    1
-    at        when the task began (ISO 8601, UTC)
+    at        when the task began (ISO 8601, UTC, to the millisecond)
     seconds   how long it ran
     task      the task: install, run, stop, rerun, backup, restore, mirror, schedule, ...
     flags     the flags given, those not at their default ({"from": "2026-11-28", "yes": true})

@@ -148,7 +148,7 @@ class TaskRun:
             first = self.error.splitlines()[0] if self.error.strip() else self.error
             error = first.removeprefix("error: ")
         entry = audit.Entry(
-            at=self.started_at.isoformat(timespec="seconds"), task=self.task, server=config.name, who=audit.who(),
+            at=self.started_at.isoformat(timespec="milliseconds"), task=self.task, server=config.name, who=audit.who(),
             result=self.result, exit=self.exit, seconds=round(time.monotonic() - self.started, 3), flags=self.flags,
             error=error, touched=self.outcome.as_dict() if self.outcome else {}, warnings=self.warnings,
         )

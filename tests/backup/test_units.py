@@ -310,3 +310,33 @@ def test_jobs_that_fail_for_one_cause_say_it_once():
     err = JobsFailed([("dump", refused), ("counts", CrdsOpsError("MySQL refused the login")),
                       ("support:config", CrdsOpsError("disk full"))])
     assert str(err) == "dump, counts: MySQL refused the login; support:config: disk full"
+
+
+# --- the order of a backup and the swaps around it (point-in-time restore) -------------------
+
+@pytest.mark.parametrize("swap_at, swapped", [
+    ("2026-12-04T20:39:47.100+00:00", False),  # the restore just before the backup, in its second
+    ("2026-12-04T20:39:47.950+00:00", True),   # just after it, in the same second
+    ("2026-12-04T20:39:47+00:00", True),       # an audit line kept to the second: cannot tell, so after
+    ("2026-12-04T20:39:46.999+00:00", False),
+])
+def test_a_swap_in_the_backups_second_is_ordered_by_its_milliseconds(cfg, swap_at, swapped):
+    from crdsops.data.restore import _swapped_between
+    from crdsops.runtime import audit
+
+    audit.append(cfg.layout, audit.Entry(at=swap_at, task="restore", server=cfg.name, who=audit.who(), result="ok"))
+    backup_created = datetime.datetime(2026, 12, 4, 20, 39, 47, 900000, tzinfo=datetime.UTC)
+    assert bool(_swapped_between(cfg, backup_created, None)) is swapped
+
+
+def test_a_manifest_keeps_its_time_to_the_millisecond_and_an_older_one_to_the_second(tmp_path):
+    made = datetime.datetime(2026, 12, 4, 20, 39, 47, 900000, tzinfo=datetime.UTC)
+    for created, written in ((made, "2026-12-04T20:39:47.900+00:00"),
+                             (made.replace(microsecond=0), "2026-12-04T20:39:47+00:00")):
+        path = tmp_path / written
+        path.mkdir()
+        (path / "database.sqlite3").write_text("dump")
+        Manifest(server=ServerIdentity("hst", "django", "h", "u"), created=created, crdsops_version="t",
+                 database=DatabaseDump("sqlite", "database.sqlite3")).write(path)
+        assert json.loads((path / "manifest.json").read_text())["created"] == written
+        assert Manifest.load(path).created == created
