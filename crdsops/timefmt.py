@@ -1,4 +1,4 @@
-"""Times for people: how long ago something happened.
+"""Times: how long ago something happened, for people; the precision the records keep a moment at.
 
 Standard library only.
 """
@@ -25,3 +25,8 @@ def age_text(delta: datetime.timedelta | float | None) -> str:
     if seconds < 2 * 86400:
         return f"{hours}h"
     return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
+
+
+def to_the_millisecond(when: datetime.datetime) -> datetime.datetime:
+    """``when`` as the records keep an exact moment: a backup's start, orderable against a swap's."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)

@@ -69,6 +69,7 @@ from crdsops.db.catalog import counts as catalog_counts
 from crdsops.runtime.lifecycle import Operation
 from crdsops.runtime.outcomes import BackupOutcome, BackupRef
 from crdsops.steps import Plan
+from crdsops.timefmt import to_the_millisecond
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class BackupRun:
         _private_modes(self.tmp)
         self.manifest = Manifest(
             server=ServerIdentity(config.observatory, config.kind, config.host, config.url, config.tier),
-            created=self.started.replace(microsecond=self.started.microsecond // 1000 * 1000), finished=utcnow().replace(microsecond=0),
+            created=to_the_millisecond(self.started), finished=utcnow().replace(microsecond=0),
             crdsops_version=__version__, purpose=self.purpose,
             database=DatabaseDump(engine=config.database.engine, name=config.database.name,
                                   file=engine.dump_file_name(), compression=compression().name,
