@@ -41,10 +41,11 @@ Figures (medians of the repetitions):
 
 Run only some with BENCH_ONLY=sync,noop,downtime,cross (default: all). BENCH_SCALE=1m (with
 BENCH_ONLY=noop): the catalog-driven figures over 10^6 files, named ..._1m, with
-mirror_plan_seconds_1m (the plan's seconds) beside them. Everything runs on this machine: the source host is an sshd on 127.0.0.2 with throwaway
-keys (tests/sshd.py), the two servers are installed with private configs (tests/vms.py) on
-two databases of a throwaway account (tests/mariadb.py). Needs openssh-server, rsync and a
-MariaDB with a passwordless root at 127.0.0.1:3306. Exit 0 when measured.
+mirror_plan_seconds_1m (the plan's seconds) beside them. Everything runs on this machine: the
+source host is an sshd on 127.0.0.2 with throwaway keys (tests/sshd.py), the two servers are
+installed with private configs (tests/vms.py) on two databases of a throwaway account
+(tests/mariadb.py). Needs openssh-server, rsync and a MariaDB with a passwordless root at
+127.0.0.1:3306. Exit 0 when measured.
 """
 
 from __future__ import annotations
