@@ -255,4 +255,3 @@ def _at_or_after(swap: datetime.datetime, backup: datetime.datetime) -> bool:
     if swap.microsecond and backup.microsecond:
         return swap >= backup
     return swap.replace(microsecond=0) >= backup.replace(microsecond=0)
-

@@ -403,8 +403,8 @@ def swap_and_check(config: ServerConfig, staged: Staged, manifest: Manifest, wha
     return the seconds requests were held (a server that was down is started after the swap).
 
     On any failure or interrupt once something was swapped: the reverse swap, held the same
-    way, and raise (CrdsOpsError saying so, or the interrupt). On success, ``keep_safely``: the safety backup of the old state,
-    then the old state dropped.
+    way, and raise (CrdsOpsError saying so, or the interrupt). On success, ``keep_safely``: the
+    safety backup of the old state, then the old state dropped.
     """
     what = what or f"restore of {config.name}"
     swap = None
